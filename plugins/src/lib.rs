@@ -1,0 +1,47 @@
+//! `acr-plugins`: what each step of a runmd pipeline does.
+//!
+//! One file per plugin, named as in runmd (`println.rs` is `.println`). The runtime (the `acr`
+//! crate) knows them only through [`catalogue`]: a name, the modifiers a call of it accepts, a
+//! compile-time check of its input, and the function that runs it over a [`Context`].
+
+pub mod catalogue;
+pub mod context;
+pub mod value;
+
+mod install;
+mod planned;
+mod println;
+mod process;
+mod timer;
+
+pub use catalogue::{catalogue, lookup, InputError, Invocation, ModifierSpec, PluginSpec};
+pub use context::Context;
+pub use timer::parse_duration;
+pub use value::{Props, Value};
+
+/// Why a plugin call failed at run time.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin '.{plugin}' (call {id}) is not built yet: planned with {planned}")]
+    NotBuilt {
+        plugin: &'static str,
+        id: u32,
+        planned: &'static str,
+    },
+    #[error("'.{plugin}' (call {id}): {message}")]
+    Failed {
+        plugin: &'static str,
+        id: u32,
+        message: String,
+    },
+}
+
+impl PluginError {
+    pub fn failed(call: &Invocation, message: impl Into<String>) -> Self {
+        PluginError::Failed {
+            plugin: call.plugin,
+            id: call.id,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `acr mirror start [--id N] [--engine-name NAME]`
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio::sync::watch;
+
+use super::{reload, Cli, CliError};
+use crate::engine;
+use crate::world::compile_file;
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Start at this call (or event block) id, as `acr dump` numbers them.
+    #[arg(long)]
+    pub id: Option<u32>,
+    /// The control block whose engine runs.
+    #[arg(long, default_value = "mirror")]
+    pub engine_name: String,
+}
+
+/// The error for a pipeline file that does not exist.
+pub fn missing(cli: &Cli, path: &Path) -> CliError {
+    let name = cli.registry.as_deref().unwrap_or("NAME");
+    anyhow::anyhow!(
+        "no pipeline at {}: run `acr --registry {name} init` first (or give --runmd-path FILE)",
+        path.display()
+    )
+    .into()
+}
+
+pub async fn start(cli: &Cli, args: &StartArgs) -> Result<(), CliError> {
+    let path = cli.runmd_path()?;
+    if !path.exists() {
+        return Err(missing(cli, &path));
+    }
+    let pipeline = compile_file(&path)?;
+    if pipeline.engine(&args.engine_name).is_none() {
+        let known: Vec<&str> = pipeline.engine_names().collect();
+        return Err(anyhow::anyhow!(
+            "there is no engine '{}' in {} (engines: {})",
+            args.engine_name,
+            path.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+        .into());
+    }
+    let start_at = match args.id {
+        Some(id) => {
+            Some(engine::start_at(&pipeline, &args.engine_name, id).map_err(anyhow::Error::from)?)
+        }
+        None => None,
+    };
+    let (tx, rx) = watch::channel(Arc::new(pipeline));
+    let _reloader = reload::watch(&path, tx).context("cannot watch the pipeline file")?;
+    let base = std::env::current_dir().context("cannot read the current directory")?;
+    let run = engine::run(rx, &args.engine_name, start_at, base);
+    tokio::select! {
+        result = run => {
+            let summary = result.map_err(anyhow::Error::from)?;
+            tracing::info!(passes = summary.passes, calls = summary.calls, "engine finished");
+        }
+        _ = shutdown_signal() => {
+            tracing::info!("stopping on signal");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,119 @@
+//! The command line: `acr [global options] init | dump | mirror start`.
+
+mod dump;
+mod init;
+mod mirror;
+pub mod reload;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+/// A registry mirror whose every request runs through a runmd plugin pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "acr", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The registry's name: with --registry-host it names the world directory
+    /// `.world/{host}/{name}` and the registry `{name}.{host}`.
+    #[arg(long, global = true, env = "REGISTRY_NAME")]
+    pub registry: Option<String>,
+
+    /// The registry's domain.
+    #[arg(long, global = true, default_value = "azurecr.io")]
+    pub registry_host: String,
+
+    /// A runmd file to use instead of `.world/{host}/{name}/mirror.runmd`.
+    #[arg(long, global = true)]
+    pub runmd_path: Option<PathBuf>,
+
+    /// Debug logging (otherwise RUST_LOG decides, default info).
+    #[arg(short, long, global = true)]
+    pub debug: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the default pipeline to `.world/{host}/{name}/mirror.runmd` and print its path.
+    Init(init::InitArgs),
+    /// Print the numbered tree of blocks and plugin calls.
+    Dump,
+    /// Run the mirror's engine.
+    Mirror {
+        #[command(subcommand)]
+        command: MirrorCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// Compile the pipeline and run its engine; the file is reloaded when it changes.
+    Start(mirror::StartArgs),
+}
+
+/// Why a command failed, and the exit status it gives.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A runmd file with errors: the rendered diagnostics. Exit status 2.
+    #[error("{0}")]
+    Invalid(String),
+    /// Anything else. Exit status 1.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Invalid(_) => 2,
+            CliError::Other(_) => 1,
+        }
+    }
+}
+
+impl From<crate::world::compile::CompileError> for CliError {
+    fn from(e: crate::world::compile::CompileError) -> Self {
+        match e {
+            crate::world::compile::CompileError::Invalid(report) => {
+                CliError::Invalid(report.to_string())
+            }
+            other => CliError::Other(other.into()),
+        }
+    }
+}
+
+impl Cli {
+    /// `.world/{host}/{name}`, relative to the current directory.
+    pub fn world_dir(&self) -> Option<PathBuf> {
+        self.registry
+            .as_ref()
+            .map(|name| Path::new(".world").join(&self.registry_host).join(name))
+    }
+
+    /// The runmd file a command works on: `--runmd-path`, else the world's `mirror.runmd`.
+    pub fn runmd_path(&self) -> Result<PathBuf, CliError> {
+        if let Some(p) = &self.runmd_path {
+            return Ok(p.clone());
+        }
+        match self.world_dir() {
+            Some(dir) => Ok(dir.join("mirror.runmd")),
+            None => Err(anyhow::anyhow!(
+                "which pipeline? give --registry NAME (after `acr --registry NAME init`) or --runmd-path FILE"
+            )
+            .into()),
+        }
+    }
+
+    /// Runs the command.
+    pub async fn run(self) -> Result<(), CliError> {
+        match &self.command {
+            Command::Init(args) => init::run(&self, args),
+            Command::Dump => dump::run(&self),
+            Command::Mirror {
+                command: MirrorCommand::Start(args),
+            } => mirror::start(&self, args).await,
+        }
+    }
+}

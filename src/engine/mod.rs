@@ -1,0 +1,126 @@
+//! The engine: runs an engine's events, each a sequence of plugin calls, over one typed context,
+//! then applies the engine's lifecycle (`.exit`, `.loop`, `.repeat N`, `.next S`).
+//!
+//! The pipeline is read from a `watch` channel at the start of every pass, so a hot reload takes
+//! effect on the next pass and a pass never mixes two versions of the file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use acr_plugins::{catalogue, Context, PluginError};
+use tokio::sync::watch;
+
+use crate::world::{Lifecycle, Pipeline};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("there is no engine '{name}' in {}{}", path.display(), known_engines(known))]
+    NoEngine {
+        name: String,
+        path: PathBuf,
+        known: Vec<String>,
+    },
+    #[error("there is no call or event {id} in engine '{engine}': `acr dump` lists the ids")]
+    NoSuchId { id: u32, engine: String },
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+fn known_engines(names: &[String]) -> String {
+    if names.is_empty() {
+        " (the file has no `+ .engine`)".to_string()
+    } else {
+        format!(" (engines: {})", names.join(", "))
+    }
+}
+
+/// Where a run starts: `--id N` resolved to an event and a call within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StartAt {
+    pub event: usize,
+    pub call: usize,
+}
+
+/// What a finished run did, for the caller and for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Passes over the events, counted across `.next` hand-overs.
+    pub passes: u64,
+    /// Plugin calls that ran to completion.
+    pub calls: u64,
+}
+
+/// Resolves `--id N` against engine `name` of `pipeline`.
+pub fn start_at(pipeline: &Pipeline, name: &str, id: u32) -> Result<StartAt, EngineError> {
+    let plan = engine_plan(pipeline, name)?;
+    for (e, event) in plan.events.iter().enumerate() {
+        if event.id == id {
+            return Ok(StartAt { event: e, call: 0 });
+        }
+        if let Some(c) = event.calls.iter().position(|c| c.id == id) {
+            return Ok(StartAt { event: e, call: c });
+        }
+    }
+    Err(EngineError::NoSuchId {
+        id,
+        engine: name.to_string(),
+    })
+}
+
+fn engine_plan(pipeline: &Pipeline, name: &str) -> Result<crate::world::EnginePlan, EngineError> {
+    pipeline.engine(name).ok_or_else(|| EngineError::NoEngine {
+        name: name.to_string(),
+        path: pipeline.path.clone(),
+        known: pipeline.engine_names().map(String::from).collect(),
+    })
+}
+
+/// Runs engine `name` until its lifecycle ends (never, for `.loop`).
+pub async fn run(
+    pipelines: watch::Receiver<Arc<Pipeline>>,
+    name: &str,
+    mut start: Option<StartAt>,
+    base_dir: PathBuf,
+) -> Result<Summary, EngineError> {
+    let mut summary = Summary::default();
+    let mut current = name.to_string();
+    let mut pass_of_engine: u64 = 0;
+    loop {
+        let pipeline = pipelines.borrow().clone();
+        let plan = engine_plan(&pipeline, &current)?;
+        drop(pipeline);
+        let mut cx = Context::new(base_dir.clone());
+        let from = start.take().unwrap_or_default();
+        tracing::debug!(engine = %current, pass = pass_of_engine, "engine pass");
+        for (e, event) in plan.events.iter().enumerate().skip(from.event) {
+            if event.once && pass_of_engine > 0 {
+                continue;
+            }
+            let skip = if e == from.event { from.call } else { 0 };
+            for call in event.calls.iter().skip(skip) {
+                tracing::debug!(id = call.id, plugin = call.spec.name, event = %event.name, "call");
+                cx.vars = (*call.control).clone();
+                catalogue::run(call.spec, &call.invocation, &mut cx).await?;
+                summary.calls += 1;
+            }
+        }
+        summary.passes += 1;
+        pass_of_engine += 1;
+        match &plan.lifecycle {
+            Lifecycle::Exit => return Ok(summary),
+            Lifecycle::Loop => {}
+            Lifecycle::Repeat(n) => {
+                if pass_of_engine >= u64::from(*n) {
+                    return Ok(summary);
+                }
+            }
+            Lifecycle::Next(next) => {
+                tracing::debug!(from = %current, to = %next, "engine hands over");
+                current = next.clone();
+                pass_of_engine = 0;
+            }
+        }
+        // A `.loop` with nothing to do must still yield, or it would starve the runtime.
+        tokio::task::yield_now().await;
+    }
+}
