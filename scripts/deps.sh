@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Installs (with apt, only when missing) the Debian packages that the real-component
+# test harness in tests/common needs: CNCF distribution, skopeo, umoci, containerd,
+# podman, htpasswd, openssl and python3 for tests/support/tokenserver.py.
+#
+# Idempotent and fast when everything is present (one dpkg-query, no apt).
+# Needs root (or sudo) only when something has to be installed.
+#
+#   scripts/deps.sh          install what is missing
+#   scripts/deps.sh --check  exit 1 (listing them) if any package is missing; install nothing
+set -euo pipefail
+
+PACKAGES=(
+  docker-registry
+  skopeo
+  umoci
+  containerd
+  podman
+  apache2-utils
+  curl
+  openssl
+  ca-certificates
+  python3
+  python3-cryptography
+  jq
+)
+
+log() { printf 'deps.sh: %s\n' "$*" >&2; }
+
+missing_packages() {
+  local installed p
+  # One dpkg-query for all packages; unknown ones only print to stderr.
+  installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${PACKAGES[@]}" 2>/dev/null \
+    | awk '$NF == "installed" && $(NF-1) == "ok" { print $1 }' || true)
+  for p in "${PACKAGES[@]}"; do
+    grep -qx -- "$p" <<<"$installed" || printf '%s\n' "$p"
+  done
+}
+
+main() {
+  local check_only=0
+  case "${1:-}" in
+    --check) check_only=1 ;;
+    "") ;;
+    -h | --help)
+      sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+      return 0
+      ;;
+    *)
+      log "unknown argument: $1 (use --check or nothing)"
+      return 2
+      ;;
+  esac
+
+  local missing=()
+  mapfile -t missing < <(missing_packages)
+  if [ "${#missing[@]}" -eq 0 ]; then
+    log "all ${#PACKAGES[@]} packages present"
+    return 0
+  fi
+  if [ "$check_only" = 1 ]; then
+    log "missing: ${missing[*]}"
+    return 1
+  fi
+
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { log "need root to install: ${missing[*]}"; return 1; }
+    sudo=(sudo)
+  fi
+
+  log "installing: ${missing[*]}"
+  # No systemd here and policy-rc.d may deny service starts: the packages'
+  # own docker-registry/containerd services are not wanted anyway.
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+  mapfile -t missing < <(missing_packages)
+  if [ "${#missing[@]}" -ne 0 ]; then
+    log "still missing after apt-get install: ${missing[*]}"
+    return 1
+  fi
+  log "done"
+}
+
+main "$@"
