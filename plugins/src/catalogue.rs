@@ -59,6 +59,8 @@ pub struct ModifierSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invocation {
     pub id: u32,
+    /// The block the call is written in.
+    pub block: u32,
     pub plugin: &'static str,
     pub input: String,
     pub props: Props,
@@ -107,13 +109,13 @@ static CATALOGUE: &[PluginSpec] = &[
     crate::install::SPEC,
     crate::timer::SPEC,
     crate::planned::LOGIN_ACR,
-    crate::planned::LOGIN,
-    crate::planned::AUTHN,
-    crate::planned::MIRROR,
-    crate::planned::RESOLVE,
+    crate::login::SPEC,
+    crate::authn::SPEC,
+    crate::mirror::SPEC,
+    crate::resolve::SPEC,
     crate::planned::DISCOVER,
     crate::planned::TELEPORT,
-    crate::planned::PULL,
+    crate::pull::SPEC,
     crate::planned::INJECT_LAYER,
 ];
 

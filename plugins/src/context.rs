@@ -1,27 +1,73 @@
 //! The typed context a sequence of plugin calls runs over.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::catalogue::RunFuture;
+use crate::registry::{ClientRequest, Credentials, Reply, Shared, Upstream};
 use crate::value::{Props, Value};
+
+/// What the runtime offers plugins that need more than the context: serving a block's proxy.
+/// The runtime implements it; plugins never learn what serves the requests.
+pub trait Host: Send + Sync {
+    /// Serves the `+ .proxy` of block `block` until acr stops.
+    fn serve(self: Arc<Self>, block: u32) -> RunFuture<'static>;
+    /// The address the proxy of `block` listens on, if it has one.
+    fn proxy_address(&self, block: u32) -> Option<String>;
+}
 
 /// What one call hands to the next.
 ///
 /// `vars` are the block's control values (`: work_dir .symbol ...` before any `+`), the same for
-/// every call of the block. `values` is what earlier calls left for later ones (a token, a
-/// digest); a call reads them and adds its own. `base_dir` anchors relative paths.
-#[derive(Debug, Clone, Default)]
+/// every call of the block. `values` is what earlier calls left for later ones. In a proxy
+/// route, `request` is the client's request, `upstream` where it goes, and the calls build
+/// `reply`.
+#[derive(Default)]
 pub struct Context {
     pub vars: Props,
     pub values: Props,
+    /// Anchors relative paths (the directory acr runs in).
     pub base_dir: PathBuf,
+    /// The directory of the pipeline file: where credential files and hosts.toml go by default.
+    pub world_dir: PathBuf,
     /// How many calls have run in this context, for logs and tests.
     pub calls_run: u64,
+    pub host: Option<Arc<dyn Host>>,
+    pub registry: Option<Arc<Shared>>,
+    pub request: Option<ClientRequest>,
+    pub upstream: Option<Upstream>,
+    pub credentials: Option<Credentials>,
+    /// `.authn` ran: answer the upstream's challenges.
+    pub authn: bool,
+    /// The `Authorization` header for the upstream. Never logged.
+    pub authorization: Option<String>,
+    pub reply: Option<Reply>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("vars", &self.vars)
+            .field("values", &self.values)
+            .field("base_dir", &self.base_dir)
+            .field("request", &self.request)
+            .field("upstream", &self.upstream)
+            .field("credentials", &self.credentials)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("reply", &self.reply)
+            .finish()
+    }
 }
 
 impl Context {
     pub fn new(base_dir: impl Into<PathBuf>) -> Self {
+        let base_dir = base_dir.into();
         Self {
-            base_dir: base_dir.into(),
+            world_dir: base_dir.clone(),
+            base_dir,
             ..Self::default()
         }
     }
@@ -38,6 +84,12 @@ impl Context {
     /// The directory named by control value `name` (relative ones against `base_dir`), if set.
     pub fn dir(&self, name: &str) -> Option<PathBuf> {
         self.lookup_str(name).map(|d| self.resolve(Path::new(d)))
+    }
+
+    /// The block's `work_dir`, else the directory of the pipeline file.
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir("work_dir")
+            .unwrap_or_else(|| self.world_dir.clone())
     }
 
     pub fn resolve(&self, path: &Path) -> PathBuf {

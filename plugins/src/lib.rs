@@ -6,16 +6,23 @@
 
 pub mod catalogue;
 pub mod context;
+pub mod registry;
 pub mod value;
 
+mod authn;
 mod install;
+mod login;
+mod mirror;
 mod planned;
 mod println;
 mod process;
+mod pull;
+mod resolve;
 mod timer;
 
 pub use catalogue::{catalogue, lookup, InputError, Invocation, ModifierSpec, PluginSpec};
-pub use context::Context;
+pub use context::{Context, Host};
+pub use registry::RegistryError;
 pub use timer::parse_duration;
 pub use value::{Props, Value};
 
@@ -28,6 +35,9 @@ pub enum PluginError {
         id: u32,
         planned: &'static str,
     },
+    /// A request failed in a way the client is told about with an OCI error.
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
     #[error("'.{plugin}' (call {id}): {message}")]
     Failed {
         plugin: &'static str,

@@ -2,8 +2,7 @@
 //! will take, so pipelines that name them compile and `dump` shows them today; running one is an
 //! error that names it (see `catalogue::run`).
 
-use crate::catalogue::{symbol_modifier, Input, InputError, ModifierSpec, PluginSpec};
-use crate::value::Value;
+use crate::catalogue::{symbol_modifier, Input, ModifierSpec, PluginSpec};
 
 const fn planned(
     name: &'static str,
@@ -31,54 +30,6 @@ pub const LOGIN_ACR: PluginSpec = planned(
     "Azure Container Registry support",
 );
 
-pub const LOGIN: PluginSpec = planned(
-    "login",
-    "find credentials for the upstream",
-    Input::Optional,
-    &[],
-    "the pull-through mirror",
-);
-
-pub const AUTHN: PluginSpec = planned(
-    "authn",
-    "answer the upstream's auth challenge and cache the token",
-    Input::Optional,
-    &[],
-    "the pull-through mirror",
-);
-
-pub const MIRROR: PluginSpec = planned(
-    "mirror",
-    "serve the proxy routes and write containerd's hosts.toml for HOST",
-    Input::Required("the registry host this mirror stands in for"),
-    &[
-        ModifierSpec {
-            name: "host",
-            usage: ".host ADDR, resolve, pull",
-            parse: parse_host,
-        },
-        ModifierSpec {
-            name: "server",
-            usage: ".server https://registry.example",
-            parse: symbol_modifier,
-        },
-        ModifierSpec {
-            name: "https",
-            usage: ".https /path/to/ca.pem",
-            parse: symbol_modifier,
-        },
-    ],
-    "the pull-through mirror",
-);
-
-pub const RESOLVE: PluginSpec = planned(
-    "resolve",
-    "fetch a manifest from the upstream",
-    Input::Optional,
-    &[],
-    "the pull-through mirror",
-);
-
 pub const DISCOVER: PluginSpec = planned(
     "discover",
     "find referrers of the resolved manifest by artifact type",
@@ -104,14 +55,6 @@ pub const TELEPORT: PluginSpec = planned(
         },
     ],
     "Azure Container Registry support",
-);
-
-pub const PULL: PluginSpec = planned(
-    "pull",
-    "fetch a blob from the upstream through the store",
-    Input::Optional,
-    &[],
-    "the pull-through mirror",
 );
 
 pub const INJECT_LAYER: PluginSpec = planned(
@@ -142,24 +85,3 @@ pub const INJECT_LAYER: PluginSpec = planned(
     ],
     "layer injection",
 );
-
-const CAPABILITIES: &[&str] = &["resolve", "pull", "push"];
-
-/// `.host ADDR, caps...`: the address containerd reaches the mirror at, and what it may do
-/// there (containerd's capabilities: resolve, pull, push).
-fn parse_host(_: &str, _: Option<&str>, value: &str) -> Result<Vec<(String, Value)>, InputError> {
-    let mut parts = value.split(',').map(str::trim);
-    let addr = parts.next().filter(|a| !a.is_empty()).ok_or_else(|| {
-        InputError::new("`.host` needs an address")
-            .hint("write `.host localhost:8578, resolve, pull`")
-    })?;
-    let mut out = vec![("host".to_string(), Value::Symbol(addr.to_string()))];
-    for cap in parts {
-        if !CAPABILITIES.contains(&cap) {
-            return Err(InputError::new(format!("unknown capability `{cap}`"))
-                .hint("containerd's capabilities are resolve, pull and push"));
-        }
-        out.push(("capability".to_string(), Value::Symbol(cap.to_string())));
-    }
-    Ok(out)
-}

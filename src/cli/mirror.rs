@@ -9,7 +9,10 @@ use tokio::sync::watch;
 
 use super::{reload, Cli, CliError};
 use crate::engine;
+use crate::server::ProxyHost;
 use crate::world::compile_file;
+use acr_plugins::registry::Shared;
+use acr_plugins::Value;
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
@@ -19,6 +22,10 @@ pub struct StartArgs {
     /// The control block whose engine runs.
     #[arg(long, default_value = "mirror")]
     pub engine_name: String,
+    /// Write containerd's hosts.toml files into this directory (e.g. /etc/containerd/certs.d)
+    /// instead of under the pipeline's directory.
+    #[arg(long)]
+    pub hosts_dir: Option<std::path::PathBuf>,
 }
 
 /// The error for a pipeline file that does not exist.
@@ -60,7 +67,20 @@ pub async fn start(cli: &Cli, args: &StartArgs) -> Result<(), CliError> {
     let (tx, rx) = watch::channel(Arc::new(pipeline));
     let _reloader = reload::watch(&path, tx).context("cannot watch the pipeline file")?;
     let base = std::env::current_dir().context("cannot read the current directory")?;
-    let run = engine::run(rx, &args.engine_name, start_at, base);
+    let world_dir = std::path::absolute(&path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| base.clone());
+    let shared = Shared::new().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let host = ProxyHost::new(rx.clone(), shared, base.clone(), world_dir.clone());
+    let mut seed = engine::Seed::new(base);
+    seed.world_dir = world_dir;
+    seed.host = Some(host);
+    if let Some(dir) = &args.hosts_dir {
+        seed.values
+            .set("hosts_dir", Value::Symbol(dir.display().to_string()));
+    }
+    let run = engine::run(rx, &args.engine_name, start_at, seed);
     tokio::select! {
         result = run => {
             let summary = result.map_err(anyhow::Error::from)?;

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use acr_plugins::{catalogue, Context, PluginError};
+use acr_plugins::{catalogue, Context, Host, PluginError, Props};
 use tokio::sync::watch;
 
 use crate::world::{Lifecycle, Pipeline};
@@ -75,12 +75,43 @@ fn engine_plan(pipeline: &Pipeline, name: &str) -> Result<crate::world::EnginePl
     })
 }
 
+/// What every pass's context starts from.
+#[derive(Clone, Default)]
+pub struct Seed {
+    /// Anchors relative paths: the directory acr runs in.
+    pub base_dir: PathBuf,
+    /// The pipeline file's directory.
+    pub world_dir: PathBuf,
+    /// What serves proxies for `.mirror`.
+    pub host: Option<Arc<dyn Host>>,
+    /// Values set from the command line (e.g. `hosts_dir`).
+    pub values: Props,
+}
+
+impl Seed {
+    pub fn new(base_dir: PathBuf) -> Self {
+        Self {
+            world_dir: base_dir.clone(),
+            base_dir,
+            ..Self::default()
+        }
+    }
+
+    fn context(&self) -> Context {
+        let mut cx = Context::new(self.base_dir.clone());
+        cx.world_dir = self.world_dir.clone();
+        cx.host = self.host.clone();
+        cx.values = self.values.clone();
+        cx
+    }
+}
+
 /// Runs engine `name` until its lifecycle ends (never, for `.loop`).
 pub async fn run(
     pipelines: watch::Receiver<Arc<Pipeline>>,
     name: &str,
     mut start: Option<StartAt>,
-    base_dir: PathBuf,
+    seed: Seed,
 ) -> Result<Summary, EngineError> {
     let mut summary = Summary::default();
     let mut current = name.to_string();
@@ -89,7 +120,7 @@ pub async fn run(
         let pipeline = pipelines.borrow().clone();
         let plan = engine_plan(&pipeline, &current)?;
         drop(pipeline);
-        let mut cx = Context::new(base_dir.clone());
+        let mut cx = seed.context();
         let from = start.take().unwrap_or_default();
         tracing::debug!(engine = %current, pass = pass_of_engine, "engine pass");
         for (e, event) in plan.events.iter().enumerate().skip(from.event) {

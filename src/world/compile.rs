@@ -33,7 +33,7 @@ const ENGINE_OPTIONS: &[&str] = &["event", "once", "loop", "exit", "next", "repe
 /// Attributes a `+` line may start.
 const ATTRIBUTES: &[&str] = &["engine", "runtime", "proxy"];
 /// Settings a `+ .proxy` accepts besides routes and calls. The server reads them.
-pub const PROXY_SETTINGS: &[&str] = &[];
+pub const PROXY_SETTINGS: &[&str] = &["allow", "endpoint", "path-routing"];
 
 /// Reads and compiles the file at `path`.
 pub fn compile_file(path: &Path) -> Result<Pipeline, CompileError> {
@@ -656,6 +656,14 @@ impl Compiler {
         }
         if PROXY_SETTINGS.contains(&ty.as_str()) && !(last.is_some() && self.is_modifier(last, &ty))
         {
+            if let Err(hint) = check_setting(&ty, &a.value.value) {
+                let span = if a.value.value.is_empty() {
+                    a.ty.span
+                } else {
+                    a.value.span
+                };
+                return self.error(span, format!("bad value for `.{ty}`"), Some(hint));
+            }
             let name = a.name.as_ref().map(|n| n.value.clone());
             if let Some(p) = self.blocks[block].proxy.as_mut() {
                 let value = match name {
@@ -859,6 +867,7 @@ impl Compiler {
             for c in &calls {
                 let invocation = Invocation {
                     id: c.entity.id(),
+                    block: blocks[c.block].entity.id(),
                     plugin: c.spec.name,
                     input: c.input.clone(),
                     props: c.props.clone(),
@@ -935,12 +944,15 @@ impl Compiler {
             }
         }
         world.maintain();
-        Pipeline {
+        let mut pipeline = Pipeline {
             path: path.to_path_buf(),
             world,
             engines,
             blocks: blocks.iter().map(|b| b.entity).collect(),
-        }
+            proxies: Vec::new(),
+        };
+        pipeline.proxies = pipeline.compute_proxies();
+        pipeline
     }
 }
 
@@ -958,6 +970,26 @@ fn word_span(value: &crate::runmd::Spanned<String>, word: &str) -> Span {
 
 fn is_single_word(s: &str) -> bool {
     !s.is_empty() && !s.contains(char::is_whitespace)
+}
+
+/// Checks a proxy setting's value.
+fn check_setting(name: &str, value: &str) -> Result<(), String> {
+    match name {
+        "allow" if value.trim().is_empty() => {
+            Err("write `: .allow HOST` or a glob such as `: .allow *.azurecr.io`".into())
+        }
+        "endpoint" => {
+            let mut words = value.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(_), Some(url), None) if url.starts_with("http://") || url.starts_with("https://") => Ok(()),
+                _ => Err("write `: .endpoint NAMESPACE URL`, e.g. `: .endpoint docker.io http://127.0.0.1:5000`".into()),
+            }
+        }
+        "path-routing" if !matches!(value, "" | "on" | "off" | "true" | "false") => {
+            Err("write `: .path-routing` (on) or `: .path-routing off`".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `host:port`, `[v6]:port` or `:port`.

@@ -78,7 +78,7 @@ pub fn dump(pipeline: &Pipeline) -> String {
         };
         let _ = writeln!(out, "  {lifecycle}");
     }
-    let proxies = pipeline.proxies();
+    let proxies = pipeline.proxies.clone();
     if !proxies.is_empty() {
         out.push_str("\nProxy routes:\n");
     }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use acr_plugins::registry::{Method, Resource};
 use acr_plugins::{Invocation, PluginSpec, Props};
 use specs::{Component, Entity, Join, VecStorage, World, WorldExt};
 
@@ -100,59 +101,6 @@ pub struct ProxySpec {
     pub settings: Props,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Resource {
-    Manifests,
-    Blobs,
-    Tags,
-    Referrers,
-}
-
-impl Resource {
-    pub const ALL: [Resource; 4] = [
-        Resource::Manifests,
-        Resource::Blobs,
-        Resource::Tags,
-        Resource::Referrers,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Resource::Manifests => "manifests",
-            Resource::Blobs => "blobs",
-            Resource::Tags => "tags",
-            Resource::Referrers => "referrers",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.name() == name)
-    }
-
-    /// The methods a mirror serves for this resource. acr never accepts a push.
-    pub fn methods(self) -> &'static [Method] {
-        match self {
-            Resource::Manifests | Resource::Blobs => &[Method::Head, Method::Get],
-            Resource::Tags | Resource::Referrers => &[Method::Get],
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Method {
-    Head,
-    Get,
-}
-
-impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Head => "head",
-            Method::Get => "get",
-        }
-    }
-}
-
 component!(Block, Call, Route, Sequence, EngineSpec, ProxySpec);
 
 /// One call ready to run: the plugin, what it was given, and its block's control values.
@@ -195,7 +143,12 @@ pub struct RoutePlan {
 #[derive(Debug, Clone)]
 pub struct ProxyPlan {
     pub block: u32,
+    /// The block's name and symbol: what identifies the proxy across reloads.
+    pub key: (String, String),
     pub address: String,
+    /// The hosts of the block's `.mirror` calls, in order: the first is the default upstream.
+    pub mirror_hosts: Vec<String>,
+    pub control: Arc<Props>,
     pub settings: Props,
     pub routes: Vec<RoutePlan>,
 }
@@ -208,6 +161,8 @@ pub struct Pipeline {
     pub engines: BTreeMap<String, Entity>,
     /// Every block, in file order.
     pub blocks: Vec<Entity>,
+    /// Every `+ .proxy`, ready to serve (computed once per compile).
+    pub proxies: Vec<ProxyPlan>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -278,15 +233,46 @@ impl Pipeline {
             .collect()
     }
 
-    /// Every `+ .proxy` of the file, with its routes, in file order.
+    /// Every `+ .proxy` of the file, in file order.
     pub fn proxies(&self) -> Vec<ProxyPlan> {
+        self.proxies.clone()
+    }
+
+    /// The proxy of the block named `key`.
+    pub fn proxy(&self, key: &(String, String)) -> Option<&ProxyPlan> {
+        self.proxies.iter().find(|p| p.key == *key)
+    }
+
+    /// The proxy of block `id`.
+    pub fn proxy_of_block(&self, id: u32) -> Option<&ProxyPlan> {
+        self.proxies.iter().find(|p| p.block == id)
+    }
+
+    /// Every `+ .proxy` of the file, with its routes, in file order.
+    pub(crate) fn compute_proxies(&self) -> Vec<ProxyPlan> {
         let proxies = self.world.read_storage::<ProxySpec>();
         let routes = self.world.read_storage::<Route>();
+        let blocks = self.world.read_storage::<Block>();
         let entities = self.world.entities();
-        let mut out: Vec<ProxyPlan> = (&entities, &proxies)
+        let mut out: Vec<ProxyPlan> = (&entities, &proxies, &blocks)
             .join()
-            .map(|(block, proxy)| ProxyPlan {
+            .map(|(block, proxy, b)| ProxyPlan {
                 block: block.id(),
+                key: (b.name.clone(), b.symbol.clone()),
+                mirror_hosts: self
+                    .calls_of(block)
+                    .iter()
+                    .filter(|c| c.spec.name == "mirror")
+                    .flat_map(|c| {
+                        c.invocation
+                            .input
+                            .split(',')
+                            .map(|h| h.trim().to_string())
+                            .filter(|h| !h.is_empty())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect(),
+                control: b.control.clone(),
                 address: proxy.address.clone(),
                 settings: proxy.settings.clone(),
                 routes: proxy

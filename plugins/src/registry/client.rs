@@ -1,0 +1,275 @@
+//! Requests to the upstream, with auth: the cached `Authorization` is sent; a 401 renews the
+//! token once (from the challenge in that 401) and retries; redirects are followed by hand so
+//! `Authorization` never goes to another host.
+
+use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
+
+use super::challenge::{self, Challenge};
+use super::credentials::Credentials;
+use super::{RegistryError, Resource};
+use crate::Context;
+
+/// The pull scope of the request's repository.
+pub fn scope(cx: &Context) -> String {
+    let name = cx.request.as_ref().map(|r| r.name.as_str()).unwrap_or("");
+    format!("repository:{name}:pull")
+}
+
+fn pick(challenges: Vec<Challenge>) -> Option<Challenge> {
+    let mut basic = None;
+    for c in challenges {
+        if c.is_bearer() {
+            return Some(c);
+        }
+        if c.is_basic() && basic.is_none() {
+            basic = Some(c);
+        }
+    }
+    basic
+}
+
+fn challenges_of(headers: &HeaderMap) -> Option<Challenge> {
+    let joined: Vec<&str> = headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    pick(challenge::parse(&joined.join(", ")))
+}
+
+/// `.authn`: learns the upstream's challenge (one `GET /v2/` per upstream, cached) and gets
+/// the `Authorization` for this request's scope, from the cache when it can.
+pub async fn authenticate(cx: &mut Context) -> Result<(), RegistryError> {
+    let (shared, upstream) = parts(cx)?;
+    cx.authn = true;
+    let challenge = match shared.auth.challenge(&upstream.base) {
+        Some(c) => c,
+        None => {
+            let resp = shared
+                .http
+                .get(upstream.url("/v2/"))
+                .send()
+                .await
+                .map_err(|e| unreachable(&upstream.ns, &upstream.base, e))?;
+            let c = if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+                challenges_of(resp.headers())
+            } else {
+                None
+            };
+            shared.auth.set_challenge(&upstream.base, c.clone());
+            c
+        }
+    };
+    let Some(challenge) = challenge else {
+        cx.authorization = None;
+        return Ok(());
+    };
+    let scope = scope(cx);
+    cx.authorization = shared
+        .auth
+        .authorization(
+            &shared.http,
+            &upstream.ns,
+            &challenge,
+            &scope,
+            cx.credentials.as_ref(),
+            false,
+        )
+        .await?;
+    Ok(())
+}
+
+fn parts(cx: &Context) -> Result<(std::sync::Arc<super::Shared>, super::Upstream), RegistryError> {
+    let shared = cx
+        .registry
+        .clone()
+        .ok_or_else(|| RegistryError::bad_gateway("registry plugins run only in a proxy route"))?;
+    let upstream = cx
+        .upstream
+        .clone()
+        .ok_or_else(|| RegistryError::bad_gateway("no upstream was chosen for this request"))?;
+    Ok((shared, upstream))
+}
+
+fn unreachable(ns: &str, base: &str, e: reqwest::Error) -> RegistryError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else {
+        "is unreachable"
+    };
+    RegistryError::bad_gateway(format!("upstream {ns} ({base}) {what}: {e}"))
+}
+
+/// Sends `method path` to the upstream with `headers`, following redirects (at most 5, without
+/// Authorization across hosts). A 401 after `.authn` renews the token once and retries.
+pub async fn send(
+    cx: &mut Context,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, String)],
+) -> Result<reqwest::Response, RegistryError> {
+    let (shared, upstream) = parts(cx)?;
+    let mut renewed = false;
+    loop {
+        let mut url = upstream.url(path);
+        let mut auth = cx.authorization.clone();
+        let mut hops = 0;
+        let resp = loop {
+            let mut req = shared.http.request(method.clone(), &url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
+            }
+            if let Some(a) = &auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| unreachable(&upstream.ns, &upstream.base, e))?;
+            if !resp.status().is_redirection() {
+                break resp;
+            }
+            let Some(location) = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()) else {
+                break resp;
+            };
+            hops += 1;
+            if hops > 5 {
+                return Err(RegistryError::bad_gateway(format!(
+                    "upstream {} redirected more than 5 times",
+                    upstream.ns
+                )));
+            }
+            let next = resp.url().join(location).map_err(|_| {
+                RegistryError::bad_gateway(format!("upstream {} sent a bad redirect", upstream.ns))
+            })?;
+            if next.host_str() != resp.url().host_str()
+                || next.port_or_known_default() != resp.url().port_or_known_default()
+            {
+                auth = None;
+            }
+            url = next.to_string();
+        };
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED && cx.authn && !renewed {
+            renewed = true;
+            let Some(challenge) = challenges_of(resp.headers()) else {
+                return Err(refused(&upstream.ns, cx.credentials.as_ref()));
+            };
+            shared
+                .auth
+                .set_challenge(&upstream.base, Some(challenge.clone()));
+            let scope = scope(cx);
+            cx.authorization = shared
+                .auth
+                .authorization(
+                    &shared.http,
+                    &upstream.ns,
+                    &challenge,
+                    &scope,
+                    cx.credentials.as_ref(),
+                    true,
+                )
+                .await?;
+            continue;
+        }
+        return Ok(resp);
+    }
+}
+
+fn refused(ns: &str, creds: Option<&Credentials>) -> RegistryError {
+    match creds {
+        Some(c) => RegistryError::unauthorized(format!(
+            "upstream {ns} refused the credentials (user {} from {})",
+            c.username, c.source
+        )),
+        None => RegistryError::unauthorized(format!(
+            "upstream {ns} needs credentials and none were found: add `.login` and `.authn` to the route, and a credential source"
+        )),
+    }
+}
+
+/// Maps an upstream's error reply to the error acr answers with.
+/// (The future holds no borrow of the context, which is not `Sync`.)
+pub fn upstream_error(
+    cx: &Context,
+    resp: reqwest::Response,
+    resource: Resource,
+) -> impl std::future::Future<Output = RegistryError> + Send + 'static {
+    let ns = cx
+        .upstream
+        .as_ref()
+        .map(|u| u.ns.clone())
+        .unwrap_or_default();
+    let creds = cx.credentials.clone();
+    async move { error_from(&ns, creds.as_ref(), resp, resource).await }
+}
+
+/// Like `upstream_error`, for callers that hold no context.
+pub async fn error_from(
+    ns: &str,
+    creds: Option<&Credentials>,
+    resp: reqwest::Response,
+    resource: Resource,
+) -> RegistryError {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let body = resp.bytes().await.unwrap_or_default();
+    let (code, message) = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|j| {
+            let e = j.get("errors")?.get(0)?;
+            Some((
+                e.get("code")?.as_str()?.to_string(),
+                e.get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+            ))
+        })
+        .unwrap_or_default();
+    match status {
+        401 => refused(ns, creds),
+        403 => RegistryError::denied(format!("upstream {ns} denied access: {message}")),
+        404 => {
+            let code = match code.as_str() {
+                "NAME_UNKNOWN" => "NAME_UNKNOWN",
+                "BLOB_UNKNOWN" => "BLOB_UNKNOWN",
+                "MANIFEST_UNKNOWN" => "MANIFEST_UNKNOWN",
+                _ => match resource {
+                    Resource::Blobs => "BLOB_UNKNOWN",
+                    Resource::Manifests => "MANIFEST_UNKNOWN",
+                    _ => "NAME_UNKNOWN",
+                },
+            };
+            let message = if message.is_empty() {
+                "not found".to_string()
+            } else {
+                message
+            };
+            RegistryError::not_found(code, format!("upstream {ns}: {message}"))
+        }
+        429 => {
+            let e = RegistryError::new(
+                429,
+                "TOOMANYREQUESTS",
+                format!("upstream {ns} is rate limiting"),
+            );
+            match retry_after {
+                Some(r) => e.with_header("Retry-After", &r),
+                None => e,
+            }
+        }
+        400..=499 => RegistryError {
+            status,
+            code: "UNKNOWN",
+            message: format!("upstream {ns} answered {status} {code} {message}")
+                .trim()
+                .to_string(),
+            headers: Vec::new(),
+        },
+        _ => RegistryError::bad_gateway(format!("upstream {ns} answered {status}")),
+    }
+}

@@ -1,0 +1,377 @@
+//! Where upstream credentials come from, in order: a credential file beside the pipeline,
+//! docker's `config.json` (`credHelpers`, `auths`, `credsStore`), the containers `auth.json`,
+//! a `docker-credential-*` helper, and environment variables.
+//!
+//! Secrets never reach a log line: `Credentials`' Debug shows the user and the source only.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use tokio::io::AsyncWriteExt;
+
+use super::RegistryError;
+
+/// The user name ACR and docker use for a refresh (identity) token.
+pub const TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub secret: String,
+    /// Where they came from, for messages: `file .world/.../access_token`, `config.json`, ...
+    pub source: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("secret", &"<redacted>")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// An identity (refresh) token rather than a password: exchanged with
+    /// `grant_type=refresh_token`.
+    pub fn is_identity_token(&self) -> bool {
+        self.username == "<token>" || self.username == TOKEN_USER
+    }
+
+    /// `Basic base64(user:secret)`
+    pub fn basic(&self) -> String {
+        let user = if self.username == "<token>" {
+            TOKEN_USER
+        } else {
+            &self.username
+        };
+        let raw = format!("{user}:{}", self.secret);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+/// What a lookup needs: the upstream host and the optional credential file of `.login FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LoginQuery {
+    pub host: String,
+    pub ns: String,
+    pub file: Option<PathBuf>,
+}
+
+/// Credentials by query, kept for a minute so a helper is not run on every request.
+#[derive(Debug, Default)]
+pub struct CredentialCache {
+    entries: Mutex<HashMap<LoginQuery, (Option<Credentials>, Instant)>>,
+}
+
+const CACHE_FOR: Duration = Duration::from_secs(60);
+
+impl CredentialCache {
+    pub async fn find(&self, query: &LoginQuery) -> Result<Option<Credentials>, RegistryError> {
+        if let Ok(entries) = self.entries.lock() {
+            if let Some((creds, at)) = entries.get(query) {
+                if at.elapsed() < CACHE_FOR {
+                    return Ok(creds.clone());
+                }
+            }
+        }
+        let found = find(query).await?;
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(query.clone(), (found.clone(), Instant::now()));
+        }
+        Ok(found)
+    }
+}
+
+/// Looks in every source, first hit wins.
+pub async fn find(query: &LoginQuery) -> Result<Option<Credentials>, RegistryError> {
+    if let Some(file) = &query.file {
+        if let Some(c) = from_file(file)? {
+            return Ok(Some(c));
+        }
+    }
+    let aliases = aliases(&query.ns, &query.host);
+    for config in docker_configs() {
+        if let Some(c) = from_docker_config(&config, &aliases, &query.ns).await? {
+            return Ok(Some(c));
+        }
+    }
+    Ok(from_env(&query.host).or_else(|| from_env(&query.ns)))
+}
+
+/// A credential file: `user:password` on one line, or a bare token (an identity token for
+/// user `00000000-0000-0000-0000-000000000000`, what `az acr login --expose-token` gives).
+pub fn from_file(path: &Path) -> Result<Option<Credentials>, RegistryError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(RegistryError::unauthorized(format!(
+                "cannot read the credential file {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let source = format!("file {}", path.display());
+    // A JWT or opaque token has no ':'; `user:password` has one.
+    let creds = match line.split_once(':') {
+        Some((user, pass)) if !user.is_empty() && !line.starts_with("ey") => Credentials {
+            username: user.to_string(),
+            secret: pass.to_string(),
+            source,
+        },
+        _ => Credentials {
+            username: TOKEN_USER.to_string(),
+            secret: line.to_string(),
+            source,
+        },
+    };
+    Ok(Some(creds))
+}
+
+fn docker_configs() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
+        out.push(PathBuf::from(dir).join("config.json"));
+    } else if let Some(home) = std::env::var_os("HOME") {
+        out.push(PathBuf::from(home).join(".docker/config.json"));
+    }
+    if let Some(file) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        out.push(PathBuf::from(file));
+    } else if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        out.push(PathBuf::from(dir).join("containers/auth.json"));
+    }
+    out
+}
+
+/// The names a registry may have as a key in config.json.
+fn aliases(ns: &str, host: &str) -> Vec<String> {
+    let mut out = vec![ns.to_string(), host.to_string()];
+    if ns == "docker.io" {
+        out.extend(["index.docker.io".into(), "registry-1.docker.io".into()]);
+    }
+    out
+}
+
+/// `https://index.docker.io/v1/` -> `index.docker.io`
+fn normalize_key(key: &str) -> &str {
+    let rest = key.split_once("://").map_or(key, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+async fn from_docker_config(
+    path: &Path,
+    aliases: &[String],
+    ns: &str,
+) -> Result<Option<Credentials>, RegistryError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        RegistryError::unauthorized(format!("{} is not valid JSON: {e}", path.display()))
+    })?;
+    let matches = |key: &str| aliases.iter().any(|a| a == normalize_key(key));
+    if let Some(helpers) = config.get("credHelpers").and_then(|h| h.as_object()) {
+        if let Some(helper) = helpers
+            .iter()
+            .find(|(k, _)| matches(k))
+            .and_then(|(_, v)| v.as_str())
+        {
+            return run_helper(helper, ns).await;
+        }
+    }
+    if let Some(auths) = config.get("auths").and_then(|a| a.as_object()) {
+        for (key, entry) in auths {
+            if !matches(key) {
+                continue;
+            }
+            let source = format!("{} (auths.{key})", path.display());
+            if let Some(token) = entry.get("identitytoken").and_then(|t| t.as_str()) {
+                return Ok(Some(Credentials {
+                    username: "<token>".into(),
+                    secret: token.to_string(),
+                    source,
+                }));
+            }
+            if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(auth.trim())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok());
+                if let Some((user, pass)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
+                    return Ok(Some(Credentials {
+                        username: user.to_string(),
+                        secret: pass.to_string(),
+                        source,
+                    }));
+                }
+            }
+            if let (Some(u), Some(p)) = (
+                entry.get("username").and_then(|u| u.as_str()),
+                entry.get("password").and_then(|p| p.as_str()),
+            ) {
+                return Ok(Some(Credentials {
+                    username: u.to_string(),
+                    secret: p.to_string(),
+                    source,
+                }));
+            }
+        }
+    }
+    if let Some(store) = config.get("credsStore").and_then(|s| s.as_str()) {
+        return run_helper(store, ns).await;
+    }
+    Ok(None)
+}
+
+/// The docker credential-helper protocol: `docker-credential-NAME get`, the server URL on
+/// stdin, `{"ServerURL","Username","Secret"}` on stdout; "credentials not found" is a miss.
+pub async fn run_helper(name: &str, ns: &str) -> Result<Option<Credentials>, RegistryError> {
+    if name.is_empty() || name.contains('/') {
+        return Err(RegistryError::unauthorized(format!(
+            "`{name}` is not a credential helper name"
+        )));
+    }
+    let program = format!("docker-credential-{name}");
+    let server = if ns == "docker.io" {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        ns.to_string()
+    };
+    let mut child = tokio::process::Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            RegistryError::unauthorized(format!("cannot run the credential helper {program}: {e}"))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(server.as_bytes()).await;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .map_err(|_| {
+            RegistryError::unauthorized(format!(
+                "the credential helper {program} did not answer in 20 s"
+            ))
+        })?
+        .map_err(|e| {
+            RegistryError::unauthorized(format!("the credential helper {program} failed: {e}"))
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        if stdout.contains("credentials not found")
+            || String::from_utf8_lossy(&output.stderr).contains("credentials not found")
+        {
+            return Ok(None);
+        }
+        return Err(RegistryError::unauthorized(format!(
+            "the credential helper {program} exited with {}",
+            output.status
+        )));
+    }
+    let reply: serde_json::Value = serde_json::from_str(stdout.trim()).map_err(|_| {
+        RegistryError::unauthorized(format!(
+            "the credential helper {program} did not print JSON"
+        ))
+    })?;
+    let user = reply.get("Username").and_then(|u| u.as_str()).unwrap_or("");
+    let secret = reply.get("Secret").and_then(|s| s.as_str()).unwrap_or("");
+    if secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials {
+        username: user.to_string(),
+        secret: secret.to_string(),
+        source: format!("helper {program}"),
+    }))
+}
+
+/// `ACR_AUTH_<HOST>=user:password` (HOST upper-cased, other characters as `_`), else
+/// `ACR_UPSTREAM_USERNAME` and `ACR_UPSTREAM_PASSWORD`.
+fn from_env(host: &str) -> Option<Credentials> {
+    let key: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let var = format!("ACR_AUTH_{key}");
+    if let Ok(value) = std::env::var(&var) {
+        if let Some((u, p)) = value.split_once(':') {
+            return Some(Credentials {
+                username: u.to_string(),
+                secret: p.to_string(),
+                source: format!("environment {var}"),
+            });
+        }
+    }
+    match (
+        std::env::var("ACR_UPSTREAM_USERNAME"),
+        std::env::var("ACR_UPSTREAM_PASSWORD"),
+    ) {
+        (Ok(u), Ok(p)) if !u.is_empty() => Some(Credentials {
+            username: u,
+            secret: p,
+            source: "environment ACR_UPSTREAM_USERNAME".into(),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_forms() {
+        let dir = std::env::temp_dir().join(format!("acr-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c");
+        std::fs::write(&f, "alice:s3cret\n").unwrap();
+        let c = from_file(&f).unwrap().unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.secret.as_str()),
+            ("alice", "s3cret")
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        std::fs::write(&f, "eyJhbGciOi.payload.sig\n").unwrap();
+        let c = from_file(&f).unwrap().unwrap();
+        assert!(c.is_identity_token());
+        assert!(from_file(&dir.join("missing")).unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keys_normalize() {
+        assert_eq!(
+            normalize_key("https://index.docker.io/v1/"),
+            "index.docker.io"
+        );
+        assert_eq!(normalize_key("127.0.0.1:5000"), "127.0.0.1:5000");
+    }
+}

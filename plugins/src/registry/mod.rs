@@ -1,0 +1,143 @@
+//! What the registry plugins share: the request being served, the upstream it goes to, the
+//! reply being built, and the state that outlives one request (the HTTP client, cached
+//! challenges and tokens, credentials).
+
+pub mod challenge;
+pub mod client;
+pub mod credentials;
+pub mod error;
+pub mod media;
+pub mod reference;
+pub mod token;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_core::Stream;
+
+pub use credentials::Credentials;
+pub use error::RegistryError;
+pub use reference::{Digest, Method, Reference, Resource};
+
+/// The registry an upstream request goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The registry host as clients name it (`docker.io`, `ghcr.io`, `127.0.0.1:5000`).
+    pub ns: String,
+    /// Where acr sends the requests: `scheme://host[:port][/path]`, no trailing slash.
+    pub base: String,
+}
+
+impl Upstream {
+    /// The upstream for `ns` at its canonical address (`docker.io` is `registry-1.docker.io`).
+    pub fn for_ns(ns: &str) -> Self {
+        let host = if ns == "docker.io" || ns == "index.docker.io" {
+            "registry-1.docker.io"
+        } else {
+            ns
+        };
+        Self {
+            ns: ns.to_string(),
+            base: format!("https://{host}"),
+        }
+    }
+
+    /// `base` + `/v2/...`
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The host (and port) of `base`, for logs and the credential lookup.
+    pub fn host(&self) -> &str {
+        let rest = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, r)| r);
+        rest.split('/').next().unwrap_or(rest)
+    }
+}
+
+/// The client's request, as the plugins see it.
+#[derive(Debug, Clone)]
+pub struct ClientRequest {
+    pub method: Method,
+    pub resource: Resource,
+    /// The repository as the upstream knows it (`library/` added for docker.io).
+    pub name: String,
+    /// Tag or digest for manifests, digest for blobs and referrers, empty for tags.
+    pub reference: String,
+    /// The path prefix the client used before `/manifests` etc. (`/v2/ghcr.io/org/app`), to
+    /// rewrite `Link` headers so they point back at acr.
+    pub client_prefix: String,
+    /// The `ns` the client sent, to keep it in rewritten `Link` headers.
+    pub client_ns: Option<String>,
+    /// The client's query, minus `ns` (`n`, `last`, `artifactType`).
+    pub query: Vec<(String, String)>,
+    /// Headers of the client's request that matter upstream: Accept, Range, If-None-Match.
+    pub accept: Vec<String>,
+    pub range: Option<String>,
+}
+
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// A reply body: nothing, bytes in hand, or a stream that is never held whole.
+pub enum Body {
+    Empty,
+    Full(Bytes),
+    Stream(BodyStream),
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Empty => f.write_str("Empty"),
+            Body::Full(b) => write!(f, "Full({} bytes)", b.len()),
+            Body::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// What acr answers the client, built by the plugins of the route.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// State that outlives a request: one per running mirror, shared by every request.
+#[derive(Debug)]
+pub struct Shared {
+    pub http: reqwest::Client,
+    pub auth: token::AuthCache,
+    pub credentials: credentials::CredentialCache,
+}
+
+impl Shared {
+    pub fn new() -> Result<Arc<Self>, RegistryError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .user_agent(concat!("acr/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                RegistryError::bad_gateway(format!("cannot build the HTTP client: {e}"))
+            })?;
+        Ok(Arc::new(Self {
+            http,
+            auth: token::AuthCache::default(),
+            credentials: credentials::CredentialCache::default(),
+        }))
+    }
+}

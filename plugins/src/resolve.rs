@@ -1,0 +1,317 @@
+//! `.resolve [MEDIA-TYPE...]`: fetches a manifest (or a tag list, or a referrers index) from
+//! the upstream.
+//!
+//! The listed media types are added to the client's Accept, never substituted for it. A
+//! manifest's bytes are checked: by digest they must hash to that digest, by tag to the
+//! upstream's `Docker-Content-Digest`; a mismatch is a 502 and is never served.
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{CONTENT_TYPE, LINK};
+
+use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
+use crate::registry::client::{send, upstream_error};
+use crate::registry::media::{ALL_MANIFESTS, MAX_MANIFEST_BYTES};
+use crate::registry::{Body, Digest, Method, Reference, RegistryError, Reply, Resource};
+use crate::{Context, PluginError};
+
+pub const SPEC: PluginSpec = PluginSpec {
+    name: "resolve",
+    summary: "fetch a manifest, tag list or referrers index from the upstream, digest checked",
+    input: Input::Optional,
+    modifiers: &[],
+    check: None,
+    run: Some(run),
+    planned: None,
+};
+
+fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
+    Box::pin(async move {
+        let Some(req) = cx.request.clone() else {
+            return Err(PluginError::failed(
+                call,
+                "`.resolve` works in a proxy route (under `+ .proxy`)",
+            ));
+        };
+        let reply = match req.resource {
+            Resource::Manifests => manifest(cx, &req, &call.input).await?,
+            Resource::Tags => {
+                document(
+                    cx,
+                    &req,
+                    format!("/v2/{}/tags/list", req.name),
+                    "application/json",
+                )
+                .await?
+            }
+            Resource::Referrers => {
+                let path = format!("/v2/{}/referrers/{}", req.name, req.reference);
+                document(cx, &req, path, crate::registry::media::OCI_INDEX).await?
+            }
+            Resource::Blobs => {
+                return Err(PluginError::failed(
+                    call,
+                    "blobs are fetched with `.pull`, not `.resolve`",
+                ));
+            }
+        };
+        cx.reply = Some(reply);
+        cx.calls_run += 1;
+        Ok(())
+    })
+}
+
+/// The Accept list: the client's types, then the listed ones; every manifest kind when empty.
+fn accept(client: &[String], extra: &str) -> String {
+    let mut types: Vec<String> = Vec::new();
+    let listed = extra
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    for t in client
+        .iter()
+        .flat_map(|a| a.split(','))
+        .map(str::trim)
+        .chain(listed)
+    {
+        if !t.is_empty() && !types.iter().any(|x| x == t) {
+            types.push(t.to_string());
+        }
+    }
+    if types.is_empty() {
+        types = ALL_MANIFESTS.iter().map(|s| s.to_string()).collect();
+    }
+    types.join(", ")
+}
+
+async fn manifest(
+    cx: &mut Context,
+    req: &crate::registry::ClientRequest,
+    extra: &str,
+) -> Result<Reply, RegistryError> {
+    let reference = Reference::parse(&req.reference).map_err(RegistryError::manifest_invalid)?;
+    let path = format!("/v2/{}/manifests/{}", req.name, req.reference);
+    let headers = [("Accept", accept(&req.accept, extra))];
+    if req.method == Method::Head {
+        let resp = send(cx, reqwest::Method::HEAD, &path, &headers).await?;
+        if !resp.status().is_success() {
+            return Err(upstream_error(cx, resp, Resource::Manifests).await);
+        }
+        let digest = header(&resp, "docker-content-digest");
+        let length = header(&resp, "content-length");
+        if let (Some(digest), Some(length)) = (digest, length) {
+            if let Reference::Digest(want) = &reference {
+                if *want.to_string() != digest {
+                    return Err(mismatch(cx, &want.to_string(), &digest));
+                }
+            }
+            let mut headers = vec![
+                ("Docker-Content-Digest".to_string(), digest),
+                ("Content-Length".to_string(), length),
+            ];
+            if let Some(ct) = header(&resp, "content-type") {
+                headers.push(("Content-Type".to_string(), ct));
+            }
+            return Ok(Reply {
+                status: 200,
+                headers,
+                body: Body::Empty,
+            });
+        }
+        // The upstream's HEAD lacks the digest or length: GET and compute them.
+    }
+    let resp = send(cx, reqwest::Method::GET, &path, &headers).await?;
+    if !resp.status().is_success() {
+        return Err(upstream_error(cx, resp, Resource::Manifests).await);
+    }
+    let content_type = header(&resp, "content-type");
+    let upstream_digest = header(&resp, "docker-content-digest");
+    let body = read_limited(&ns_of(cx), resp, MAX_MANIFEST_BYTES).await?;
+    let digest = Digest::of(&body).to_string();
+    let expected = match &reference {
+        Reference::Digest(d) => Some(d.to_string()),
+        Reference::Tag(_) => upstream_digest.filter(|d| d.starts_with("sha256:")),
+    };
+    if let Some(expected) = expected {
+        if expected != digest {
+            return Err(mismatch(cx, &expected, &digest));
+        }
+    }
+    let mut headers = vec![
+        ("Docker-Content-Digest".to_string(), digest),
+        ("Content-Length".to_string(), body.len().to_string()),
+    ];
+    if let Some(ct) = content_type {
+        headers.push(("Content-Type".to_string(), ct));
+    }
+    let body = if req.method == Method::Head {
+        Body::Empty
+    } else {
+        Body::Full(body)
+    };
+    Ok(Reply {
+        status: 200,
+        headers,
+        body,
+    })
+}
+
+fn ns_of(cx: &Context) -> String {
+    cx.upstream
+        .as_ref()
+        .map(|u| u.ns.clone())
+        .unwrap_or_default()
+}
+
+fn mismatch(cx: &Context, expected: &str, got: &str) -> RegistryError {
+    let ns = cx.upstream.as_ref().map(|u| u.ns.as_str()).unwrap_or("?");
+    tracing::warn!(upstream = %ns, expected, got, "digest mismatch from upstream; not served");
+    RegistryError::bad_gateway(format!(
+        "upstream {ns} sent content that does not match its digest (expected {expected}, got {got}); not served"
+    ))
+}
+
+/// A JSON document (tag list, referrers index), passed on with its Link header pointed at acr.
+async fn document(
+    cx: &mut Context,
+    req: &crate::registry::ClientRequest,
+    path: String,
+    default_type: &str,
+) -> Result<Reply, RegistryError> {
+    let mut path = path;
+    if !req.query.is_empty() {
+        let query: Vec<String> = req
+            .query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        path = format!("{path}?{}", query.join("&"));
+    }
+    let resp = send(
+        cx,
+        reqwest::Method::GET,
+        &path,
+        &[("Accept", format!("{default_type}, application/json"))],
+    )
+    .await?;
+    if !resp.status().is_success() {
+        return Err(upstream_error(cx, resp, req.resource).await);
+    }
+    let content_type =
+        header(&resp, CONTENT_TYPE.as_str()).unwrap_or_else(|| default_type.to_string());
+    let link = header(&resp, LINK.as_str());
+    let filters = header(&resp, "oci-filters-applied");
+    let body = read_limited(&ns_of(cx), resp, MAX_MANIFEST_BYTES).await?;
+    let mut headers = vec![
+        ("Content-Type".to_string(), content_type),
+        ("Content-Length".to_string(), body.len().to_string()),
+    ];
+    if let Some(link) = link {
+        headers.push(("Link".to_string(), rewrite_link(&link, req)));
+    }
+    if let Some(f) = filters {
+        headers.push(("OCI-Filters-Applied".to_string(), f));
+    }
+    Ok(Reply {
+        status: 200,
+        headers,
+        body: Body::Full(body),
+    })
+}
+
+/// `</v2/library/x/tags/list?n=2&last=b>; rel="next"` as the client addressed the repository.
+fn rewrite_link(link: &str, req: &crate::registry::ClientRequest) -> String {
+    let upstream_prefix = format!("/v2/{}/", req.name);
+    let Some(start) = link.find(&upstream_prefix) else {
+        return link.to_string();
+    };
+    let rest = &link[start + upstream_prefix.len()..];
+    let mut out = format!("{}{}/{}", &link[..start], req.client_prefix, rest);
+    if let Some(ns) = &req.client_ns {
+        if let Some(close) = out.find('>') {
+            let sep = if out[..close].contains('?') { '&' } else { '?' };
+            out.insert_str(close, &format!("{sep}ns={}", encode(ns)));
+        }
+    }
+    out
+}
+
+/// Query values keep the unreserved characters of RFC 3986 as they are.
+const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, QUERY).to_string()
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}
+
+async fn read_limited(
+    ns: &str,
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, RegistryError> {
+    let mut buf = BytesMut::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(RegistryError::bad_gateway(format!(
+                        "upstream {ns} sent a document larger than {limit} bytes"
+                    )));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => {
+                return Err(RegistryError::bad_gateway(format!(
+                    "reading from upstream {ns}: {e}"
+                )));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_adds_never_replaces() {
+        let client = vec!["application/vnd.docker.distribution.manifest.v2+json".to_string()];
+        assert_eq!(
+            accept(&client, "application/vnd.oci.image.manifest.v1+json"),
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+        );
+        assert!(accept(&[], "").contains("application/vnd.oci.image.index.v1+json"));
+    }
+
+    #[test]
+    fn link_points_back_at_acr() {
+        let req = crate::registry::ClientRequest {
+            method: Method::Get,
+            resource: Resource::Tags,
+            name: "library/test".into(),
+            reference: String::new(),
+            client_prefix: "/v2/test".into(),
+            client_ns: Some("docker.io".into()),
+            query: vec![],
+            accept: vec![],
+            range: None,
+        };
+        assert_eq!(
+            rewrite_link(
+                r#"</v2/library/test/tags/list?n=2&last=b>; rel="next""#,
+                &req
+            ),
+            r#"</v2/test/tags/list?n=2&last=b&ns=docker.io>; rel="next""#
+        );
+    }
+}

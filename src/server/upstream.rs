@@ -1,0 +1,185 @@
+//! Choosing the upstream of a request: containerd's `?ns=` first, then the first path segment
+//! when path routing is on, then the block's `.mirror` host. Only upstreams the file names are
+//! ever contacted: acr is never an open proxy.
+
+use acr_plugins::registry::{RegistryError, Upstream};
+
+use crate::world::ProxyPlan;
+
+/// Where a request goes and the repository name to use there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub upstream: Upstream,
+    pub name: String,
+    /// The path prefix the client used (`/v2/<its name>`), for rewriting `Link`.
+    pub client_prefix: String,
+}
+
+/// The namespace and base URL of a `.mirror` host (a host, or a URL written with its scheme).
+fn mirror_upstream(host: &str) -> Upstream {
+    match host.split_once("://") {
+        Some((_, rest)) => Upstream {
+            ns: rest.split('/').next().unwrap_or(rest).to_string(),
+            base: host.trim_end_matches('/').to_string(),
+        },
+        None => Upstream::for_ns(host),
+    }
+}
+
+fn canonical_ns(ns: &str) -> &str {
+    match ns {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        other => other,
+    }
+}
+
+/// `*` matches any run of characters.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == t[ti] || p[pi] == '?') {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+fn setting<'a>(proxy: &'a ProxyPlan, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    proxy.settings.all(name).filter_map(|v| v.as_str())
+}
+
+/// Chooses the upstream for a request for `name` with the client's `ns`.
+pub fn choose(proxy: &ProxyPlan, ns: Option<&str>, name: &str) -> Result<Choice, RegistryError> {
+    let client_prefix = format!("/v2/{name}");
+    let path_routing = setting(proxy, "path-routing").any(|v| matches!(v, "" | "on" | "true"));
+    let (target, mut repo) = match ns.filter(|n| !n.is_empty()) {
+        Some(ns) => (canonical_ns(ns).to_string(), name.to_string()),
+        None => match name.split_once('/') {
+            Some((first, rest)) if path_routing && first.contains('.') => (canonical_ns(first).to_string(), rest.to_string()),
+            _ => match proxy.mirror_hosts.first() {
+                Some(h) => (mirror_upstream(h).ns, name.to_string()),
+                None => {
+                    return Err(RegistryError::not_found(
+                        "NAME_UNKNOWN",
+                        "this mirror has no default upstream: send ?ns=REGISTRY (containerd does) or add `.mirror HOST`",
+                    ))
+                }
+            },
+        },
+    };
+    let endpoint = setting(proxy, "endpoint").find_map(|v| {
+        let (ns, url) = v.split_once(char::is_whitespace)?;
+        (canonical_ns(ns) == target).then(|| url.trim().trim_end_matches('/').to_string())
+    });
+    let upstream = if let Some(base) = endpoint {
+        Upstream {
+            ns: target.clone(),
+            base,
+        }
+    } else if let Some(m) = proxy
+        .mirror_hosts
+        .iter()
+        .map(|h| mirror_upstream(h))
+        .find(|u| canonical_ns(&u.ns) == target)
+    {
+        Upstream {
+            ns: target.clone(),
+            base: m.base,
+        }
+    } else if setting(proxy, "allow")
+        .flat_map(|v| v.split([',', ' ']))
+        .map(str::trim)
+        .any(|p| !p.is_empty() && glob(p, &target))
+    {
+        Upstream::for_ns(&target)
+    } else {
+        return Err(RegistryError::denied(format!(
+            "upstream {target} is not one this mirror serves: add `: .allow {target}` under `+ .proxy`"
+        )));
+    };
+    if target == "docker.io" && !repo.contains('/') {
+        repo = format!("library/{repo}");
+    }
+    Ok(Choice {
+        upstream,
+        name: repo,
+        client_prefix,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use acr_plugins::{Props, Value};
+    use std::sync::Arc;
+
+    fn proxy(mirrors: &[&str], settings: &[(&str, &str)]) -> ProxyPlan {
+        let mut props = Props::new();
+        for (k, v) in settings {
+            props.push(*k, Value::Symbol(v.to_string()));
+        }
+        ProxyPlan {
+            block: 1,
+            key: ("start".into(), "mirror".into()),
+            address: "127.0.0.1:0".into(),
+            mirror_hosts: mirrors.iter().map(|s| s.to_string()).collect(),
+            control: Arc::new(Props::new()),
+            settings: props,
+            routes: vec![],
+        }
+    }
+
+    #[test]
+    fn order_of_choice() {
+        let p = proxy(
+            &["http://127.0.0.1:5000"],
+            &[
+                ("allow", "*.example.com"),
+                ("endpoint", "docker.io http://127.0.0.1:6000"),
+            ],
+        );
+        let c = choose(&p, None, "library/test").unwrap();
+        assert_eq!(c.upstream.base, "http://127.0.0.1:5000");
+        let c = choose(&p, Some("docker.io"), "alpine").unwrap();
+        assert_eq!(
+            (c.upstream.base.as_str(), c.name.as_str()),
+            ("http://127.0.0.1:6000", "library/alpine")
+        );
+        let c = choose(&p, Some("a.example.com"), "x").unwrap();
+        assert_eq!(c.upstream.base, "https://a.example.com");
+        assert_eq!(choose(&p, Some("evil.com"), "x").unwrap_err().status, 403);
+        // Path routing is off: the first segment is part of the name.
+        let c = choose(&p, None, "ghcr.io/org/app").unwrap();
+        assert_eq!(c.name, "ghcr.io/org/app");
+        let p = proxy(&[], &[("path-routing", ""), ("allow", "ghcr.io")]);
+        let c = choose(&p, None, "ghcr.io/org/app").unwrap();
+        assert_eq!(
+            (c.upstream.base.as_str(), c.name.as_str()),
+            ("https://ghcr.io", "org/app")
+        );
+        assert_eq!(choose(&p, None, "plain/name").unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("*.azurecr.io", "x.azurecr.io"));
+        assert!(!glob("*.azurecr.io", "azurecr.io.evil"));
+        assert!(glob("127.0.0.1:*", "127.0.0.1:5000"));
+        assert!(glob("*", "anything"));
+    }
+}
