@@ -742,7 +742,7 @@ fn diagnostic_next_to_a_missing_engine() {
     assert_diagnostic(
         "``` mirror\n+ .engine\n: .event a\n: .next elsewhere\n```\n``` a mirror\n+ .runtime\n```\n",
         4,
-        3,
+        9,
         "there is no engine 'elsewhere' to hand over to",
         "add a control block ``` elsewhere with `+ .engine`",
     );
@@ -1210,18 +1210,17 @@ fn hot_reload_swaps_good_files_and_keeps_running_on_bad_ones() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// runtime bugs found while writing these tests (ignored so the suite stays green; run them with
-// `cargo test --test cli -- --ignored`)
+// regressions: runtime bugs found while writing these tests, now fixed
 
-/// BUG: a hot reload that compiles cleanly but no longer has the running engine (an empty file,
+/// Regression (was a bug): a hot reload that compiles cleanly but no longer has the running engine (an empty file,
 /// e.g. an editor that truncates before it writes; or an engine renamed while editing) replaces
 /// the pipeline (src/cli/reload.rs sends every good compile), and the engine's next pass fails
 /// with "there is no engine 'mirror'" (src/engine/mod.rs `run`, `engine_plan(..)?`), so the
 /// running mirror exits. The design says a bad reload is reported and the old pipeline keeps
 /// running; for the engine that is running, a file without it is a bad reload.
 #[test]
-#[ignore = "BUG: reload.rs accepts a pipeline without the running engine; the engine then exits"]
-fn bug_a_reload_without_the_running_engine_keeps_the_old_pipeline() {
+
+fn regression_a_reload_without_the_running_engine_keeps_the_old_pipeline() {
     let dir = tmp();
     let path = write(dir.path(), "p.runmd", &ticker("first"));
     let mut c = acr(dir.path());
@@ -1243,12 +1242,12 @@ fn bug_a_reload_without_the_running_engine_keeps_the_old_pipeline() {
     );
 }
 
-/// BUG: a `.loop` whose passes run no call (every event `.once`, or events with no calls)
+/// Regression (was a bug): a `.loop` whose passes run no call (every event `.once`, or events with no calls)
 /// busy-spins a CPU core: src/engine/mod.rs `run` only does `tokio::task::yield_now()` between
 /// passes. It should wait (for a reload, or with a back-off) when a pass did nothing.
 #[test]
-#[ignore = "BUG: engine/mod.rs spins a core on a .loop whose passes run no calls"]
-fn bug_an_idle_loop_does_not_spin_a_core() {
+
+fn regression_an_idle_loop_does_not_spin_a_core() {
     let dir = tmp();
     write(
         dir.path(),
@@ -1284,13 +1283,13 @@ fn bug_an_idle_loop_does_not_spin_a_core() {
     );
 }
 
-/// BUG: `acr dump` and `acr init` panic (exit 101, "failed printing to stdout: Broken pipe")
+/// Regression (was a bug): `acr dump` and `acr init` panic (exit 101, "failed printing to stdout: Broken pipe")
 /// when stdout is a closed pipe, e.g. `acr dump | head -0` or a reader that has gone away:
 /// src/cli/dump.rs `print!` and src/cli/init.rs `println!`. A CLI should stop quietly (or
 /// report an error) on EPIPE, never panic. (`.println` handles it: the engine fails cleanly.)
 #[test]
-#[ignore = "BUG: dump.rs/init.rs print! panics on a closed stdout"]
-fn bug_a_closed_stdout_is_not_a_panic() {
+
+fn regression_a_closed_stdout_is_not_a_panic() {
     let dir = tmp();
     run(dir.path(), &["--registry", "example", "init"]).success();
     for args in [
@@ -1313,13 +1312,13 @@ fn bug_a_closed_stdout_is_not_a_panic() {
     }
 }
 
-/// BUG: a `.process` whose control value `current_dir` names a directory that does not exist
+/// Regression (was a bug): a `.process` whose control value `current_dir` names a directory that does not exist
 /// fails with "cannot start `sh`: No such file or directory", which blames the program
 /// (plugins/src/process.rs `run`, the error of `command.status()`). It should name the missing
 /// directory, e.g. "current_dir `nowhere` does not exist".
 #[test]
-#[ignore = "BUG: process.rs blames the program when current_dir is missing"]
-fn bug_a_missing_current_dir_is_named_as_such() {
+
+fn regression_a_missing_current_dir_is_named_as_such() {
     let (_d, done) = start(
         "``` mirror\n+ .engine\n: .event a\n```\n``` a mirror\n: current_dir .symbol nowhere\n+ .runtime\n: .process sh -c true\n```\n",
         &[],

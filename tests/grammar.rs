@@ -1084,7 +1084,7 @@ fn blocks_in_no_engine_are_dumped_too() {
         text.contains("1: lonely block (in no engine)\n    2: println \"x\"\n"),
         "{text}"
     );
-    assert!(text.contains("3: ctl\n"), "{text}");
+    assert!(text.contains("3: ctl (no engine)\n"), "{text}");
     assert_eq!(p.engine_names().count(), 0);
 }
 
@@ -1208,7 +1208,7 @@ hello
     let places: Vec<(u32, u32)> = errs.iter().map(|e| (e.0, e.1)).collect();
     assert_eq!(
         places,
-        vec![(3, 3), (4, 3), (8, 3), (9, 1), (10, 10), (12, 1)],
+        vec![(3, 3), (4, 9), (8, 3), (9, 1), (10, 10), (12, 1)],
         "{errs:?}"
     );
 }
@@ -1225,16 +1225,15 @@ fn the_report_renders_file_line_col_caret_and_hint() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// runtime bugs found while writing these tests (ignored so the suite stays green; run them with
-// `cargo test --test grammar -- --ignored`)
+// regressions: runtime bugs found while writing these tests, now fixed
 
-/// BUG: `: NAME SYMBOL .type value` after `+ x` (or after a plugin call) keeps NAME and
+/// Regression (was a bug): `: NAME SYMBOL .type value` after `+ x` (or after a plugin call) keeps NAME and
 /// silently drops SYMBOL (src/world/compile.rs, `colon_value`, the `Top::Plain` and
 /// `Top::Runtime`/`Top::Proxy` arms ignore `a.symbol`). Either key it `x::NAME::SYMBOL` or
 /// report "too many names"; never lose a word without a diagnostic.
 #[test]
-#[ignore = "BUG: compile.rs colon_value drops the second identifier after `+ NAME`"]
-fn bug_a_second_name_after_a_stable_value_is_not_silently_dropped() {
+
+fn regression_a_second_name_after_a_stable_value_is_not_silently_dropped() {
     let src = "``` m\n+ .engine\n: .event a\n```\n``` a m\n+ x .true\n: s t .int 1\n+ .runtime\n: .println hi\n: k j .int 2\n```\n";
     match compile(Path::new("t.runmd"), src) {
         Err(report) => {
@@ -1260,12 +1259,12 @@ fn bug_a_second_name_after_a_stable_value_is_not_silently_dropped() {
     }
 }
 
-/// BUG: a diagnostic about a value points at an inline comment before the value, not at the
+/// Regression (was a bug): a diagnostic about a value points at an inline comment before the value, not at the
 /// value (src/runmd/parser.rs `value_text` returns the column where the comment starts, and
 /// src/world/compile.rs `word_span` offsets into the comment-free text from there).
 #[test]
-#[ignore = "BUG: value spans start at a leading `<...>` comment, not at the value"]
-fn bug_value_diagnostics_point_past_inline_comments() {
+
+fn regression_value_diagnostics_point_past_inline_comments() {
     let errs = errors("``` a b\n+ x .int <why> abc\n```\n");
     assert_eq!(
         (errs[0].0, errs[0].1),
@@ -1280,15 +1279,15 @@ fn bug_value_diagnostics_point_past_inline_comments() {
     );
 }
 
-/// BUG: a block whose name is also a "well-known language" (`c`, `go`, `log`, `text`,
+/// Regression (was a bug): a block whose name is also a "well-known language" (`c`, `go`, `log`, `text`,
 /// `output`, `http`, `patch`, ... in src/runmd/parser.rs `PROSE_LANGUAGES`) is silently read as
 /// a code example, so ``` log mirror vanishes. The engine's `.event log` is then reported as
 /// "there is no block ``` log mirror" with the hint "add a block ``` log mirror": the very line
 /// the user wrote. Either accept the block (a two-word header whose second word names a
 /// control block is not a code fence) or say why it was not read.
 #[test]
-#[ignore = "BUG: parser.rs PROSE_LANGUAGES swallows blocks named c/go/log/text/output/..."]
-fn bug_an_event_named_like_a_language_is_not_silently_prose() {
+
+fn regression_an_event_named_like_a_language_is_not_silently_prose() {
     let src =
         "``` mirror\n+ .engine\n: .event log\n```\n``` log mirror\n+ .runtime\n: .println x\n```\n";
     match compile(Path::new("t.runmd"), src) {
@@ -1307,12 +1306,12 @@ fn bug_an_event_named_like_a_language_is_not_silently_prose() {
     }
 }
 
-/// BUG: `dump` leaves out the values (`+ name .type v`, `name::sym`) of blocks that are in no
+/// Regression (was a bug): `dump` leaves out the values (`+ name .type v`, `name::sym`) of blocks that are in no
 /// engine, and everything but the symbol of control blocks without an engine
 /// (src/world/dump.rs, the second loop of `dump`), so the numbered tree hides what they hold.
 #[test]
-#[ignore = "BUG: dump.rs omits props of blocks in no engine"]
-fn bug_dump_shows_values_of_blocks_in_no_engine() {
+
+fn regression_dump_shows_values_of_blocks_in_no_engine() {
     let p = ok("``` call host\n+ address .text localhost\n: ipv6 .enable\n```\n``` guest\n: name .text cool guest host\n+ port .int 80\n```\n");
     let text = dump(&p);
     for want in ["address", "ipv6", "cool guest host", "port"] {

@@ -98,7 +98,14 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
                 _ => {}
             }
         }
-        command.current_dir(cx.dir("current_dir").unwrap_or_else(|| cx.base_dir.clone()));
+        let dir = cx.dir("current_dir").unwrap_or_else(|| cx.base_dir.clone());
+        if !dir.is_dir() {
+            return Err(PluginError::failed(
+                call,
+                format!("current_dir `{}` does not exist", dir.display()),
+            ));
+        }
+        command.current_dir(dir);
         command
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())

@@ -9,6 +9,5 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         return Err(super::mirror::missing(cli, &path));
     }
     let pipeline = compile_file(&path)?;
-    print!("{}", dump(&pipeline));
-    Ok(())
+    super::write_stdout(&dump(&pipeline))
 }

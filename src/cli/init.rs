@@ -100,7 +100,7 @@ pub fn run(cli: &Cli, args: &InitArgs) -> Result<(), CliError> {
     if path.exists() && !args.force {
         let current = std::fs::read_to_string(&path).unwrap_or_default();
         let recorded = std::fs::read_to_string(&stamp).unwrap_or_default();
-        if recorded.trim() != checksum(&current) {
+        if recorded.trim() != checksum(&current) && current != text {
             return Err(anyhow::anyhow!(
                 "{} was edited since `init` wrote it; keeping it. Run `acr --registry {name} init --force` to replace it",
                 path.display()
@@ -119,8 +119,7 @@ pub fn run(cli: &Cli, args: &InitArgs) -> Result<(), CliError> {
         .with_context(|| format!("cannot write {}", script.display()))?;
     let absolute = std::fs::canonicalize(&path)
         .with_context(|| format!("cannot resolve {}", path.display()))?;
-    println!("{}", absolute.display());
-    Ok(())
+    super::write_stdout(&format!("{}\n", absolute.display()))
 }
 
 #[cfg(test)]

@@ -84,6 +84,17 @@ impl From<crate::world::compile::CompileError> for CliError {
     }
 }
 
+/// Writes to stdout; a reader that went away (`acr dump | head -1`) is not an error.
+pub fn write_stdout(text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("cannot write to stdout: {e}").into()),
+    }
+}
+
 impl Cli {
     /// `.world/{host}/{name}`, relative to the current directory.
     pub fn world_dir(&self) -> Option<PathBuf> {

@@ -108,7 +108,7 @@ impl Seed {
 
 /// Runs engine `name` until its lifecycle ends (never, for `.loop`).
 pub async fn run(
-    pipelines: watch::Receiver<Arc<Pipeline>>,
+    mut pipelines: watch::Receiver<Arc<Pipeline>>,
     name: &str,
     mut start: Option<StartAt>,
     seed: Seed,
@@ -116,10 +116,22 @@ pub async fn run(
     let mut summary = Summary::default();
     let mut current = name.to_string();
     let mut pass_of_engine: u64 = 0;
+    // The plan of the last pass: a reload that lost this engine (an editor truncating the file
+    // first, a rename half done) is reported and the running plan kept.
+    let mut last: Option<crate::world::EnginePlan> = None;
     loop {
-        let pipeline = pipelines.borrow().clone();
-        let plan = engine_plan(&pipeline, &current)?;
+        let pipeline = pipelines.borrow_and_update().clone();
+        let plan = match (engine_plan(&pipeline, &current), last.take()) {
+            (Ok(plan), _) => plan,
+            (Err(e), Some(previous)) if previous.symbol == current => {
+                tracing::error!("{e}; the reloaded file lacks the running engine, which keeps its previous plan");
+                previous
+            }
+            (Err(e), _) => return Err(e),
+        };
         drop(pipeline);
+        last = Some(plan.clone());
+        let calls_before = summary.calls;
         let mut cx = seed.context();
         let from = start.take().unwrap_or_default();
         tracing::debug!(engine = %current, pass = pass_of_engine, "engine pass");
@@ -151,7 +163,15 @@ pub async fn run(
                 pass_of_engine = 0;
             }
         }
-        // A `.loop` with nothing to do must still yield, or it would starve the runtime.
-        tokio::task::yield_now().await;
+        if summary.calls == calls_before {
+            // A pass that ran nothing (every event `.once`, or empty): wait for a reload, or a
+            // second, instead of spinning a core.
+            tokio::select! {
+                _ = pipelines.changed() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        } else {
+            tokio::task::yield_now().await;
+        }
     }
 }

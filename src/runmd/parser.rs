@@ -84,6 +84,8 @@ pub struct AttrLine {
     pub ty: Spanned<String>,
     /// The rest of the line, comments removed and trimmed.
     pub value: Spanned<String>,
+    /// The source column of each character of `value`, for carets under part of it.
+    pub value_cols: Vec<u32>,
 }
 
 /// A block header, already resolved to its full `name symbol` (name is empty for a control block).
@@ -105,6 +107,9 @@ pub enum Item {
 pub struct Parsed {
     pub items: Vec<Item>,
     pub diagnostics: Vec<Diagnostic>,
+    /// One-word fences read as code examples because the word is a language name, so the
+    /// compiler can say so when runmd blocks refer to them.
+    pub prose_fences: Vec<(String, Span)>,
 }
 
 enum State {
@@ -143,9 +148,13 @@ pub fn parse(source: &str) -> Parsed {
                     [a, b] => Some((a.to_string(), *b)),
                     _ => None,
                 };
-                let prose = words
-                    .first()
-                    .is_some_and(|w| PROSE_LANGUAGES.contains(&w.to_ascii_lowercase().as_str()));
+                // Only a one-word info string can be a language; `log mirror` is a block.
+                let prose = words.len() == 1
+                    && PROSE_LANGUAGES.contains(&words[0].to_ascii_lowercase().as_str());
+                if prose && marker.starts_with('`') {
+                    let span = Span::new(line_no, col(line, indent), char_len(trimmed));
+                    out.prose_fences.push((words[0].to_string(), span));
+                }
                 match header {
                     Some((name, symbol)) if marker.starts_with('`') && !prose => {
                         let span = Span::new(line_no, col(line, indent), char_len(trimmed));
@@ -344,7 +353,9 @@ fn parse_line(line: &str, line_no: u32) -> Result<Option<AttrLine>, Diagnostic> 
     let name = idents.next();
     let symbol = idents.next();
     let ty_text = &line[ty.start + 1..ty.end];
-    let (value, value_col) = value_text(line, ty.end);
+    let (value, value_bytes) = value_text(line, ty.end);
+    let value_col = value_bytes.first().copied().unwrap_or(ty.end);
+    let value_cols: Vec<u32> = value_bytes.iter().map(|b| col(line, *b)).collect();
     Ok(Some(AttrLine {
         op,
         op_span,
@@ -358,14 +369,16 @@ fn parse_line(line: &str, line_no: u32) -> Result<Option<AttrLine>, Diagnostic> 
             span: Span::new(line_no, col(line, value_col), char_len(&value).max(1)),
             value,
         },
+        value_cols,
     }))
 }
 
 /// The value after the type: inline `<...>` comments removed, a trailing comment (`#` or `//`
-/// after white space) cut, trimmed. Returns the text and the byte where it starts.
-fn value_text(line: &str, from: usize) -> (String, usize) {
+/// after white space) cut, trimmed. Returns the text and, for each of its characters, the byte
+/// in `line` it came from (a space standing for a removed comment maps to the comment).
+fn value_text(line: &str, from: usize) -> (String, Vec<usize>) {
     let rest = &line[from..];
-    let mut text = String::with_capacity(rest.len());
+    let mut text: Vec<(char, usize)> = Vec::with_capacity(rest.len());
     let mut prev_space = true;
     let mut chars = rest.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -379,17 +392,26 @@ fn value_text(line: &str, from: usize) -> (String, usize) {
                 while chars.peek().is_some_and(|(j, _)| *j <= end) {
                     chars.next();
                 }
-                text.push(' ');
+                text.push((' ', from + i));
                 prev_space = true;
                 continue;
             }
         }
         prev_space = c.is_whitespace();
-        text.push(c);
+        text.push((c, from + i));
     }
-    let lead = rest.len() - rest.trim_start().len();
-    let collapsed = text.trim().to_string();
-    (collapsed, from + lead)
+    let first = text.iter().position(|(c, _)| !c.is_whitespace());
+    let last = text.iter().rposition(|(c, _)| !c.is_whitespace());
+    match (first, last) {
+        (Some(a), Some(b)) => {
+            let kept = &text[a..=b];
+            (
+                kept.iter().map(|(c, _)| *c).collect(),
+                kept.iter().map(|(_, i)| *i).collect(),
+            )
+        }
+        _ => (String::new(), Vec::new()),
+    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ pub fn compile(path: &Path, source: &str) -> Result<Pipeline, Report> {
     let parsed = parse(source);
     let mut c = Compiler::new();
     c.diagnostics = parsed.diagnostics;
+    let prose_fences = parsed.prose_fences;
     for item in parsed.items {
         match item {
             Item::Block(h) => c.open_block(h.name, h.symbol, h.span),
@@ -67,6 +68,7 @@ pub fn compile(path: &Path, source: &str) -> Result<Pipeline, Report> {
         }
     }
     c.resolve();
+    c.prose_control_blocks(&prose_fences);
     if !c.diagnostics.is_empty() {
         return Err(Report::new(path, source, c.diagnostics));
     }
@@ -407,13 +409,13 @@ impl Compiler {
     /// before it, or a property of the last plugin call.
     fn colon_value(&mut self, block: usize, a: AttrLine) {
         let Some(value) = self.value(&a) else { return };
-        let name = a.name.as_ref().map(|n| n.value.clone());
+        // `: NAME SYMBOL .type v` keys the value `NAME::SYMBOL`; no word is ever dropped.
+        let name = a.name.as_ref().map(|n| match &a.symbol {
+            Some(s) => format!("{}::{}", n.value, s.value),
+            None => n.value.clone(),
+        });
         match (&self.top, name) {
-            (Top::None, Some(name)) => {
-                let key = match &a.symbol {
-                    Some(s) => format!("{name}::{}", s.value),
-                    None => name,
-                };
+            (Top::None, Some(key)) => {
                 self.blocks[block].control.push(key, value);
             }
             (Top::Plain(parent), Some(name)) => {
@@ -529,7 +531,12 @@ impl Compiler {
                 Some(format!("keep one of this line and line {line}")),
             );
         }
-        engine.lifecycle = Some((lifecycle, a.ty.span));
+        let span = if matches!(lifecycle, Lifecycle::Next(_)) {
+            a.value.span
+        } else {
+            a.ty.span
+        };
+        engine.lifecycle = Some((lifecycle, span));
     }
 
     /// A plugin call, or a modifier of the last call. Returns the call that is now last.
@@ -749,7 +756,7 @@ impl Compiler {
                                 format!("`.{}` serves {}", resource.name(), names.join(", "))
                             })
                     };
-                    let span = word_span(&a.value, word);
+                    let span = word_span(a, word);
                     self.error(
                         span,
                         format!("unknown method '{word}' for `.{}`", resource.name()),
@@ -765,6 +772,32 @@ impl Compiler {
         let hint = did_you_mean(&a.ty.value, BUILTIN_TYPES.iter().copied())
             .map(|s| format!("did you mean '.{s}'?"));
         self.error(a.ty.span, format!("{message}, not '.{}'", a.ty.value), hint);
+    }
+
+    /// A one-word fence read as a code example (its word is a language name) while event
+    /// blocks of that symbol exist: the user meant a control block.
+    fn prose_control_blocks(&mut self, prose: &[(String, Span)]) {
+        for (word, span) in prose {
+            let has_events = self
+                .blocks
+                .iter()
+                .any(|b| b.symbol == *word && !b.name.is_empty());
+            let has_control = self
+                .blocks
+                .iter()
+                .any(|b| b.symbol == *word && b.name.is_empty());
+            if has_events && !has_control {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        *span,
+                        format!("``` {word} was read as a code example, not a control block"),
+                    )
+                    .with_hint(format!(
+                        "`{word}` is also a language name; give the control block another name"
+                    )),
+                );
+            }
+        }
     }
 
     /// Checks that need the whole file: engine events and `.next` targets, duplicate routes.
@@ -957,14 +990,15 @@ impl Compiler {
 }
 
 /// The span of `word` inside a value, for a caret under just that word.
-fn word_span(value: &crate::runmd::Spanned<String>, word: &str) -> Span {
-    let lower = value.value.to_ascii_lowercase();
-    match lower.find(word) {
-        Some(byte) => {
-            let col = value.span.col + lower[..byte].chars().count() as u32;
-            Span::new(value.span.line, col, word.chars().count() as u32)
-        }
-        None => value.span,
+fn word_span(a: &AttrLine, word: &str) -> Span {
+    let lower = a.value.value.to_ascii_lowercase();
+    let start = lower
+        .find(word)
+        .map(|byte| lower[..byte].chars().count())
+        .and_then(|i| a.value_cols.get(i));
+    match start {
+        Some(col) => Span::new(a.value.span.line, *col, word.chars().count() as u32),
+        None => a.value.span,
     }
 }
 

@@ -41,7 +41,7 @@ pub fn dump(pipeline: &Pipeline) -> String {
             continue;
         };
         if block.name.is_empty() {
-            let _ = writeln!(out, "{}: {}\n", entity.id(), block.symbol);
+            let _ = writeln!(out, "{}: {} (no engine)", entity.id(), block.symbol);
         } else {
             let _ = writeln!(
                 out,
@@ -50,10 +50,11 @@ pub fn dump(pipeline: &Pipeline) -> String {
                 block.name,
                 block.symbol
             );
-            control_values(&mut out, &block.control, "\t");
-            calls(&mut out, pipeline, *entity, "    ");
-            out.push('\n');
         }
+        control_values(&mut out, &block.control, "\t");
+        props(&mut out, &block.props, "    ");
+        calls(&mut out, pipeline, *entity, "    ");
+        out.push('\n');
     }
     for (id, symbol, engine) in controls {
         let _ = writeln!(out, "Engine control block: ``` {symbol} @ {id}");
