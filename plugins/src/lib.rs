@@ -7,6 +7,7 @@
 pub mod catalogue;
 pub mod context;
 pub mod registry;
+pub mod store;
 pub mod value;
 
 mod authn;

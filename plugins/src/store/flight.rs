@@ -1,0 +1,603 @@
+//! One upstream fetch per digest, read by every client while it is written.
+//!
+//! The first request for a missing blob becomes the *lead*: it asks the upstream, and once the
+//! upstream answers, a detached task writes the body to a temporary file, hashing it, and
+//! publishes how many bytes are on disk. Every client (the lead's own included) is a
+//! *follower*: it reads the temporary file up to that mark and waits for more. When the bytes
+//! match the digest the file is renamed into the store; when they do not, the followers' streams
+//! end in an error (the client sees a broken transfer, never a complete 200) and nothing is kept.
+
+use std::io::{self, SeekFrom};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::{Kind, Metrics, Store};
+use crate::registry::{BodyStream, Digest, RegistryError};
+
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub enum FlightState {
+    /// The lead is waiting for the upstream's answer.
+    Starting,
+    /// `written` bytes are in the temporary file; `total` from the upstream's Content-Length.
+    Streaming {
+        written: u64,
+        total: Option<u64>,
+    },
+    /// Verified and committed.
+    Done {
+        size: u64,
+    },
+    Failed(RegistryError),
+}
+
+#[derive(Debug)]
+pub struct InFlight {
+    path: std::path::PathBuf,
+    state: watch::Sender<FlightState>,
+}
+
+/// Marks an object as being read until dropped, so eviction leaves it alone.
+pub struct ReadGuard {
+    store: Arc<Store>,
+    hex: String,
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        self.store.release(&self.hex);
+    }
+}
+
+/// A committed blob, opened.
+pub struct Hit {
+    pub size: u64,
+    file: std::fs::File,
+    guard: ReadGuard,
+}
+
+/// A reader of a fetch in flight.
+pub struct Follow {
+    file: std::fs::File,
+    state: watch::Receiver<FlightState>,
+    store: Arc<Store>,
+}
+
+/// The request that fetches: it must call `Store::start_stream` or `Store::fail`.
+pub struct Lead {
+    hex: String,
+    flight: Arc<InFlight>,
+    writer: std::fs::File,
+    follow: Follow,
+}
+
+pub enum BlobLookup {
+    Hit(Hit),
+    Follow(Follow),
+    Lead(Lead),
+}
+
+impl Store {
+    /// Finds `digest`: in the store, in flight, or not at all (then the caller leads).
+    pub fn lookup_blob(self: &Arc<Self>, digest: &Digest) -> io::Result<BlobLookup> {
+        let hex = digest.hex().to_string();
+        let path = self.blob_path(&hex);
+        let mut inflight = self
+            .inflight
+            .lock()
+            .map_err(|_| io::Error::other("store lock poisoned"))?;
+        if let Some(flight) = inflight.get(&hex) {
+            let file = std::fs::File::open(&flight.path)?;
+            return Ok(BlobLookup::Follow(Follow {
+                file,
+                state: flight.state.subscribe(),
+                store: self.clone(),
+            }));
+        }
+        if let Ok(file) = std::fs::File::open(&path) {
+            let size = file.metadata()?.len();
+            self.touch(&hex, &path, true);
+            return Ok(BlobLookup::Hit(Hit {
+                size,
+                file,
+                guard: ReadGuard {
+                    store: self.clone(),
+                    hex,
+                },
+            }));
+        }
+        let temp = self.temp_path(&hex);
+        let writer = std::fs::File::create(&temp)?;
+        let reader = std::fs::File::open(&temp)?;
+        let (tx, rx) = watch::channel(FlightState::Starting);
+        let flight = Arc::new(InFlight {
+            path: temp,
+            state: tx,
+        });
+        inflight.insert(hex.clone(), flight.clone());
+        Ok(BlobLookup::Lead(Lead {
+            hex,
+            flight,
+            writer,
+            follow: Follow {
+                file: reader,
+                state: rx,
+                store: self.clone(),
+            },
+        }))
+    }
+
+    /// The upstream refused or failed before sending a body: every follower gets `error`.
+    pub fn fail(&self, lead: Lead, error: RegistryError) {
+        self.finish(&lead.hex, &lead.flight, FlightState::Failed(error));
+    }
+
+    fn finish(&self, hex: &str, flight: &InFlight, state: FlightState) {
+        if let Ok(mut inflight) = self.inflight.lock() {
+            if let FlightState::Done { .. } = state {
+                let _ = std::fs::rename(&flight.path, self.blob_path(hex));
+            } else {
+                let _ = std::fs::remove_file(&flight.path);
+            }
+            inflight.remove(hex);
+        }
+        flight.state.send_replace(state);
+    }
+
+    /// The upstream answered: write `body` in a detached task; the lead follows like the rest.
+    pub fn start_stream(
+        self: &Arc<Self>,
+        lead: Lead,
+        body: BodyStream,
+        total: Option<u64>,
+        digest: Digest,
+    ) -> Follow {
+        let Lead {
+            hex,
+            flight,
+            writer,
+            follow,
+        } = lead;
+        flight
+            .state
+            .send_replace(FlightState::Streaming { written: 0, total });
+        let store = self.clone();
+        tokio::spawn(async move {
+            let outcome = write_body(&store, &flight, writer, body, total, &digest).await;
+            let state = match outcome {
+                Ok(size) => {
+                    if let Some(parent) = store.blob_path(&hex).parent() {
+                        let _ = std::fs::create_dir_all(parent);
+                    }
+                    FlightState::Done { size }
+                }
+                Err(e) => {
+                    tracing::warn!(digest = %digest, "fetch failed: {e}");
+                    FlightState::Failed(e)
+                }
+            };
+            let size = match &state {
+                FlightState::Done { size } => Some(*size),
+                _ => None,
+            };
+            store.finish(&hex, &flight, state);
+            if let Some(size) = size {
+                store.committed(&hex, size, Kind::Blob);
+            }
+        });
+        follow
+    }
+}
+
+async fn write_body(
+    store: &Store,
+    flight: &InFlight,
+    writer: std::fs::File,
+    mut body: BodyStream,
+    total: Option<u64>,
+    digest: &Digest,
+) -> Result<u64, RegistryError> {
+    let io_err =
+        |e: io::Error| RegistryError::new(500, "UNKNOWN", format!("the store cannot write: {e}"));
+    let mut file = tokio::fs::File::from_std(writer);
+    let mut hasher = Sha256::new();
+    let mut written: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk
+            .map_err(|e| RegistryError::bad_gateway(format!("upstream transfer failed: {e}")))?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(io_err)?;
+        // The bytes must be in the file before followers are told they are.
+        file.flush().await.map_err(io_err)?;
+        written += chunk.len() as u64;
+        Metrics::add(&store.metrics.bytes_from_upstream, chunk.len() as u64);
+        flight
+            .state
+            .send_replace(FlightState::Streaming { written, total });
+    }
+    if let Some(t) = total {
+        if t != written {
+            return Err(RegistryError::bad_gateway(format!(
+                "upstream sent {written} of {t} bytes of {digest}"
+            )));
+        }
+    }
+    let got = hex::encode(hasher.finalize());
+    if got != digest.hex() {
+        Metrics::inc(&store.metrics.digest_mismatches);
+        return Err(RegistryError::bad_gateway(format!(
+            "upstream sent bytes that do not match {digest} (got sha256:{got}); nothing was stored"
+        )));
+    }
+    file.sync_all().await.map_err(io_err)?;
+    Ok(written)
+}
+
+impl Follow {
+    /// Waits until the upstream has answered: the blob's size if it said, or its error.
+    pub async fn started(&mut self) -> Result<Option<u64>, RegistryError> {
+        loop {
+            let state = self.state.borrow_and_update().clone();
+            match state {
+                FlightState::Starting => {}
+                FlightState::Streaming { total, .. } => return Ok(total),
+                FlightState::Done { size } => return Ok(Some(size)),
+                FlightState::Failed(e) => return Err(e),
+            }
+            if self.state.changed().await.is_err() {
+                return Err(RegistryError::bad_gateway("the fetch was abandoned"));
+            }
+        }
+    }
+
+    /// The bytes `[start, end)` as they arrive.
+    pub fn stream(self, start: u64, end: Option<u64>) -> BodyStream {
+        let metrics = self.store.metrics.clone();
+        let file = tokio::fs::File::from_std(self.file);
+        let state = (file, self.state, start, end, false, metrics, self.store);
+        Box::pin(futures_util::stream::unfold(
+            state,
+            |(mut file, mut rx, mut pos, end, mut seeked, metrics, store)| async move {
+                if !seeked {
+                    if let Err(e) = file.seek(SeekFrom::Start(pos)).await {
+                        return Some((Err(e), (file, rx, u64::MAX, Some(0), true, metrics, store)));
+                    }
+                    seeked = true;
+                }
+                loop {
+                    if end.is_some_and(|e| pos >= e) {
+                        return None;
+                    }
+                    let state = rx.borrow_and_update().clone();
+                    let (available, done) = match state {
+                        FlightState::Starting => (0, false),
+                        FlightState::Streaming { written, .. } => (written, false),
+                        FlightState::Done { size } => (size, true),
+                        FlightState::Failed(e) => {
+                            let err = io::Error::other(e.message);
+                            return Some((
+                                Err(err),
+                                (file, rx, pos, Some(0), seeked, metrics, store),
+                            ));
+                        }
+                    };
+                    if pos < available {
+                        let limit = end.unwrap_or(u64::MAX).min(available) - pos;
+                        let want = (limit as usize).min(CHUNK);
+                        let mut buf = BytesMut::zeroed(want);
+                        return match file.read(&mut buf).await {
+                            Ok(0) => Some((
+                                Err(io::Error::other("the store file ended early")),
+                                (file, rx, pos, Some(0), seeked, metrics, store),
+                            )),
+                            Ok(n) => {
+                                buf.truncate(n);
+                                pos += n as u64;
+                                Some((
+                                    Ok(buf.freeze()),
+                                    (file, rx, pos, end, seeked, metrics, store),
+                                ))
+                            }
+                            Err(e) => {
+                                Some((Err(e), (file, rx, pos, Some(0), seeked, metrics, store)))
+                            }
+                        };
+                    }
+                    if done {
+                        return None;
+                    }
+                    if rx.changed().await.is_err() {
+                        let err = io::Error::other("the fetch was abandoned");
+                        return Some((Err(err), (file, rx, pos, Some(0), seeked, metrics, store)));
+                    }
+                }
+            },
+        ))
+    }
+}
+
+impl Hit {
+    /// The bytes `[start, end)` of a committed blob.
+    pub fn stream(self, start: u64, end: u64) -> BodyStream {
+        let Hit { file, guard, .. } = self;
+        let metrics = guard.store.metrics.clone();
+        let file = tokio::fs::File::from_std(file);
+        Box::pin(futures_util::stream::unfold(
+            (file, start, end, false, guard, metrics),
+            |(mut file, pos, end, seeked, guard, metrics)| async move {
+                if pos >= end {
+                    return None;
+                }
+                if !seeked {
+                    if let Err(e) = file.seek(SeekFrom::Start(pos)).await {
+                        return Some((Err(e), (file, end, end, true, guard, metrics)));
+                    }
+                }
+                let want = ((end - pos) as usize).min(CHUNK);
+                let mut buf = BytesMut::zeroed(want);
+                match file.read(&mut buf).await {
+                    Ok(0) => Some((
+                        Err(io::Error::other("the store file ended early")),
+                        (file, end, end, true, guard, metrics),
+                    )),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Metrics::add(&metrics.bytes_from_store, n as u64);
+                        Some((
+                            Ok::<Bytes, io::Error>(buf.freeze()),
+                            (file, pos + n as u64, end, true, guard, metrics),
+                        ))
+                    }
+                    Err(e) => Some((Err(e), (file, end, end, true, guard, metrics))),
+                }
+            },
+        ))
+    }
+}
+
+/// A range that cannot be served (416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
+/// A `Range: bytes=...` header against a size: `Ok(None)` when absent or ignorable,
+/// `Ok(Some((start, end_exclusive)))`, `Err(Unsatisfiable)` when it cannot be served.
+pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
+    let Some(h) = header else { return Ok(None) };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None); // several ranges: serve the whole blob
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| Unsatisfiable)?;
+        if n == 0 {
+            return Err(Unsatisfiable);
+        }
+        (size.saturating_sub(n), size)
+    } else {
+        let start: u64 = a.parse().map_err(|_| Unsatisfiable)?;
+        let end = if b.is_empty() {
+            size
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| Unsatisfiable)?
+                .saturating_add(1)
+                .min(size)
+        };
+        if start >= size || start >= end {
+            return Err(Unsatisfiable);
+        }
+        (start, end)
+    };
+    Ok(Some(range))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), Ok(Some((0, 5))));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 10))));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), Ok(Some((7, 10))));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some((8, 10))));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Ok(None));
+    }
+}
+
+#[cfg(test)]
+mod flight_tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use std::time::Duration;
+
+    fn store(max: Option<u64>) -> (Arc<Store>, std::path::PathBuf) {
+        let n = std::sync::atomic::AtomicU64::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "acr-store-{}-{}-{}",
+            std::process::id(),
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            rand_suffix()
+        ));
+        let config = StoreConfig {
+            root: root.clone(),
+            max_size: max,
+            ttl: Duration::from_secs(300),
+            ttl_by_ns: vec![],
+        };
+        (
+            Store::open(config, Arc::new(Metrics::default())).unwrap(),
+            root,
+        )
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    }
+
+    async fn collect(s: BodyStream) -> Result<Vec<u8>, io::Error> {
+        let mut s = s;
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out)
+    }
+
+    /// A body that arrives in pieces, slowly, through a channel the test feeds.
+    fn channel_body() -> (
+        tokio::sync::mpsc::Sender<Result<Bytes, io::Error>>,
+        BodyStream,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+            );
+        (tx, Box::pin(stream))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_fetch_many_readers_then_a_hit() {
+        let (store, root) = store(None);
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::of(&data);
+        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+            panic!("expected to lead")
+        };
+        let mut followers = Vec::new();
+        for _ in 0..8 {
+            match store.lookup_blob(&digest).unwrap() {
+                BlobLookup::Follow(f) => followers.push(f),
+                _ => panic!("expected to follow the fetch in flight"),
+            }
+        }
+        let (tx, body) = channel_body();
+        let lead_follow = store.start_stream(lead, body, Some(data.len() as u64), digest.clone());
+        let readers: Vec<_> = std::iter::once(lead_follow)
+            .chain(followers)
+            .map(|mut f| {
+                tokio::spawn(async move {
+                    f.started().await.unwrap();
+                    collect(f.stream(0, None)).await
+                })
+            })
+            .collect();
+        for piece in data.chunks(100_000) {
+            tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(tx);
+        for r in readers {
+            assert_eq!(r.await.unwrap().unwrap(), data);
+        }
+        // Committed: the next lookup is a hit, with a range.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let BlobLookup::Hit(hit) = store.lookup_blob(&digest).unwrap() else {
+            panic!("expected a hit")
+        };
+        assert_eq!(hit.size, data.len() as u64);
+        assert_eq!(
+            collect(hit.stream(10, 20)).await.unwrap(),
+            data[10..20].to_vec()
+        );
+        assert!(
+            std::fs::read_dir(root.join("tmp"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "no temp file left"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrong_bytes_fail_every_reader_and_store_nothing() {
+        let (store, root) = store(None);
+        let digest = Digest::of(b"the right bytes");
+        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+            panic!()
+        };
+        let BlobLookup::Follow(mut follower) = store.lookup_blob(&digest).unwrap() else {
+            panic!()
+        };
+        let (tx, body) = channel_body();
+        let mut lead_follow = store.start_stream(lead, body, Some(15), digest.clone());
+        tx.send(Ok(Bytes::from_static(b"the wrong bytes")))
+            .await
+            .unwrap();
+        drop(tx);
+        lead_follow.started().await.unwrap();
+        follower.started().await.unwrap();
+        assert!(collect(lead_follow.stream(0, None)).await.is_err());
+        assert!(collect(follower.stream(0, None)).await.is_err());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            matches!(store.lookup_blob(&digest).unwrap(), BlobLookup::Lead(_)),
+            "nothing was committed"
+        );
+        assert_eq!(
+            store
+                .metrics
+                .digest_mismatches
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn eviction_keeps_the_bound_and_spares_readers() {
+        let (store, root) = store(Some(250));
+        let mut digests = Vec::new();
+        for i in 0..4u8 {
+            let data = vec![i; 100];
+            let digest = Digest::of(&data);
+            let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+                panic!()
+            };
+            let body: BodyStream =
+                Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
+            let f = store.start_stream(lead, body, Some(100), digest.clone());
+            collect(f.stream(0, None)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            digests.push(digest);
+        }
+        let total = store
+            .metrics
+            .store_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(total <= 250, "store holds {total} bytes");
+        assert!(
+            store
+                .metrics
+                .evictions
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 2
+        );
+        // The newest is still there.
+        assert!(matches!(
+            store.lookup_blob(&digests[3]).unwrap(),
+            BlobLookup::Hit(_)
+        ));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

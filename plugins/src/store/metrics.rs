@@ -1,0 +1,104 @@
+//! The store's counters, shown on `GET /metrics` in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters shared by the store, the upstream client and the server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub bytes_from_store: AtomicU64,
+    pub bytes_from_upstream: AtomicU64,
+    pub upstream_requests: AtomicU64,
+    pub digest_mismatches: AtomicU64,
+    pub stale_serves: AtomicU64,
+    pub evictions: AtomicU64,
+    pub store_bytes: AtomicU64,
+    pub store_objects: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
+            (
+                "acr_cache_hits_total",
+                "counter",
+                "requests answered from the store",
+                &self.hits,
+            ),
+            (
+                "acr_cache_misses_total",
+                "counter",
+                "requests that had to go upstream",
+                &self.misses,
+            ),
+            (
+                "acr_bytes_from_store_total",
+                "counter",
+                "body bytes served from the store",
+                &self.bytes_from_store,
+            ),
+            (
+                "acr_bytes_from_upstream_total",
+                "counter",
+                "body bytes received from upstreams",
+                &self.bytes_from_upstream,
+            ),
+            (
+                "acr_upstream_requests_total",
+                "counter",
+                "HTTP requests sent to upstreams",
+                &self.upstream_requests,
+            ),
+            (
+                "acr_digest_mismatches_total",
+                "counter",
+                "upstream content that did not match its digest",
+                &self.digest_mismatches,
+            ),
+            (
+                "acr_stale_serves_total",
+                "counter",
+                "tags served past their TTL because the upstream failed",
+                &self.stale_serves,
+            ),
+            (
+                "acr_evictions_total",
+                "counter",
+                "objects evicted to stay under max-size",
+                &self.evictions,
+            ),
+            (
+                "acr_store_bytes",
+                "gauge",
+                "bytes held in the store",
+                &self.store_bytes,
+            ),
+            (
+                "acr_store_objects",
+                "gauge",
+                "objects held in the store",
+                &self.store_objects,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,385 @@
+//! The content store: blobs and manifests kept by digest, tags kept with the time they were
+//! fetched, on a local disk.
+//!
+//! - **Verified.** Content is hashed as it arrives and committed (temp file, fsync, rename)
+//!   only when it matches its digest; a mismatch commits nothing.
+//! - **Single flight.** One upstream fetch per digest however many clients ask at once; every
+//!   client reads the temporary file as it grows (see `flight`), so the first bytes reach all
+//!   of them before the last arrive, and the fetch finishes even if its first client leaves.
+//! - **Bounded.** Least-recently-used objects are evicted to stay under `max-size`; an object
+//!   being read is never removed. Last use is the file's mtime, so it survives a restart.
+//! - **Crash-safe.** Only complete, verified objects ever have their final name; temporary
+//!   leftovers are removed when the store opens.
+
+pub mod flight;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+pub use flight::{BlobLookup, Follow, Hit, Lead};
+pub use metrics::Metrics;
+
+use crate::registry::Digest;
+
+/// How a proxy's store is set up (`: .cache`, `: .ttl`, `: .max-size` under `+ .proxy`).
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub root: PathBuf,
+    pub max_size: Option<u64>,
+    pub ttl: Duration,
+    /// Per-upstream TTLs (`: .ttl NS DURATION`).
+    pub ttl_by_ns: Vec<(String, Duration)>,
+}
+
+impl StoreConfig {
+    pub fn ttl_for(&self, ns: &str) -> Duration {
+        self.ttl_by_ns
+            .iter()
+            .find(|(n, _)| n == ns)
+            .map(|(_, t)| *t)
+            .unwrap_or(self.ttl)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Blob,
+    Manifest,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    kind: Kind,
+    size: u64,
+    last_use: SystemTime,
+    readers: u32,
+}
+
+/// A tag as last seen upstream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TagEntry {
+    pub digest: String,
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// Seconds since the epoch when the upstream last confirmed it.
+    #[serde(rename = "checkedAt")]
+    pub checked_at: u64,
+}
+
+impl TagEntry {
+    pub fn age(&self) -> Duration {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Duration::from_secs(now.saturating_sub(self.checked_at))
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+pub struct Store {
+    pub config: StoreConfig,
+    pub metrics: Arc<Metrics>,
+    index: Mutex<HashMap<String, Entry>>,
+    pub(crate) inflight: Mutex<HashMap<String, Arc<flight::InFlight>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.config.root)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating) the store at `config.root`: removes temporary leftovers of a crash and
+    /// rebuilds the index from what is on disk.
+    pub fn open(config: StoreConfig, metrics: Arc<Metrics>) -> io::Result<Arc<Self>> {
+        let root = &config.root;
+        for dir in ["blobs/sha256", "manifests/sha256", "tags", "tmp"] {
+            std::fs::create_dir_all(root.join(dir))?;
+        }
+        let mut leftovers = 0;
+        for entry in std::fs::read_dir(root.join("tmp"))?.flatten() {
+            if std::fs::remove_file(entry.path()).is_ok() {
+                leftovers += 1;
+            }
+        }
+        if leftovers > 0 {
+            tracing::info!(root = %root.display(), leftovers, "removed unfinished downloads of an earlier run");
+        }
+        let mut index = HashMap::new();
+        scan(&root.join("blobs/sha256"), Kind::Blob, &mut index)?;
+        scan(&root.join("manifests/sha256"), Kind::Manifest, &mut index)?;
+        let store = Self {
+            config,
+            metrics,
+            index: Mutex::new(index),
+            inflight: Mutex::new(HashMap::new()),
+        };
+        store.update_gauges();
+        Ok(Arc::new(store))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.config.root
+    }
+
+    pub(crate) fn blob_path(&self, hex: &str) -> PathBuf {
+        let shard = hex.get(..2).unwrap_or("00");
+        self.config.root.join("blobs/sha256").join(shard).join(hex)
+    }
+
+    fn manifest_path(&self, hex: &str) -> PathBuf {
+        self.config.root.join("manifests/sha256").join(hex)
+    }
+
+    fn tag_path(&self, ns: &str, repo: &str, tag: &str) -> PathBuf {
+        // Names are validated by the route parser (no `..`); `ns` is a host[:port].
+        self.config
+            .root
+            .join("tags")
+            .join(ns.replace('/', "_"))
+            .join(repo)
+            .join("_tags")
+            .join(tag)
+    }
+
+    pub(crate) fn temp_path(&self, hex: &str) -> PathBuf {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.config
+            .root
+            .join("tmp")
+            .join(format!("{hex}.{}.{n}", std::process::id()))
+    }
+
+    fn update_gauges(&self) {
+        if let Ok(index) = self.index.lock() {
+            let bytes: u64 = index.values().map(|e| e.size).sum();
+            self.metrics.store_bytes.store(bytes, Ordering::Relaxed);
+            self.metrics
+                .store_objects
+                .store(index.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks `hex` as used now (index and file mtime) and, with `reader`, as being read.
+    pub(crate) fn touch(&self, hex: &str, path: &Path, reader: bool) {
+        let now = SystemTime::now();
+        if let Ok(mut index) = self.index.lock() {
+            if let Some(e) = index.get_mut(hex) {
+                e.last_use = now;
+                if reader {
+                    e.readers += 1;
+                }
+            }
+        }
+        if let Ok(f) = std::fs::File::options().write(true).open(path) {
+            let _ = f.set_modified(now);
+        }
+    }
+
+    pub(crate) fn release(&self, hex: &str) {
+        if let Ok(mut index) = self.index.lock() {
+            if let Some(e) = index.get_mut(hex) {
+                e.readers = e.readers.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Records a committed object and evicts what the bound requires.
+    pub(crate) fn committed(&self, hex: &str, size: u64, kind: Kind) {
+        if let Ok(mut index) = self.index.lock() {
+            index.insert(
+                hex.to_string(),
+                Entry {
+                    kind,
+                    size,
+                    last_use: SystemTime::now(),
+                    readers: 0,
+                },
+            );
+        }
+        self.evict();
+        self.update_gauges();
+    }
+
+    /// Removes least-recently-used objects nobody is reading until the store fits `max_size`.
+    fn evict(&self) {
+        let Some(max) = self.config.max_size else {
+            return;
+        };
+        let victims: Vec<(String, Kind)> = {
+            let Ok(mut index) = self.index.lock() else {
+                return;
+            };
+            let mut total: u64 = index.values().map(|e| e.size).sum();
+            if total <= max {
+                return;
+            }
+            let mut order: Vec<(String, SystemTime, u64, Kind)> = index
+                .iter()
+                .filter(|(_, e)| e.readers == 0)
+                .map(|(k, e)| (k.clone(), e.last_use, e.size, e.kind))
+                .collect();
+            order.sort_by_key(|(_, t, _, _)| *t);
+            let mut out = Vec::new();
+            for (hex, _, size, kind) in order {
+                if total <= max {
+                    break;
+                }
+                index.remove(&hex);
+                total = total.saturating_sub(size);
+                out.push((hex, kind));
+            }
+            out
+        };
+        for (hex, kind) in victims {
+            let path = match kind {
+                Kind::Blob => self.blob_path(&hex),
+                Kind::Manifest => self.manifest_path(&hex),
+            };
+            let _ = std::fs::remove_file(&path);
+            if kind == Kind::Manifest {
+                let _ = std::fs::remove_file(path.with_extension("type"));
+            }
+            Metrics::inc(&self.metrics.evictions);
+            tracing::debug!(digest = %format!("sha256:{hex}"), "evicted");
+        }
+    }
+
+    /// A manifest by digest, with its media type.
+    pub fn manifest(&self, digest: &Digest) -> Option<(Bytes, String)> {
+        let path = self.manifest_path(digest.hex());
+        let bytes = std::fs::read(&path).ok()?;
+        // Checked on the way in; checked again on the way out, it costs little for manifests.
+        if Digest::of(&bytes) != *digest {
+            tracing::warn!(digest = %digest, "a stored manifest does not match its digest; dropping it");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        let media_type = std::fs::read_to_string(path.with_extension("type")).unwrap_or_default();
+        self.touch(digest.hex(), &path, false);
+        Some((Bytes::from(bytes), media_type))
+    }
+
+    /// Stores a manifest whose bytes hash to `digest`.
+    pub fn put_manifest(&self, digest: &Digest, bytes: &[u8], media_type: &str) -> io::Result<()> {
+        if Digest::of(bytes) != *digest {
+            return Err(io::Error::other("manifest does not match its digest"));
+        }
+        let path = self.manifest_path(digest.hex());
+        write_atomic(self, &path.with_extension("type"), media_type.as_bytes())?;
+        write_atomic(self, &path, bytes)?;
+        self.committed(digest.hex(), bytes.len() as u64, Kind::Manifest);
+        Ok(())
+    }
+
+    pub fn tag(&self, ns: &str, repo: &str, tag: &str) -> Option<TagEntry> {
+        let text = std::fs::read(self.tag_path(ns, repo, tag)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    pub fn put_tag(&self, ns: &str, repo: &str, tag: &str, entry: &TagEntry) -> io::Result<()> {
+        let path = self.tag_path(ns, repo, tag);
+        let text = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        write_atomic(self, &path, &text)
+    }
+}
+
+static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Writes through a temporary file in the store, fsyncs, and renames into place.
+fn write_atomic(store: &Store, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = store.temp_path("meta");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+fn scan(dir: &Path, kind: Kind, index: &mut HashMap<String, Entry>) -> io::Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                index.insert(
+                    name,
+                    Entry {
+                        kind,
+                        size: meta.len(),
+                        last_use: meta.modified().unwrap_or(UNIX_EPOCH),
+                        readers: 0,
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses a size: `20GiB`, `512MiB`, `10GB`, `1048576`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" | "ki" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" | "mi" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" | "gi" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" | "ti" => 1024f64.powi(4),
+        _ => return None,
+    };
+    let v = n * scale;
+    (v.is_finite() && v >= 0.0).then_some(v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("20GiB"), Some(20 * 1024 * 1024 * 1024));
+        assert_eq!(parse_size("512 MiB"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_size("10GB"), Some(10_000_000_000));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("lots"), None);
+    }
+}
