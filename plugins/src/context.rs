@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::catalogue::RunFuture;
 use crate::registry::{ClientRequest, Credentials, Reply, Shared, Upstream};
+use crate::store::Store;
 use crate::value::{Props, Value};
 
 /// What the runtime offers plugins that need more than the context: serving a block's proxy.
@@ -34,6 +35,8 @@ pub struct Context {
     pub calls_run: u64,
     pub host: Option<Arc<dyn Host>>,
     pub registry: Option<Arc<Shared>>,
+    /// The proxy's content store, when it has one (`: .cache`).
+    pub store: Option<Arc<Store>>,
     pub request: Option<ClientRequest>,
     pub upstream: Option<Upstream>,
     pub credentials: Option<Credentials>,

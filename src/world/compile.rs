@@ -33,7 +33,15 @@ const ENGINE_OPTIONS: &[&str] = &["event", "once", "loop", "exit", "next", "repe
 /// Attributes a `+` line may start.
 const ATTRIBUTES: &[&str] = &["engine", "runtime", "proxy"];
 /// Settings a `+ .proxy` accepts besides routes and calls. The server reads them.
-pub const PROXY_SETTINGS: &[&str] = &["allow", "endpoint", "path-routing"];
+pub const PROXY_SETTINGS: &[&str] = &[
+    "allow",
+    "endpoint",
+    "path-routing",
+    "cache",
+    "cache-endpoint",
+    "ttl",
+    "max-size",
+];
 
 /// Reads and compiles the file at `path`.
 pub fn compile_file(path: &Path) -> Result<Pipeline, CompileError> {
@@ -1018,6 +1026,24 @@ fn check_setting(name: &str, value: &str) -> Result<(), String> {
                 (Some(_), Some(url), None) if url.starts_with("http://") || url.starts_with("https://") => Ok(()),
                 _ => Err("write `: .endpoint NAMESPACE URL`, e.g. `: .endpoint docker.io http://127.0.0.1:5000`".into()),
             }
+        }
+        "cache" if value.trim().is_empty() => Err(
+            "write `: .cache DIR`, `: .cache s3://bucket/prefix` or `: .cache off`".into(),
+        ),
+        "cache-endpoint" if !(value.starts_with("http://") || value.starts_with("https://")) => {
+            Err("write `: .cache-endpoint http://127.0.0.1:9000` (an S3-compatible server)".into())
+        }
+        "ttl" => {
+            let mut words: Vec<&str> = value.split_whitespace().collect();
+            let duration = words.pop().unwrap_or("");
+            if words.len() > 1 || acr_plugins::parse_duration(duration).is_err() {
+                Err("write `: .ttl 5m` or, for one upstream, `: .ttl docker.io 1h`".into())
+            } else {
+                Ok(())
+            }
+        }
+        "max-size" if acr_plugins::store::parse_size(value).is_none() => {
+            Err("write a size such as `: .max-size 20GiB` or `: .max-size 500MB`".into())
         }
         "path-routing" if !matches!(value, "" | "on" | "off" | "true" | "false") => {
             Err("write `: .path-routing` (on) or `: .path-routing off`".into())

@@ -13,6 +13,7 @@
 
 pub mod flight;
 pub mod metrics;
+pub mod remote;
 
 use std::collections::HashMap;
 use std::io;
