@@ -41,6 +41,8 @@ pub enum FlightState {
 pub struct InFlight {
     path: std::path::PathBuf,
     state: watch::Sender<FlightState>,
+    /// Copied down from the S3 tier: no need to share it back.
+    from_remote: std::sync::atomic::AtomicBool,
 }
 
 /// Marks an object as being read until dropped, so eviction leaves it alone.
@@ -119,6 +121,7 @@ impl Store {
         let flight = Arc::new(InFlight {
             path: temp,
             state: tx,
+            from_remote: std::sync::atomic::AtomicBool::new(false),
         });
         inflight.insert(hex.clone(), flight.clone());
         Ok(BlobLookup::Lead(Lead {
@@ -186,9 +189,15 @@ impl Store {
                 FlightState::Done { size } => Some(*size),
                 _ => None,
             };
+            let from_remote = flight
+                .from_remote
+                .load(std::sync::atomic::Ordering::Relaxed);
             store.finish(&hex, &flight, state);
             if let Some(size) = size {
                 store.committed(&hex, size, Kind::Blob);
+                if !from_remote {
+                    store.share_blob(&hex).await;
+                }
             }
         });
         follow
@@ -438,6 +447,7 @@ mod flight_tests {
             max_size: max,
             ttl: Duration::from_secs(300),
             ttl_by_ns: vec![],
+            remote: None,
         };
         (
             Store::open(config, Arc::new(Metrics::default())).unwrap(),
@@ -450,6 +460,18 @@ mod flight_tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos()
+    }
+
+    /// Waits until no fetch of `digest` is in flight (it committed or failed).
+    async fn settle(store: &Store, digest: &Digest) {
+        for _ in 0..500 {
+            let busy = store.inflight.lock().unwrap().contains_key(digest.hex());
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the fetch of {digest} never finished");
     }
 
     async fn collect(s: BodyStream) -> Result<Vec<u8>, io::Error> {
@@ -510,7 +532,7 @@ mod flight_tests {
             assert_eq!(r.await.unwrap().unwrap(), data);
         }
         // Committed: the next lookup is a hit, with a range.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        settle(&store, &digest).await;
         let BlobLookup::Hit(hit) = store.lookup_blob(&digest).unwrap() else {
             panic!("expected a hit")
         };
@@ -536,20 +558,24 @@ mod flight_tests {
         let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
             panic!()
         };
-        let BlobLookup::Follow(mut follower) = store.lookup_blob(&digest).unwrap() else {
+        let BlobLookup::Follow(follower) = store.lookup_blob(&digest).unwrap() else {
             panic!()
         };
         let (tx, body) = channel_body();
-        let mut lead_follow = store.start_stream(lead, body, Some(15), digest.clone());
+        let lead_follow = store.start_stream(lead, body, Some(15), digest.clone());
         tx.send(Ok(Bytes::from_static(b"the wrong bytes")))
             .await
             .unwrap();
         drop(tx);
-        lead_follow.started().await.unwrap();
-        follower.started().await.unwrap();
-        assert!(collect(lead_follow.stream(0, None)).await.is_err());
-        assert!(collect(follower.stream(0, None)).await.is_err());
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Each reader fails: before its first byte, or part way, but never cleanly.
+        for mut f in [lead_follow, follower] {
+            let clean = match f.started().await {
+                Err(_) => false,
+                Ok(_) => collect(f.stream(0, None)).await.is_ok(),
+            };
+            assert!(!clean, "a reader got the wrong bytes without an error");
+        }
+        settle(&store, &digest).await;
         assert!(
             matches!(store.lookup_blob(&digest).unwrap(), BlobLookup::Lead(_)),
             "nothing was committed"
@@ -578,7 +604,9 @@ mod flight_tests {
                 Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
             let f = store.start_stream(lead, body, Some(100), digest.clone());
             collect(f.stream(0, None)).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            settle(&store, &digest).await;
+            // Distinct last-use times, so the order of eviction is the order of use.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             digests.push(digest);
         }
         let total = store

@@ -32,7 +32,10 @@ use crate::registry::Digest;
 /// How a proxy's store is set up (`: .cache`, `: .ttl`, `: .max-size` under `+ .proxy`).
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// The local disk tier (with an S3 tier, a cache of it).
     pub root: PathBuf,
+    /// The shared S3 tier (`: .cache s3://bucket/prefix`).
+    pub remote: Option<remote::RemoteConfig>,
     pub max_size: Option<u64>,
     pub ttl: Duration,
     /// Per-upstream TTLs (`: .ttl NS DURATION`).
@@ -94,6 +97,7 @@ pub fn now_secs() -> u64 {
 pub struct Store {
     pub config: StoreConfig,
     pub metrics: Arc<Metrics>,
+    pub(crate) remote: Option<remote::Remote>,
     index: Mutex<HashMap<String, Entry>>,
     pub(crate) inflight: Mutex<HashMap<String, Arc<flight::InFlight>>>,
 }
@@ -126,9 +130,14 @@ impl Store {
         let mut index = HashMap::new();
         scan(&root.join("blobs/sha256"), Kind::Blob, &mut index)?;
         scan(&root.join("manifests/sha256"), Kind::Manifest, &mut index)?;
+        let remote = match &config.remote {
+            Some(rc) => Some(remote::Remote::new(rc.clone())?),
+            None => None,
+        };
         let store = Self {
             config,
             metrics,
+            remote,
             index: Mutex::new(index),
             inflight: Mutex::new(HashMap::new()),
         };
@@ -149,7 +158,7 @@ impl Store {
         self.config.root.join("manifests/sha256").join(hex)
     }
 
-    fn tag_path(&self, ns: &str, repo: &str, tag: &str) -> PathBuf {
+    pub(crate) fn tag_path(&self, ns: &str, repo: &str, tag: &str) -> PathBuf {
         // Names are validated by the route parser (no `..`); `ns` is a host[:port].
         self.config
             .root
@@ -263,26 +272,49 @@ impl Store {
         }
     }
 
-    /// A manifest by digest, with its media type.
-    pub fn manifest(&self, digest: &Digest) -> Option<(Bytes, String)> {
+    /// A manifest by digest, with its media type: from the local disk, else from the S3 tier.
+    pub async fn manifest(&self, digest: &Digest) -> Option<(Bytes, String)> {
         let path = self.manifest_path(digest.hex());
-        let bytes = std::fs::read(&path).ok()?;
-        // Checked on the way in; checked again on the way out, it costs little for manifests.
-        if Digest::of(&bytes) != *digest {
+        if let Ok(bytes) = std::fs::read(&path) {
+            // Checked on the way in; checked again on the way out, it costs little for manifests.
+            if Digest::of(&bytes) == *digest {
+                let media_type =
+                    std::fs::read_to_string(path.with_extension("type")).unwrap_or_default();
+                self.touch(digest.hex(), &path, false);
+                return Some((Bytes::from(bytes), media_type));
+            }
             tracing::warn!(digest = %digest, "a stored manifest does not match its digest; dropping it");
             let _ = std::fs::remove_file(&path);
+        }
+        let remote = self.remote.as_ref()?;
+        let key = remote.key(&["manifests", "sha256", digest.hex()]);
+        let bytes = match remote.get_bytes(&key).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(digest = %digest, "the S3 tier failed: {e}");
+                return None;
+            }
+        };
+        if Digest::of(&bytes) != *digest {
+            tracing::warn!(digest = %digest, "the S3 tier holds a manifest that does not match its digest; ignoring it");
             return None;
         }
-        let media_type = std::fs::read_to_string(path.with_extension("type")).unwrap_or_default();
-        self.touch(digest.hex(), &path, false);
-        Some((Bytes::from(bytes), media_type))
+        let type_key = remote.key(&["manifests", "sha256", &format!("{}.type", digest.hex())]);
+        let media_type = match remote.get_bytes(&type_key).await {
+            Ok(Some(t)) => String::from_utf8_lossy(&t).into_owned(),
+            _ => String::new(),
+        };
+        let _ = self.put_local_manifest(digest, &bytes, &media_type);
+        Some((bytes, media_type))
     }
 
-    /// Stores a manifest whose bytes hash to `digest`.
-    pub fn put_manifest(&self, digest: &Digest, bytes: &[u8], media_type: &str) -> io::Result<()> {
-        if Digest::of(bytes) != *digest {
-            return Err(io::Error::other("manifest does not match its digest"));
-        }
+    fn put_local_manifest(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> io::Result<()> {
         let path = self.manifest_path(digest.hex());
         write_atomic(self, &path.with_extension("type"), media_type.as_bytes())?;
         write_atomic(self, &path, bytes)?;
@@ -290,15 +322,114 @@ impl Store {
         Ok(())
     }
 
-    pub fn tag(&self, ns: &str, repo: &str, tag: &str) -> Option<TagEntry> {
-        let text = std::fs::read(self.tag_path(ns, repo, tag)).ok()?;
-        serde_json::from_slice(&text).ok()
+    /// Stores a manifest whose bytes hash to `digest`, locally and in the S3 tier.
+    pub async fn put_manifest(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> io::Result<()> {
+        if Digest::of(bytes) != *digest {
+            return Err(io::Error::other("manifest does not match its digest"));
+        }
+        self.put_local_manifest(digest, bytes, media_type)?;
+        if let Some(remote) = &self.remote {
+            let type_key = remote.key(&["manifests", "sha256", &format!("{}.type", digest.hex())]);
+            let key = remote.key(&["manifests", "sha256", digest.hex()]);
+            // The type first: a replica that finds the manifest finds its type too.
+            let put = async {
+                remote
+                    .put_bytes(&type_key, Bytes::from(media_type.to_string()), false)
+                    .await?;
+                remote
+                    .put_bytes(&key, Bytes::copy_from_slice(bytes), false)
+                    .await
+            };
+            if let Err(e) = put.await {
+                tracing::warn!(digest = %digest, "could not share the manifest through S3: {e}");
+            }
+        }
+        Ok(())
     }
 
-    pub fn put_tag(&self, ns: &str, repo: &str, tag: &str, entry: &TagEntry) -> io::Result<()> {
+    fn tag_key(&self, remote: &remote::Remote, ns: &str, repo: &str, tag: &str) -> String {
+        let ns = ns.replace('/', "_");
+        let mut parts = vec!["tags", ns.as_str()];
+        parts.extend(repo.split('/'));
+        parts.extend(["_tags", tag]);
+        remote.key(&parts)
+    }
+
+    /// What the tag pointed at when last checked: locally, else in the S3 tier (a replica's).
+    pub async fn tag(&self, ns: &str, repo: &str, tag: &str) -> Option<TagEntry> {
+        let local = std::fs::read(self.tag_path(ns, repo, tag))
+            .ok()
+            .and_then(|t| serde_json::from_slice::<TagEntry>(&t).ok());
+        let Some(remote) = &self.remote else {
+            return local;
+        };
+        let shared = match remote.get_bytes(&self.tag_key(remote, ns, repo, tag)).await {
+            Ok(Some(b)) => serde_json::from_slice::<TagEntry>(&b).ok(),
+            _ => None,
+        };
+        // The most recently confirmed of the two.
+        match (local, shared) {
+            (Some(l), Some(s)) => Some(if s.checked_at > l.checked_at { s } else { l }),
+            (l, s) => l.or(s),
+        }
+    }
+
+    pub async fn put_tag(
+        &self,
+        ns: &str,
+        repo: &str,
+        tag: &str,
+        entry: &TagEntry,
+    ) -> io::Result<()> {
         let path = self.tag_path(ns, repo, tag);
         let text = serde_json::to_vec(entry).map_err(io::Error::other)?;
-        write_atomic(self, &path, &text)
+        write_atomic(self, &path, &text)?;
+        if let Some(remote) = &self.remote {
+            if let Err(e) = remote
+                .put_bytes(
+                    &self.tag_key(remote, ns, repo, tag),
+                    Bytes::from(text),
+                    true,
+                )
+                .await
+            {
+                tracing::warn!(ns, repo, tag, "could not share the tag through S3: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The blob from the S3 tier, for a lead to copy down (verified on the way like any fetch).
+    pub async fn remote_blob(&self, digest: &Digest) -> Option<(u64, crate::registry::BodyStream)> {
+        let remote = self.remote.as_ref()?;
+        let key = remote.key(&["blobs", "sha256", digest.hex()]);
+        match remote.get_stream(&key, None).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(digest = %digest, "the S3 tier failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// Shares a committed blob through the S3 tier (create-if-absent: replicas never overwrite).
+    pub(crate) async fn share_blob(&self, hex: &str) {
+        let Some(remote) = &self.remote else { return };
+        let key = remote.key(&["blobs", "sha256", hex]);
+        let path = self.blob_path(hex);
+        match remote.put_file_create(&key, &path).await {
+            Ok(outcome) => {
+                tracing::debug!(digest = %format!("sha256:{hex}"), ?outcome, "shared through S3")
+            }
+            Err(e) => {
+                tracing::warn!(digest = %format!("sha256:{hex}"), "could not share the blob through S3: {e}")
+            }
+        }
     }
 }
 
