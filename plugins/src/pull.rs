@@ -98,10 +98,15 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
     })
 }
 
-/// Passes bytes through while hashing them; at the end, a mismatch becomes an error.
+/// Passes bytes through while hashing them, one chunk behind: the last chunk leaves only
+/// once the whole blob hashed to its digest. On a mismatch the stream ends in an error while
+/// that chunk is still held, so the client never receives all the bytes it was promised
+/// (`Content-Length`): the transfer breaks instead of looking complete.
 pub struct Verified {
     inner: BodyStream,
     hasher: Option<Sha256>,
+    /// The chunk read last, not yet passed on.
+    held: Option<Bytes>,
     expected: Digest,
     ns: String,
 }
@@ -111,6 +116,7 @@ impl Verified {
         Self {
             inner,
             hasher: Some(Sha256::new()),
+            held: None,
             expected,
             ns,
         }
@@ -122,29 +128,104 @@ impl Stream for Verified {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                if let Some(h) = this.hasher.as_mut() {
-                    h.update(&chunk);
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(None) => match this.hasher.take() {
-                Some(h) => {
-                    let got = hex::encode(h.finalize());
-                    if got == this.expected.hex() {
-                        Poll::Ready(None)
-                    } else {
-                        tracing::warn!(upstream = %this.ns, expected = %this.expected, got = %format!("sha256:{got}"), "blob digest mismatch; transfer aborted");
-                        Poll::Ready(Some(Err(std::io::Error::other(format!(
-                            "blob from upstream {} does not match {}",
-                            this.ns, this.expected
-                        )))))
+        loop {
+            let Some(hasher) = this.hasher.as_mut() else {
+                // Verified (or failed) already: what is held is the good tail.
+                return Poll::Ready(this.held.take().map(Ok));
+            };
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if chunk.is_empty() {
+                        continue;
                     }
+                    hasher.update(&chunk);
+                    if let Some(previous) = this.held.replace(chunk) {
+                        return Poll::Ready(Some(Ok(previous)));
+                    }
+                    // The first chunk: keep it and read on.
                 }
-                None => Poll::Ready(None),
-            },
-            other => other,
+                Poll::Ready(Some(Err(e))) => {
+                    this.hasher = None;
+                    this.held = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    let got = match this.hasher.take() {
+                        Some(h) => hex::encode(h.finalize()),
+                        None => return Poll::Ready(None),
+                    };
+                    if got == this.expected.hex() {
+                        return Poll::Ready(this.held.take().map(Ok));
+                    }
+                    this.held = None;
+                    tracing::warn!(upstream = %this.ns, expected = %this.expected, got = %format!("sha256:{got}"), "blob digest mismatch; transfer aborted");
+                    return Poll::Ready(Some(Err(std::io::Error::other(format!(
+                        "blob from upstream {} does not match {}",
+                        this.ns, this.expected
+                    )))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn chunks(parts: &[&'static [u8]]) -> BodyStream {
+        let items: Vec<Result<Bytes, std::io::Error>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        Box::pin(futures_util::stream::iter(items))
+    }
+
+    async fn collect(v: Verified) -> (Vec<u8>, Option<String>) {
+        let mut out = Vec::new();
+        let mut s = Box::pin(v);
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(e) => return (out, Some(e.to_string())),
+            }
+        }
+        (out, None)
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn good_bytes_pass_whole() {
+        let d = Digest::of(b"hello world");
+        let (out, err) = block_on(collect(Verified::new(
+            chunks(&[b"hello", b"", b" ", b"world"]),
+            d,
+            "up".into(),
+        )));
+        assert_eq!((out.as_slice(), err), (&b"hello world"[..], None));
+    }
+
+    #[test]
+    fn wrong_bytes_never_arrive_whole() {
+        let d = Digest::of(b"hello world");
+        for parts in [
+            &[&b"hello worlD"[..]][..],
+            &[b"hello", b" ", b"worlD"],
+            &[b"Hello", b" ", b"world"],
+        ] {
+            let (out, err) = block_on(collect(Verified::new(
+                chunks(parts),
+                d.clone(),
+                "up".into(),
+            )));
+            assert!(err.unwrap().contains("does not match"));
+            assert!(out.len() < 11, "{} bytes passed", out.len());
         }
     }
 }

@@ -60,7 +60,11 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
     })
 }
 
-/// The Accept list: the client's types, then the listed ones; every manifest kind when empty.
+/// The Accept list: the client's types, then the listed ones. When that names no manifest
+/// type at all (no Accept, `*/*`, `application/json`), every manifest kind acr passes on is
+/// added: registries read a missing type as "not accepted" (distribution answers 404 for an
+/// OCI manifest, or rewrites a schema 2 one to schema 1), which no client that sends `*/*`
+/// wants.
 fn accept(client: &[String], extra: &str) -> String {
     let mut types: Vec<String> = Vec::new();
     let listed = extra
@@ -77,8 +81,18 @@ fn accept(client: &[String], extra: &str) -> String {
             types.push(t.to_string());
         }
     }
-    if types.is_empty() {
-        types = ALL_MANIFESTS.iter().map(|s| s.to_string()).collect();
+    let names_a_manifest = types.iter().any(|t| {
+        let bare = t.split(';').next().unwrap_or("").trim();
+        ALL_MANIFESTS.contains(&bare)
+            || bare.starts_with("application/vnd.docker.distribution.manifest.")
+            || (bare.starts_with("application/vnd.") && !bare.contains('*'))
+    });
+    if !names_a_manifest {
+        for t in ALL_MANIFESTS {
+            if !types.iter().any(|x| x == t) {
+                types.push(t.to_string());
+            }
+        }
     }
     types.join(", ")
 }
@@ -200,13 +214,20 @@ async fn document(
         header(&resp, CONTENT_TYPE.as_str()).unwrap_or_else(|| default_type.to_string());
     let link = header(&resp, LINK.as_str());
     let filters = header(&resp, "oci-filters-applied");
-    let body = read_limited(&ns_of(cx), resp, MAX_MANIFEST_BYTES).await?;
+    let mut body = read_limited(&ns_of(cx), resp, MAX_MANIFEST_BYTES).await?;
+    let mut link = link.map(|l| rewrite_link(&l, req));
+    if req.resource == Resource::Tags && link.is_none() {
+        if let Some((page, next)) = paginate_tags(&body, req) {
+            body = page;
+            link = next;
+        }
+    }
     let mut headers = vec![
         ("Content-Type".to_string(), content_type),
         ("Content-Length".to_string(), body.len().to_string()),
     ];
     if let Some(link) = link {
-        headers.push(("Link".to_string(), rewrite_link(&link, req)));
+        headers.push(("Link".to_string(), link));
     }
     if let Some(f) = filters {
         headers.push(("OCI-Filters-Applied".to_string(), f));
@@ -216,6 +237,58 @@ async fn document(
         headers,
         body: Body::Full(body),
     })
+}
+
+/// Pages a tag list the upstream sent whole although the client asked for `n` or `last`
+/// (CNCF distribution 2.x ignores both): the tags in lexical order after `last`, at most `n`,
+/// and a `Link` to the next page when more remain, as the distribution spec asks. `None`
+/// when the client asked for no page or the document is not a tag list.
+fn paginate_tags(
+    body: &[u8],
+    req: &crate::registry::ClientRequest,
+) -> Option<(Bytes, Option<String>)> {
+    let param = |k: &str| {
+        req.query
+            .iter()
+            .find(|(q, _)| q == k)
+            .map(|(_, v)| v.clone())
+    };
+    let n = param("n").and_then(|n| n.parse::<usize>().ok());
+    let last = param("last");
+    if n.is_none() && last.is_none() {
+        return None;
+    }
+    let mut doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let mut tags: Vec<String> = doc
+        .get("tags")?
+        .as_array()?
+        .iter()
+        .filter_map(|t| t.as_str().map(String::from))
+        .collect();
+    tags.sort();
+    tags.dedup();
+    if let Some(last) = &last {
+        tags.retain(|t| t.as_str() > last.as_str());
+    }
+    let mut next = None;
+    if let Some(n) = n {
+        if tags.len() > n {
+            tags.truncate(n);
+            if let Some(last_tag) = tags.last() {
+                let mut query = format!("n={n}&last={}", encode(last_tag));
+                if let Some(ns) = &req.client_ns {
+                    query.push_str(&format!("&ns={}", encode(ns)));
+                }
+                next = Some(format!(
+                    "<{}/tags/list?{query}>; rel=\"next\"",
+                    req.client_prefix
+                ));
+            }
+        }
+    }
+    doc["tags"] = serde_json::Value::from(tags);
+    let page = serde_json::to_vec(&doc).ok()?;
+    Some((Bytes::from(page), next))
 }
 
 /// `</v2/library/x/tags/list?n=2&last=b>; rel="next"` as the client addressed the repository.
@@ -291,6 +364,47 @@ mod tests {
             "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
         );
         assert!(accept(&[], "").contains("application/vnd.oci.image.index.v1+json"));
+        let any = accept(&["*/*".to_string()], "");
+        assert!(any.starts_with("*/*, "), "{any}");
+        assert!(
+            any.contains("application/vnd.oci.image.manifest.v1+json"),
+            "{any}"
+        );
+        let docker_only = accept(
+            &["application/vnd.docker.distribution.manifest.v2+json;q=0.9, */*".to_string()],
+            "",
+        );
+        assert!(!docker_only.contains("oci"), "{docker_only}");
+    }
+
+    #[test]
+    fn tags_are_paged_when_the_upstream_ignores_n() {
+        let mut req = crate::registry::ClientRequest {
+            method: Method::Get,
+            resource: Resource::Tags,
+            name: "library/test".into(),
+            reference: String::new(),
+            client_prefix: "/v2/test".into(),
+            client_ns: Some("docker.io".into()),
+            query: vec![("n".into(), "2".into())],
+            accept: vec![],
+            range: None,
+        };
+        let body = br#"{"name":"library/test","tags":["v2s2","b","1","a"]}"#;
+        let (page, link) = paginate_tags(body, &req).unwrap();
+        let page: serde_json::Value = serde_json::from_slice(&page).unwrap();
+        assert_eq!(page["tags"], serde_json::json!(["1", "a"]));
+        assert_eq!(
+            link.as_deref(),
+            Some(r#"</v2/test/tags/list?n=2&last=a&ns=docker.io>; rel="next""#)
+        );
+        req.query.push(("last".into(), "a".into()));
+        let (page, link) = paginate_tags(body, &req).unwrap();
+        let page: serde_json::Value = serde_json::from_slice(&page).unwrap();
+        assert_eq!(page["tags"], serde_json::json!(["b", "v2s2"]));
+        assert_eq!(link, None);
+        req.query.clear();
+        assert!(paginate_tags(body, &req).is_none());
     }
 
     #[test]

@@ -30,6 +30,10 @@ use route::Target;
 
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
+/// How long a client may take to send a request's headers (from connecting, or from the end
+/// of its previous request) before the connection is closed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Serves proxies for the engine: the `Host` the `.mirror` plugin calls.
 pub struct ProxyHost {
     pipelines: watch::Receiver<Arc<Pipeline>>,
@@ -92,6 +96,16 @@ impl ProxyHost {
             let host = self.clone();
             let key = key.clone();
             tokio::spawn(async move {
+                // hyper's header timeout starts with the first byte: a client that connects
+                // and sends nothing would hold its connection (and a file descriptor) forever.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => {
+                        tracing::debug!(%peer, "connection closed: nothing sent in time");
+                        return;
+                    }
+                }
                 let service = hyper::service::service_fn(move |req| {
                     let host = host.clone();
                     let key = key.clone();
@@ -102,7 +116,7 @@ impl ProxyHost {
                 builder
                     .http1()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(20))
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .max_buf_size(64 * 1024);
                 builder.http2().max_header_list_size(64 * 1024);
                 if let Err(e) = builder
@@ -115,7 +129,9 @@ impl ProxyHost {
         }
     }
 
-    /// Answers one request.
+    /// Answers one request, and logs it once it is over: for a streamed body that is when
+    /// the last byte left (or the transfer broke), so `bytes` and `ms` are what really
+    /// happened, not what the headers promised.
     pub async fn handle(
         &self,
         key: &(String, String),
@@ -129,27 +145,36 @@ impl ProxyHost {
         let (result, upstream) = self
             .answer(key, &req, &method, &path, &query, ns.as_deref())
             .await;
-        let response = match result {
-            Ok(reply) => reply_response(reply, &method),
-            Err(e) => error_response(&e),
+        let mut line = RequestLine {
+            method,
+            path: loggable(&path),
+            ns: ns.as_deref().map(loggable).unwrap_or_else(|| "-".into()),
+            upstream: upstream
+                .as_deref()
+                .map(loggable)
+                .unwrap_or_else(|| "-".into()),
+            status: 0,
+            started,
+            bytes: 0,
+            failed: None,
         };
-        let bytes = response
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_string();
-        tracing::info!(
-            method = %method,
-            path = %path,
-            ns = %ns.as_deref().unwrap_or("-"),
-            upstream = %upstream.as_deref().unwrap_or("-"),
-            status = response.status().as_u16(),
-            bytes = %bytes,
-            ms = started.elapsed().as_millis() as u64,
-            "request"
-        );
-        response
+        match result {
+            Ok(reply) => {
+                line.status = reply.status;
+                reply_response(reply, &line.method.clone(), Some(line))
+            }
+            Err(e) => {
+                let response = error_response(&e);
+                line.status = e.status;
+                line.bytes = if line.method == "HEAD" {
+                    0
+                } else {
+                    e.body().len() as u64
+                };
+                line.emit();
+                response
+            }
+        }
     }
 
     async fn answer(
@@ -207,16 +232,19 @@ impl ProxyHost {
             .iter()
             .find(|r| r.resource == resource && r.methods.contains(&method))
         else {
-            return (
-                Err(RegistryError::unsupported(format!(
-                    "this mirror has no route for {} {} (add `: .{} {}` under `+ .proxy`)",
-                    method.as_http(),
-                    resource.name(),
-                    resource.name(),
-                    method.name()
-                ))),
-                upstream_name,
-            );
+            let mut e = RegistryError::unsupported(format!(
+                "this mirror has no route for {} {} (add `: .{} {}` under `+ .proxy`)",
+                method.as_http(),
+                resource.name(),
+                resource.name(),
+                method.name()
+            ));
+            // The distribution spec: a registry without the referrers API answers 404, and
+            // clients then fall back to the referrers tag schema.
+            if resource == acr_plugins::registry::Resource::Referrers {
+                e.status = 404;
+            }
+            return (Err(e), upstream_name);
         };
         let header_values = |name: hyper::header::HeaderName| -> Vec<String> {
             req.headers()
@@ -319,13 +347,39 @@ fn header_response(status: u16, headers: &[(String, String)]) -> hyper::http::re
     builder.header("Docker-Distribution-API-Version", "registry/2.0")
 }
 
-/// A reply as a response; HEAD never has a body.
-pub fn reply_response(reply: Reply, method: &str) -> Response<ResponseBody> {
+/// A reply as a response; HEAD never has a body. With `log`, the request's log line is
+/// written when the body is done.
+pub fn reply_response(
+    reply: Reply,
+    method: &str,
+    log: Option<RequestLine>,
+) -> Response<ResponseBody> {
     let builder = header_response(reply.status, &reply.headers);
     let body: ResponseBody = match (method, reply.body) {
-        ("HEAD", _) | (_, Body::Empty) => Empty::new().map_err(|e| match e {}).boxed_unsync(),
-        (_, Body::Full(bytes)) => Full::new(bytes).map_err(|e| match e {}).boxed_unsync(),
+        ("HEAD", _) | (_, Body::Empty) => {
+            if let Some(l) = log {
+                l.emit();
+            }
+            Empty::new().map_err(|e| match e {}).boxed_unsync()
+        }
+        (_, Body::Full(bytes)) => {
+            if let Some(mut l) = log {
+                l.bytes = bytes.len() as u64;
+                l.emit();
+            }
+            Full::new(bytes).map_err(|e| match e {}).boxed_unsync()
+        }
         (_, Body::Stream(stream)) => {
+            let promised = reply
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok());
+            let stream = Logged {
+                inner: stream,
+                line: log,
+                promised,
+            };
             BodyExt::boxed_unsync(StreamBody::new(stream.map_ok(Frame::data)))
         }
     };
@@ -336,6 +390,119 @@ pub fn reply_response(reply: Reply, method: &str) -> Response<ResponseBody> {
             "the reply had an invalid header",
         ))
     })
+}
+
+/// The one log line of a request.
+#[derive(Debug)]
+pub struct RequestLine {
+    method: String,
+    path: String,
+    ns: String,
+    upstream: String,
+    status: u16,
+    started: Instant,
+    /// Body bytes sent.
+    bytes: u64,
+    /// Why a streamed body broke off.
+    failed: Option<String>,
+}
+
+impl RequestLine {
+    fn emit(&self) {
+        match &self.failed {
+            None => tracing::info!(
+                method = %self.method,
+                path = %self.path,
+                ns = %self.ns,
+                upstream = %self.upstream,
+                status = self.status,
+                bytes = self.bytes,
+                ms = self.started.elapsed().as_millis() as u64,
+                "request"
+            ),
+            Some(why) => tracing::warn!(
+                method = %self.method,
+                path = %self.path,
+                ns = %self.ns,
+                upstream = %self.upstream,
+                status = self.status,
+                bytes = self.bytes,
+                ms = self.started.elapsed().as_millis() as u64,
+                failed = %why,
+                "request"
+            ),
+        }
+    }
+}
+
+/// A streamed body that counts what it passes on and writes the request's log line when it
+/// ends, breaks, or is dropped (the client went away).
+struct Logged {
+    inner: acr_plugins::registry::BodyStream,
+    line: Option<RequestLine>,
+    /// The Content-Length sent: hyper may drop a body once that many bytes went out,
+    /// without asking for its end.
+    promised: Option<u64>,
+}
+
+impl futures_util::Stream for Logged {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let item = futures_util::ready!(this.inner.as_mut().poll_next(cx));
+        match &item {
+            Some(Ok(chunk)) => {
+                if let Some(l) = this.line.as_mut() {
+                    l.bytes += chunk.len() as u64;
+                }
+            }
+            Some(Err(e)) => {
+                if let Some(mut l) = this.line.take() {
+                    l.failed = Some(e.to_string());
+                    l.emit();
+                }
+            }
+            None => {
+                if let Some(l) = this.line.take() {
+                    l.emit();
+                }
+            }
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(mut l) = self.line.take() {
+            if self.promised != Some(l.bytes) {
+                l.failed = Some("the client went away before the end".into());
+            }
+            l.emit();
+        }
+    }
+}
+
+/// A client-supplied value as one log token: whitespace and control characters escaped, so
+/// `?ns=x%0Afake line` cannot forge a log line.
+fn loggable(value: &str) -> String {
+    value
+        .chars()
+        .flat_map(|c| {
+            if c == ' ' {
+                "\\u{20}".chars().collect::<Vec<_>>()
+            } else if c.is_whitespace() || c.is_control() || c == '"' || c == '\\' {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 /// An OCI error response.
@@ -352,4 +519,15 @@ pub fn error_response(e: &RegistryError) -> Response<ResponseBody> {
     header_response(e.status, &headers)
         .body(full)
         .unwrap_or_else(|_| Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable;
+
+    #[test]
+    fn log_values_stay_one_token() {
+        assert_eq!(loggable("docker.io"), "docker.io");
+        assert_eq!(loggable("a b\nc\"d\\"), "a\\u{20}b\\nc\\\"d\\\\");
+    }
 }

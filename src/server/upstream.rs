@@ -63,12 +63,58 @@ fn setting<'a>(proxy: &'a ProxyPlan, name: &'a str) -> impl Iterator<Item = &'a 
     proxy.settings.all(name).filter_map(|v| v.as_str())
 }
 
+/// `host[:port]` or `[v6]:port`, nothing else: no scheme, path, query, fragment or user.
+/// An `ns` is glued into a URL, so `evil.example/x.azurecr.io` (or `#`, `?`, `@`) must never
+/// get as far as matching `*.azurecr.io`.
+pub fn is_registry_host(ns: &str) -> bool {
+    let host = if let Some(rest) = ns.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.is_empty()
+            || !v6
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
+            return false;
+        }
+        return after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+    } else {
+        match ns.rsplit_once(':') {
+            Some((host, port)) if is_port(port) => host,
+            Some(_) => return false,
+            None => ns,
+        }
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Chooses the upstream for a request for `name` with the client's `ns`.
 pub fn choose(proxy: &ProxyPlan, ns: Option<&str>, name: &str) -> Result<Choice, RegistryError> {
     let client_prefix = format!("/v2/{name}");
     let path_routing = setting(proxy, "path-routing").any(|v| matches!(v, "" | "on" | "true"));
+    if let Some(ns) = ns.filter(|n| !n.is_empty() && !is_registry_host(n)) {
+        return Err(RegistryError::denied(format!(
+            "ns `{}` is not a registry host (HOST or HOST:PORT)",
+            ns.chars().take(300).collect::<String>()
+        )));
+    }
     let (target, mut repo) = match ns.filter(|n| !n.is_empty()) {
-        Some(ns) => (canonical_ns(ns).to_string(), name.to_string()),
+        Some(ns) => (canonical_ns(&ns.to_ascii_lowercase()).to_string(), name.to_string()),
         None => match name.split_once('/') {
             Some((first, rest)) if path_routing && first.contains('.') => (canonical_ns(first).to_string(), rest.to_string()),
             _ => match proxy.mirror_hosts.first() {
@@ -173,6 +219,46 @@ mod tests {
             ("https://ghcr.io", "org/app")
         );
         assert_eq!(choose(&p, None, "plain/name").unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn an_ns_is_a_host_and_nothing_more() {
+        for ok in [
+            "docker.io",
+            "127.0.0.1:5000",
+            "x.azurecr.io",
+            "localhost",
+            "[::1]:5000",
+            "REG.example",
+        ] {
+            assert!(is_registry_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.com/x.azurecr.io",
+            "evil.com#.azurecr.io",
+            "evil.com?.azurecr.io",
+            "user@evil.com",
+            "https://x.azurecr.io",
+            "evil.com:443/.azurecr.io",
+            "a..b",
+            "-a.com",
+            "a.com:",
+            "a.com:99999x",
+            "",
+            "a b",
+        ] {
+            assert!(!is_registry_host(bad), "{bad}");
+        }
+        let p = proxy(&[], &[("allow", "*.azurecr.io")]);
+        for bad in [
+            "evil.com/x.azurecr.io",
+            "evil.com#.azurecr.io",
+            "evil.com?.azurecr.io",
+        ] {
+            assert_eq!(choose(&p, Some(bad), "x").unwrap_err().status, 403, "{bad}");
+        }
+        let c = choose(&p, Some("X.AzureCR.io"), "x").unwrap();
+        assert_eq!(c.upstream.base, "https://x.azurecr.io");
     }
 
     #[test]

@@ -124,7 +124,10 @@ impl Scanner<'_> {
         if self.peek() != Some(b'"') {
             // Lenient: an unquoted value runs to the next comma or space (servers send URLs).
             let start = self.i;
-            while self.peek().is_some_and(|c| c != b',' && c != b' ' && c != b'\t') {
+            while self
+                .peek()
+                .is_some_and(|c| c != b',' && c != b' ' && c != b'\t')
+            {
                 self.i += 1;
             }
             return String::from_utf8_lossy(&self.s[start..self.i]).into_owned();
