@@ -253,6 +253,21 @@ fn col(line: &str, byte: usize) -> u32 {
     u32::try_from(chars + 1).unwrap_or(u32::MAX)
 }
 
+/// The 1-based column of each of `bytes` (increasing char boundaries of `line`), in one pass.
+fn columns(line: &str, bytes: &[usize]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut wanted = bytes.iter().peekable();
+    for (column, (i, _)) in line.char_indices().enumerate() {
+        while wanted.next_if(|b| **b == i).is_some() {
+            out.push(u32::try_from(column + 1).unwrap_or(u32::MAX));
+        }
+        if wanted.peek().is_none() {
+            break;
+        }
+    }
+    out
+}
+
 fn char_len(s: &str) -> u32 {
     u32::try_from(s.chars().count()).unwrap_or(u32::MAX)
 }
@@ -355,7 +370,7 @@ fn parse_line(line: &str, line_no: u32) -> Result<Option<AttrLine>, Diagnostic> 
     let ty_text = &line[ty.start + 1..ty.end];
     let (value, value_bytes) = value_text(line, ty.end);
     let value_col = value_bytes.first().copied().unwrap_or(ty.end);
-    let value_cols: Vec<u32> = value_bytes.iter().map(|b| col(line, *b)).collect();
+    let value_cols = columns(line, &value_bytes);
     Ok(Some(AttrLine {
         op,
         op_span,

@@ -267,67 +267,80 @@ impl Follow {
 
     /// The bytes `[start, end)` as they arrive.
     pub fn stream(self, start: u64, end: Option<u64>) -> BodyStream {
-        let metrics = self.store.metrics.clone();
-        let file = tokio::fs::File::from_std(self.file);
-        let state = (file, self.state, start, end, false, metrics, self.store);
-        Box::pin(futures_util::stream::unfold(
-            state,
-            |(mut file, mut rx, mut pos, end, mut seeked, metrics, store)| async move {
-                if !seeked {
-                    if let Err(e) = file.seek(SeekFrom::Start(pos)).await {
-                        return Some((Err(e), (file, rx, u64::MAX, Some(0), true, metrics, store)));
-                    }
-                    seeked = true;
+        let reader = Reader {
+            file: tokio::fs::File::from_std(self.file),
+            rx: self.state,
+            pos: start,
+            end,
+            seeked: false,
+            stopped: false,
+            _store: self.store,
+        };
+        Box::pin(futures_util::stream::unfold(reader, |mut r| async move {
+            if r.stopped {
+                return None;
+            }
+            match r.next_chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), r)),
+                Ok(None) => None,
+                Err(e) => {
+                    r.stopped = true;
+                    Some((Err(e), r))
                 }
-                loop {
-                    if end.is_some_and(|e| pos >= e) {
-                        return None;
-                    }
-                    let state = rx.borrow_and_update().clone();
-                    let (available, done) = match state {
-                        FlightState::Starting => (0, false),
-                        FlightState::Streaming { written, .. } => (written, false),
-                        FlightState::Done { size } => (size, true),
-                        FlightState::Failed(e) => {
-                            let err = io::Error::other(e.message);
-                            return Some((
-                                Err(err),
-                                (file, rx, pos, Some(0), seeked, metrics, store),
-                            ));
-                        }
-                    };
-                    if pos < available {
-                        let limit = end.unwrap_or(u64::MAX).min(available) - pos;
-                        let want = (limit as usize).min(CHUNK);
-                        let mut buf = BytesMut::zeroed(want);
-                        return match file.read(&mut buf).await {
-                            Ok(0) => Some((
-                                Err(io::Error::other("the store file ended early")),
-                                (file, rx, pos, Some(0), seeked, metrics, store),
-                            )),
-                            Ok(n) => {
-                                buf.truncate(n);
-                                pos += n as u64;
-                                Some((
-                                    Ok(buf.freeze()),
-                                    (file, rx, pos, end, seeked, metrics, store),
-                                ))
-                            }
-                            Err(e) => {
-                                Some((Err(e), (file, rx, pos, Some(0), seeked, metrics, store)))
-                            }
-                        };
-                    }
-                    if done {
-                        return None;
-                    }
-                    if rx.changed().await.is_err() {
-                        let err = io::Error::other("the fetch was abandoned");
-                        return Some((Err(err), (file, rx, pos, Some(0), seeked, metrics, store)));
-                    }
+            }
+        }))
+    }
+}
+
+/// A follower's position in a file being written.
+struct Reader {
+    file: tokio::fs::File,
+    rx: watch::Receiver<FlightState>,
+    pos: u64,
+    end: Option<u64>,
+    seeked: bool,
+    stopped: bool,
+    _store: Arc<Store>,
+}
+
+impl Reader {
+    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        if !self.seeked {
+            self.file.seek(SeekFrom::Start(self.pos)).await?;
+            self.seeked = true;
+        }
+        loop {
+            let state = self.rx.borrow_and_update().clone();
+            let (available, done) = match state {
+                FlightState::Starting => (0, false),
+                // Until the digest is verified, the last byte this reader wants stays back: a
+                // transfer with wrong bytes must never end cleanly.
+                FlightState::Streaming { written, total } => {
+                    let last = self.end.or(total).unwrap_or(u64::MAX);
+                    (written.min(last.saturating_sub(1)), false)
                 }
-            },
-        ))
+                FlightState::Done { size } => (size, true),
+                FlightState::Failed(e) => return Err(io::Error::other(e.message)),
+            };
+            let limit = self.end.unwrap_or(u64::MAX).min(available);
+            if self.pos < limit {
+                let want = ((limit - self.pos) as usize).min(CHUNK);
+                let mut buf = BytesMut::zeroed(want);
+                let n = self.file.read(&mut buf).await?;
+                if n == 0 {
+                    return Err(io::Error::other("the store file ended early"));
+                }
+                buf.truncate(n);
+                self.pos += n as u64;
+                return Ok(Some(buf.freeze()));
+            }
+            if done {
+                return Ok(None);
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(io::Error::other("the fetch was abandoned"));
+            }
+        }
     }
 }
 
