@@ -16,7 +16,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
 use crate::registry::client::{send, upstream_error};
-use crate::registry::{Body, BodyStream, Digest, Method, Reply, Resource};
+use std::sync::Arc;
+
+use crate::registry::{Body, BodyStream, ClientRequest, Digest, Method, Reply, Resource};
+use crate::store::flight::parse_range;
+use crate::store::{BlobLookup, Follow, Metrics, Store};
 use crate::{Context, PluginError, RegistryError};
 
 pub const SPEC: PluginSpec = PluginSpec {
@@ -45,6 +49,13 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
         }
         let digest = Digest::parse(&req.reference).map_err(RegistryError::digest_invalid)?;
         let path = format!("/v2/{}/blobs/{digest}", req.name);
+        if let Some(store) = cx.store.clone() {
+            if let Some(reply) = through_store(cx, &store, &req, &digest, &path).await? {
+                cx.reply = Some(reply);
+                cx.calls_run += 1;
+                return Ok(());
+            }
+        }
         let mut headers = Vec::new();
         if let Some(range) = &req.range {
             headers.push(("Range", range.clone()));
@@ -96,6 +107,135 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
         cx.calls_run += 1;
         Ok(())
     })
+}
+
+fn store_error(e: std::io::Error) -> RegistryError {
+    RegistryError::new(500, "UNKNOWN", format!("the store failed: {e}"))
+}
+
+fn blob_headers(digest: &Digest) -> Vec<(String, String)> {
+    vec![
+        ("Docker-Content-Digest".to_string(), digest.to_string()),
+        ("Accept-Ranges".to_string(), "bytes".to_string()),
+        (
+            "Content-Type".to_string(),
+            "application/octet-stream".to_string(),
+        ),
+    ]
+}
+
+/// A reply for `[start, end)` of a blob of `size` bytes, honouring the client's Range.
+fn ranged(
+    req: &ClientRequest,
+    digest: &Digest,
+    size: u64,
+    body: impl FnOnce(u64, u64) -> Body,
+) -> Result<Reply, RegistryError> {
+    let mut headers = blob_headers(digest);
+    let (status, start, end) = match parse_range(req.range.as_deref(), size) {
+        Ok(None) => (200, 0, size),
+        Ok(Some((start, end))) => {
+            headers.push((
+                "Content-Range".to_string(),
+                format!("bytes {start}-{}/{size}", end - 1),
+            ));
+            (206, start, end)
+        }
+        Err(_) => {
+            return Err(RegistryError::new(
+                416,
+                "SIZE_INVALID",
+                format!("the range is outside the blob's {size} bytes"),
+            )
+            .with_header("Content-Range", &format!("bytes */{size}")))
+        }
+    };
+    headers.push(("Content-Length".to_string(), (end - start).to_string()));
+    let body = if req.method == Method::Head {
+        Body::Empty
+    } else {
+        body(start, end)
+    };
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Serves a fetch in flight: its size once the upstream has answered, then its bytes.
+async fn follow(
+    req: &ClientRequest,
+    digest: &Digest,
+    mut f: Follow,
+) -> Result<Reply, RegistryError> {
+    match f.started().await? {
+        Some(size) => ranged(req, digest, size, |start, end| {
+            Body::Stream(f.stream(start, Some(end)))
+        }),
+        None => Ok(Reply {
+            status: 200,
+            headers: blob_headers(digest),
+            body: Body::Stream(f.stream(0, None)),
+        }),
+    }
+}
+
+/// The store's way: a hit from disk, a fetch already in flight, or a new one (from the S3 tier
+/// if it has the blob, else from the upstream) that every client follows. `None`: a HEAD for a
+/// blob the store lacks, answered by the upstream.
+async fn through_store(
+    cx: &mut Context,
+    store: &Arc<Store>,
+    req: &ClientRequest,
+    digest: &Digest,
+    path: &str,
+) -> Result<Option<Reply>, RegistryError> {
+    if req.method == Method::Head {
+        return match store.blob_size(digest) {
+            Some(size) => {
+                Metrics::inc(&store.metrics.hits);
+                ranged(req, digest, size, |_, _| Body::Empty).map(Some)
+            }
+            None => Ok(None),
+        };
+    }
+    match store.lookup_blob(digest).map_err(store_error)? {
+        BlobLookup::Hit(hit) => {
+            Metrics::inc(&store.metrics.hits);
+            let size = hit.size;
+            ranged(req, digest, size, |start, end| {
+                Body::Stream(hit.stream(start, end))
+            })
+            .map(Some)
+        }
+        BlobLookup::Follow(f) => follow(req, digest, f).await.map(Some),
+        BlobLookup::Lead(lead) => {
+            Metrics::inc(&store.metrics.misses);
+            if let Some((size, body)) = store.remote_blob(digest).await {
+                let f = store.start_from_remote(lead, body, size, digest.clone());
+                return follow(req, digest, f).await.map(Some);
+            }
+            let resp = match send(cx, reqwest::Method::GET, path, &[]).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    store.fail(lead, e.clone());
+                    return Err(e);
+                }
+            };
+            if resp.status().as_u16() != 200 {
+                let e = upstream_error(cx, resp, Resource::Blobs).await;
+                store.fail(lead, e.clone());
+                return Err(e);
+            }
+            let total = resp.content_length();
+            let body: BodyStream = Box::pin(resp.bytes_stream().map(|r| {
+                r.map_err(|e| std::io::Error::other(format!("upstream transfer failed: {e}")))
+            }));
+            let f = store.start_stream(lead, body, total, digest.clone());
+            follow(req, digest, f).await.map(Some)
+        }
+    }
 }
 
 /// Passes bytes through while hashing them, one chunk behind: the last chunk leaves only

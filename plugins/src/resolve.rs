@@ -12,6 +12,7 @@ use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
 use crate::registry::client::{send, upstream_error};
 use crate::registry::media::{ALL_MANIFESTS, MAX_MANIFEST_BYTES};
 use crate::registry::{Body, Digest, Method, Reference, RegistryError, Reply, Resource};
+use crate::store::{now_secs, Metrics, Store, TagEntry};
 use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec {
@@ -33,7 +34,10 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
             ));
         };
         let reply = match req.resource {
-            Resource::Manifests => manifest(cx, &req, &call.input).await?,
+            Resource::Manifests => match cx.store.clone() {
+                Some(store) => cached_manifest(cx, &store, &req, &call.input).await?,
+                None => manifest(cx, &req, &call.input).await?,
+            },
             Resource::Tags => {
                 document(
                     cx,
@@ -167,6 +171,200 @@ async fn manifest(
         headers,
         body,
     })
+}
+
+/// GETs a manifest from the upstream and checks its bytes: by digest against it, by tag
+/// against the upstream's `Docker-Content-Digest`. Returns the bytes, media type and digest.
+async fn get_manifest(
+    cx: &mut Context,
+    req: &crate::registry::ClientRequest,
+    extra: &str,
+    reference: &Reference,
+) -> Result<(Bytes, String, Digest), RegistryError> {
+    let path = format!("/v2/{}/manifests/{}", req.name, req.reference);
+    let headers = [("Accept", accept(&req.accept, extra))];
+    let resp = send(cx, reqwest::Method::GET, &path, &headers).await?;
+    if !resp.status().is_success() {
+        return Err(upstream_error(cx, resp, Resource::Manifests).await);
+    }
+    let content_type = header(&resp, "content-type").unwrap_or_default();
+    let upstream_digest = header(&resp, "docker-content-digest");
+    let body = read_limited(&ns_of(cx), resp, MAX_MANIFEST_BYTES).await?;
+    let digest = Digest::of(&body);
+    let expected = match reference {
+        Reference::Digest(d) => Some(d.to_string()),
+        Reference::Tag(_) => upstream_digest.filter(|d| d.starts_with("sha256:")),
+    };
+    if let Some(expected) = expected {
+        if expected != digest.to_string() {
+            return Err(mismatch(cx, &expected, &digest.to_string()));
+        }
+    }
+    Ok((body, content_type, digest))
+}
+
+fn manifest_reply(method: Method, digest: &Digest, bytes: Bytes, media_type: &str) -> Reply {
+    let mut headers = vec![
+        ("Docker-Content-Digest".to_string(), digest.to_string()),
+        ("Content-Length".to_string(), bytes.len().to_string()),
+    ];
+    if !media_type.is_empty() {
+        headers.push(("Content-Type".to_string(), media_type.to_string()));
+    }
+    let body = if method == Method::Head {
+        Body::Empty
+    } else {
+        Body::Full(bytes)
+    };
+    Reply {
+        status: 200,
+        headers,
+        body,
+    }
+}
+
+/// Whether a client that sent `accept` (plus the route's `extra` types) takes `media_type`.
+fn accepts(accept: &[String], extra: &str, media_type: &str) -> bool {
+    let listed: Vec<&str> = accept
+        .iter()
+        .flat_map(|a| a.split(','))
+        .chain(extra.split([',', ' ']))
+        .map(|t| t.split(';').next().unwrap_or("").trim())
+        .filter(|t| !t.is_empty())
+        .collect();
+    listed.is_empty() || listed.iter().any(|t| *t == "*/*" || *t == media_type)
+}
+
+/// What a HEAD to the upstream says about a cached tag.
+enum Revalidation {
+    Same,
+    Changed,
+    /// Unreachable, timed out, 5xx or 429: serve what is cached (stale-if-error).
+    Unavailable(RegistryError),
+    /// The upstream answered with an error that stands (401, 403, 404, ...).
+    Refused(RegistryError),
+}
+
+async fn revalidate(
+    cx: &mut Context,
+    req: &crate::registry::ClientRequest,
+    extra: &str,
+    digest: &str,
+) -> Revalidation {
+    let path = format!("/v2/{}/manifests/{}", req.name, req.reference);
+    let headers = [("Accept", accept(&req.accept, extra))];
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        send(cx, reqwest::Method::HEAD, &path, &headers),
+    )
+    .await;
+    match sent {
+        Err(_) => Revalidation::Unavailable(RegistryError::bad_gateway(
+            "the upstream did not answer in 10 s",
+        )),
+        Ok(Err(e)) if e.status >= 500 => Revalidation::Unavailable(e),
+        Ok(Err(e)) => Revalidation::Refused(e),
+        Ok(Ok(resp)) => {
+            let status = resp.status().as_u16();
+            if resp.status().is_success() {
+                match header(&resp, "docker-content-digest") {
+                    Some(d) if d == digest => Revalidation::Same,
+                    _ => Revalidation::Changed,
+                }
+            } else {
+                let e = upstream_error(cx, resp, Resource::Manifests).await;
+                if status >= 500 || status == 429 {
+                    Revalidation::Unavailable(e)
+                } else {
+                    Revalidation::Refused(e)
+                }
+            }
+        }
+    }
+}
+
+/// Manifests through the store: by digest, kept for good; by tag, kept for the TTL, then
+/// revalidated with one HEAD, and served stale when the upstream is down (stale-if-error).
+async fn cached_manifest(
+    cx: &mut Context,
+    store: &std::sync::Arc<Store>,
+    req: &crate::registry::ClientRequest,
+    extra: &str,
+) -> Result<Reply, RegistryError> {
+    let reference = Reference::parse(&req.reference).map_err(RegistryError::manifest_invalid)?;
+    let ns = ns_of(cx);
+    let tag = match &reference {
+        Reference::Digest(d) => {
+            if let Some((bytes, media_type)) = store.manifest(d).await {
+                Metrics::inc(&store.metrics.hits);
+                return Ok(manifest_reply(req.method, d, bytes, &media_type));
+            }
+            Metrics::inc(&store.metrics.misses);
+            let (bytes, media_type, digest) = get_manifest(cx, req, extra, &reference).await?;
+            if let Err(e) = store.put_manifest(&digest, &bytes, &media_type).await {
+                tracing::warn!(digest = %digest, "could not store the manifest: {e}");
+            }
+            return Ok(manifest_reply(req.method, &digest, bytes, &media_type));
+        }
+        Reference::Tag(tag) => tag.clone(),
+    };
+    let mut cached = None;
+    if let Some(entry) = store.tag(&ns, &req.name, &tag).await {
+        if accepts(&req.accept, extra, &entry.media_type) {
+            if let Ok(d) = Digest::parse(&entry.digest) {
+                if let Some((bytes, media_type)) = store.manifest(&d).await {
+                    cached = Some((entry, d, bytes, media_type));
+                }
+            }
+        }
+    }
+    if let Some((entry, digest, bytes, media_type)) = cached {
+        if entry.age() < store.config.ttl_for(&ns) {
+            Metrics::inc(&store.metrics.hits);
+            return Ok(manifest_reply(req.method, &digest, bytes, &media_type));
+        }
+        match revalidate(cx, req, extra, &entry.digest).await {
+            Revalidation::Same => {
+                let fresh = TagEntry {
+                    checked_at: now_secs(),
+                    ..entry
+                };
+                if let Err(e) = store.put_tag(&ns, &req.name, &tag, &fresh).await {
+                    tracing::warn!("could not record the tag: {e}");
+                }
+                Metrics::inc(&store.metrics.hits);
+                return Ok(manifest_reply(req.method, &digest, bytes, &media_type));
+            }
+            Revalidation::Unavailable(e) => {
+                Metrics::inc(&store.metrics.stale_serves);
+                tracing::warn!(
+                    upstream = %ns,
+                    name = %req.name,
+                    tag = %tag,
+                    age_s = entry.age().as_secs(),
+                    "the upstream is unavailable ({}); serving the cached manifest past its TTL",
+                    e.message
+                );
+                return Ok(manifest_reply(req.method, &digest, bytes, &media_type));
+            }
+            Revalidation::Refused(e) => return Err(e),
+            Revalidation::Changed => {}
+        }
+    }
+    Metrics::inc(&store.metrics.misses);
+    let (bytes, media_type, digest) = get_manifest(cx, req, extra, &reference).await?;
+    if let Err(e) = store.put_manifest(&digest, &bytes, &media_type).await {
+        tracing::warn!(digest = %digest, "could not store the manifest: {e}");
+    }
+    let entry = TagEntry {
+        digest: digest.to_string(),
+        media_type: media_type.clone(),
+        checked_at: now_secs(),
+    };
+    if let Err(e) = store.put_tag(&ns, &req.name, &tag, &entry).await {
+        tracing::warn!("could not record the tag: {e}");
+    }
+    Ok(manifest_reply(req.method, &digest, bytes, &media_type))
 }
 
 fn ns_of(cx: &Context) -> String {

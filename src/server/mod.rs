@@ -6,9 +6,10 @@
 //! what new requests do without a restart.
 
 pub mod route;
+pub mod store;
 pub mod upstream;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,8 @@ pub struct ProxyHost {
     base_dir: PathBuf,
     world_dir: PathBuf,
     serving: Mutex<HashSet<(String, String)>>,
+    /// Each proxy's content store (`None`: `: .cache off`), opened when it starts serving.
+    stores: Mutex<HashMap<(String, String), Option<Arc<acr_plugins::store::Store>>>>,
 }
 
 impl ProxyHost {
@@ -56,7 +59,31 @@ impl ProxyHost {
             base_dir,
             world_dir,
             serving: Mutex::new(HashSet::new()),
+            stores: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The store of `proxy`, opened on first use. A reload that changes the cache settings
+    /// takes effect at the next start.
+    fn store_of(
+        &self,
+        proxy: &crate::world::ProxyPlan,
+    ) -> Result<Option<Arc<acr_plugins::store::Store>>, String> {
+        let mut stores = self
+            .stores
+            .lock()
+            .map_err(|_| "store table poisoned".to_string())?;
+        if let Some(s) = stores.get(&proxy.key) {
+            return Ok(s.clone());
+        }
+        let s = store::open(
+            proxy,
+            &self.base_dir,
+            &self.world_dir,
+            self.shared.metrics.clone(),
+        )?;
+        stores.insert(proxy.key.clone(), s.clone());
+        Ok(s)
     }
 
     fn current(&self) -> Arc<Pipeline> {
@@ -186,6 +213,20 @@ impl ProxyHost {
         query: &str,
         ns: Option<&str>,
     ) -> (Result<Reply, RegistryError>, Option<String>) {
+        if path == "/metrics" && method == "GET" {
+            let text = self.shared.metrics.render();
+            return (
+                Ok(Reply {
+                    status: 200,
+                    headers: vec![
+                        ("Content-Type".into(), "text/plain; version=0.0.4".into()),
+                        ("Content-Length".into(), text.len().to_string()),
+                    ],
+                    body: Body::Full(Bytes::from(text)),
+                }),
+                None,
+            );
+        }
         let target = match route::parse(method, path) {
             Ok(t) => t,
             Err(e) => return (Err(e), None),
@@ -270,6 +311,15 @@ impl ProxyHost {
         let mut cx = Context::new(self.base_dir.clone());
         cx.world_dir = self.world_dir.clone();
         cx.registry = Some(self.shared.clone());
+        cx.store = match self.store_of(proxy) {
+            Ok(s) => s,
+            Err(e) => {
+                return (
+                    Err(RegistryError::new(503, "UNAVAILABLE", e)),
+                    upstream_name,
+                )
+            }
+        };
         cx.request = Some(request);
         cx.upstream = Some(choice.upstream);
         let calls = route.calls.clone();
@@ -314,6 +364,14 @@ impl Host for ProxyHost {
             };
             let key = proxy.key.clone();
             let address = proxy.address.clone();
+            // Open the store before listening: a bad cache setting stops the start.
+            if let Err(message) = self.store_of(proxy) {
+                return Err(PluginError::Failed {
+                    plugin: "mirror",
+                    id: block,
+                    message,
+                });
+            }
             drop(pipeline);
             let fresh = self
                 .serving

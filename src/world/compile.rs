@@ -1027,9 +1027,9 @@ fn check_setting(name: &str, value: &str) -> Result<(), String> {
                 _ => Err("write `: .endpoint NAMESPACE URL`, e.g. `: .endpoint docker.io http://127.0.0.1:5000`".into()),
             }
         }
-        "cache" if value.trim().is_empty() => Err(
-            "write `: .cache DIR`, `: .cache s3://bucket/prefix` or `: .cache off`".into(),
-        ),
+        "cache" if value.trim().is_empty() => {
+            Err("write `: .cache DIR`, `: .cache s3://bucket/prefix` or `: .cache off`".into())
+        }
         "cache-endpoint" if !(value.starts_with("http://") || value.starts_with("https://")) => {
             Err("write `: .cache-endpoint http://127.0.0.1:9000` (an S3-compatible server)".into())
         }

@@ -243,7 +243,8 @@ pub fn routes(login: &str) -> String {
 }
 
 /// A pipeline: `.mirror MIRROR` with its modifier lines, `+ .proxy {ACR}` with `settings`
-/// lines (`: .allow ...`) and `routes` (see [`routes`]).
+/// lines (`: .allow ...`) and `routes` (see [`routes`]). Without a `.cache` setting it has
+/// `: .cache off`.
 pub fn pipeline(
     mirror: &str,
     mirror_modifiers: &[&str],
@@ -264,6 +265,14 @@ pub fn pipeline(
         s += &format!(": .host {ACR}, resolve, pull\n");
     }
     s += &format!("+ .proxy {ACR}\n");
+    // These tests are about the chain in front of the upstream: no store unless one is asked
+    // for (the store has its own tests in tests/store_*.rs).
+    if !settings
+        .iter()
+        .any(|l| l.trim_start().starts_with(".cache"))
+    {
+        s += ": .cache off\n";
+    }
     for line in settings {
         s += &format!(": {line}\n");
     }

@@ -39,12 +39,27 @@ fn challenges_of(headers: &HeaderMap) -> Option<Challenge> {
 
 /// `.authn`: learns the upstream's challenge (one `GET /v2/` per upstream, cached) and gets
 /// the `Authorization` for this request's scope, from the cache when it can.
+///
+/// An upstream that cannot be reached is not an error here: the request that follows finds
+/// out for itself, and a cached manifest can still be served (stale-if-error).
 pub async fn authenticate(cx: &mut Context) -> Result<(), RegistryError> {
+    match try_authenticate(cx).await {
+        Err(e) if e.status >= 500 => {
+            tracing::debug!("cannot authenticate to the upstream now: {}", e.message);
+            cx.authorization = None;
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn try_authenticate(cx: &mut Context) -> Result<(), RegistryError> {
     let (shared, upstream) = parts(cx)?;
     cx.authn = true;
     let challenge = match shared.auth.challenge(&upstream.base) {
         Some(c) => c,
         None => {
+            crate::store::Metrics::inc(&shared.metrics.upstream_requests);
             let resp = shared
                 .http
                 .get(upstream.url("/v2/"))
@@ -122,6 +137,7 @@ pub async fn send(
             if let Some(a) = &auth {
                 req = req.header(AUTHORIZATION, a);
             }
+            crate::store::Metrics::inc(&shared.metrics.upstream_requests);
             let resp = req
                 .send()
                 .await

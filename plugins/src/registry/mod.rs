@@ -121,6 +121,8 @@ pub struct Shared {
     pub http: reqwest::Client,
     pub auth: token::AuthCache,
     pub credentials: credentials::CredentialCache,
+    /// The process's counters (`GET /metrics`), shared with the stores.
+    pub metrics: Arc<crate::store::Metrics>,
 }
 
 impl Shared {
@@ -138,6 +140,7 @@ impl Shared {
             http,
             auth: token::AuthCache::default(),
             credentials: credentials::CredentialCache::default(),
+            metrics: Arc::new(crate::store::Metrics::default()),
         }))
     }
 }

@@ -161,12 +161,37 @@ impl Store {
         total: Option<u64>,
         digest: Digest,
     ) -> Follow {
+        self.start(lead, body, total, digest, false)
+    }
+
+    /// Like `start_stream`, for a body copied down from the S3 tier (verified the same way).
+    pub fn start_from_remote(
+        self: &Arc<Self>,
+        lead: Lead,
+        body: BodyStream,
+        total: u64,
+        digest: Digest,
+    ) -> Follow {
+        self.start(lead, body, Some(total), digest, true)
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        lead: Lead,
+        body: BodyStream,
+        total: Option<u64>,
+        digest: Digest,
+        from_remote: bool,
+    ) -> Follow {
         let Lead {
             hex,
             flight,
             writer,
             follow,
         } = lead;
+        flight
+            .from_remote
+            .store(from_remote, std::sync::atomic::Ordering::Relaxed);
         flight
             .state
             .send_replace(FlightState::Streaming { written: 0, total });

@@ -272,6 +272,13 @@ impl Store {
         }
     }
 
+    /// The size of a committed blob on the local disk (for HEAD; never starts a fetch).
+    pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        std::fs::metadata(self.blob_path(digest.hex()))
+            .ok()
+            .map(|m| m.len())
+    }
+
     /// A manifest by digest, with its media type: from the local disk, else from the S3 tier.
     pub async fn manifest(&self, digest: &Digest) -> Option<(Bytes, String)> {
         let path = self.manifest_path(digest.hex());
