@@ -35,6 +35,9 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 /// of its previous request) before the connection is closed.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A proxy's block, by name and symbol: what identifies it across reloads.
+type ProxyKey = (String, String);
+
 /// Serves proxies for the engine: the `Host` the `.mirror` plugin calls.
 pub struct ProxyHost {
     pipelines: watch::Receiver<Arc<Pipeline>>,
@@ -43,7 +46,7 @@ pub struct ProxyHost {
     world_dir: PathBuf,
     serving: Mutex<HashSet<(String, String)>>,
     /// Each proxy's content store (`None`: `: .cache off`), opened when it starts serving.
-    stores: Mutex<HashMap<(String, String), Option<Arc<acr_plugins::store::Store>>>>,
+    stores: Mutex<HashMap<ProxyKey, Option<Arc<acr_plugins::store::Store>>>>,
 }
 
 impl ProxyHost {
