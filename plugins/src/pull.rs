@@ -163,20 +163,32 @@ fn ranged(
     })
 }
 
-/// Serves a fetch in flight: its size once the upstream has answered, then its bytes.
+/// Serves a fetch in flight: its size once the upstream has answered, then its bytes. With
+/// `counter`, the body bytes sent are added to it (a hit's bytes come from the store).
 async fn follow(
     req: &ClientRequest,
     digest: &Digest,
     mut f: Follow,
+    counter: Option<Arc<Metrics>>,
 ) -> Result<Reply, RegistryError> {
+    let counted = move |stream: BodyStream| -> Body {
+        match counter {
+            Some(metrics) => Body::Stream(Box::pin(stream.inspect(move |chunk| {
+                if let Ok(bytes) = chunk {
+                    Metrics::add(&metrics.bytes_from_store, bytes.len() as u64);
+                }
+            }))),
+            None => Body::Stream(stream),
+        }
+    };
     match f.started().await? {
         Some(size) => ranged(req, digest, size, |start, end| {
-            Body::Stream(f.stream(start, Some(end)))
+            counted(f.stream(start, Some(end)))
         }),
         None => Ok(Reply {
             status: 200,
             headers: blob_headers(digest),
-            body: Body::Stream(f.stream(0, None)),
+            body: counted(f.stream(0, None)),
         }),
     }
 }
@@ -184,6 +196,11 @@ async fn follow(
 /// The store's way: a hit from disk, a fetch already in flight, or a new one (from the S3 tier
 /// if it has the blob, else from the upstream) that every client follows. `None`: a HEAD for a
 /// blob the store lacks, answered by the upstream.
+///
+/// Counted: a request the store answers without asking the upstream for the blob (on disk,
+/// in the S3 tier, or joining a fetch in flight) is a hit, and the body bytes it is sent are
+/// bytes from the store; a request that makes the upstream fetch (or a HEAD the upstream
+/// answers) is a miss, and what the upstream sends counts once, as it arrives.
 async fn through_store(
     cx: &mut Context,
     store: &Arc<Store>,
@@ -192,14 +209,18 @@ async fn through_store(
     path: &str,
 ) -> Result<Option<Reply>, RegistryError> {
     if req.method == Method::Head {
-        return match store.blob_size(digest) {
+        return match store.blob_size_anywhere(digest).await {
             Some(size) => {
                 Metrics::inc(&store.metrics.hits);
                 ranged(req, digest, size, |_, _| Body::Empty).map(Some)
             }
-            None => Ok(None),
+            None => {
+                Metrics::inc(&store.metrics.misses);
+                Ok(None)
+            }
         };
     }
+    let hit_bytes = Some(store.metrics.clone());
     match store.lookup_blob(digest).map_err(store_error)? {
         BlobLookup::Hit(hit) => {
             Metrics::inc(&store.metrics.hits);
@@ -209,14 +230,28 @@ async fn through_store(
             })
             .map(Some)
         }
-        BlobLookup::Follow(f) => follow(req, digest, f).await.map(Some),
+        BlobLookup::Follow(f) => {
+            Metrics::inc(&store.metrics.hits);
+            follow(req, digest, f, hit_bytes).await.map(Some)
+        }
         BlobLookup::Lead(lead) => {
-            Metrics::inc(&store.metrics.misses);
             if let Some((size, body)) = store.remote_blob(digest).await {
+                Metrics::inc(&store.metrics.hits);
                 let f = store.start_from_remote(lead, body, size, digest.clone());
-                return follow(req, digest, f).await.map(Some);
+                return follow(req, digest, f, hit_bytes).await.map(Some);
             }
-            let resp = match send(cx, reqwest::Method::GET, path, &[]).await {
+            Metrics::inc(&store.metrics.misses);
+            let idle = store.config.idle_timeout;
+            let sent = tokio::time::timeout(idle, send(cx, reqwest::Method::GET, path, &[]))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RegistryError::new(
+                        504,
+                        "UNAVAILABLE",
+                        format!("the upstream did not answer for {} s", idle.as_secs_f32()),
+                    ))
+                });
+            let resp = match sent {
                 Ok(resp) => resp,
                 Err(e) => {
                     store.fail(lead, e.clone());
@@ -233,7 +268,7 @@ async fn through_store(
                 r.map_err(|e| std::io::Error::other(format!("upstream transfer failed: {e}")))
             }));
             let f = store.start_stream(lead, body, total, digest.clone());
-            follow(req, digest, f).await.map(Some)
+            follow(req, digest, f, None).await.map(Some)
         }
     }
 }

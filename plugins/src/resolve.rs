@@ -12,7 +12,7 @@ use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
 use crate::registry::client::{send, upstream_error};
 use crate::registry::media::{ALL_MANIFESTS, MAX_MANIFEST_BYTES};
 use crate::registry::{Body, Digest, Method, Reference, RegistryError, Reply, Resource};
-use crate::store::{now_secs, Metrics, Store, TagEntry};
+use crate::store::{Metrics, Store, TagEntry};
 use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec {
@@ -283,6 +283,38 @@ async fn revalidate(
     }
 }
 
+/// A manifest answered from the store: a hit, whose body bytes (GET) come from the store.
+fn stored_reply(
+    store: &Store,
+    method: Method,
+    digest: &Digest,
+    bytes: Bytes,
+    media_type: &str,
+) -> Reply {
+    Metrics::inc(&store.metrics.hits);
+    if method == Method::Get {
+        Metrics::add(&store.metrics.bytes_from_store, bytes.len() as u64);
+    }
+    manifest_reply(method, digest, bytes, media_type)
+}
+
+/// A manifest the store lacks: a miss, fetched from the upstream (and counted) and stored.
+async fn fetch_and_store(
+    cx: &mut Context,
+    store: &Store,
+    req: &crate::registry::ClientRequest,
+    extra: &str,
+    reference: &Reference,
+) -> Result<(Bytes, String, Digest), RegistryError> {
+    Metrics::inc(&store.metrics.misses);
+    let (bytes, media_type, digest) = get_manifest(cx, req, extra, reference).await?;
+    Metrics::add(&store.metrics.bytes_from_upstream, bytes.len() as u64);
+    if let Err(e) = store.put_manifest(&digest, &bytes, &media_type).await {
+        tracing::warn!(digest = %digest, "could not store the manifest: {e}");
+    }
+    Ok((bytes, media_type, digest))
+}
+
 /// Manifests through the store: by digest, kept for good; by tag, kept for the TTL, then
 /// revalidated with one HEAD, and served stale when the upstream is down (stale-if-error).
 async fn cached_manifest(
@@ -296,14 +328,10 @@ async fn cached_manifest(
     let tag = match &reference {
         Reference::Digest(d) => {
             if let Some((bytes, media_type)) = store.manifest(d).await {
-                Metrics::inc(&store.metrics.hits);
-                return Ok(manifest_reply(req.method, d, bytes, &media_type));
+                return Ok(stored_reply(store, req.method, d, bytes, &media_type));
             }
-            Metrics::inc(&store.metrics.misses);
-            let (bytes, media_type, digest) = get_manifest(cx, req, extra, &reference).await?;
-            if let Err(e) = store.put_manifest(&digest, &bytes, &media_type).await {
-                tracing::warn!(digest = %digest, "could not store the manifest: {e}");
-            }
+            let (bytes, media_type, digest) =
+                fetch_and_store(cx, store, req, extra, &reference).await?;
             return Ok(manifest_reply(req.method, &digest, bytes, &media_type));
         }
         Reference::Tag(tag) => tag.clone(),
@@ -320,20 +348,17 @@ async fn cached_manifest(
     }
     if let Some((entry, digest, bytes, media_type)) = cached {
         if entry.age() < store.config.ttl_for(&ns) {
-            Metrics::inc(&store.metrics.hits);
-            return Ok(manifest_reply(req.method, &digest, bytes, &media_type));
+            return Ok(stored_reply(store, req.method, &digest, bytes, &media_type));
         }
         match revalidate(cx, req, extra, &entry.digest).await {
             Revalidation::Same => {
-                let fresh = TagEntry {
-                    checked_at: now_secs(),
-                    ..entry
-                };
-                if let Err(e) = store.put_tag(&ns, &req.name, &tag, &fresh).await {
+                if let Err(e) = store
+                    .put_tag(&ns, &req.name, &tag, &entry.reconfirmed())
+                    .await
+                {
                     tracing::warn!("could not record the tag: {e}");
                 }
-                Metrics::inc(&store.metrics.hits);
-                return Ok(manifest_reply(req.method, &digest, bytes, &media_type));
+                return Ok(stored_reply(store, req.method, &digest, bytes, &media_type));
             }
             Revalidation::Unavailable(e) => {
                 Metrics::inc(&store.metrics.stale_serves);
@@ -345,22 +370,14 @@ async fn cached_manifest(
                     "the upstream is unavailable ({}); serving the cached manifest past its TTL",
                     e.message
                 );
-                return Ok(manifest_reply(req.method, &digest, bytes, &media_type));
+                return Ok(stored_reply(store, req.method, &digest, bytes, &media_type));
             }
             Revalidation::Refused(e) => return Err(e),
             Revalidation::Changed => {}
         }
     }
-    Metrics::inc(&store.metrics.misses);
-    let (bytes, media_type, digest) = get_manifest(cx, req, extra, &reference).await?;
-    if let Err(e) = store.put_manifest(&digest, &bytes, &media_type).await {
-        tracing::warn!(digest = %digest, "could not store the manifest: {e}");
-    }
-    let entry = TagEntry {
-        digest: digest.to_string(),
-        media_type: media_type.clone(),
-        checked_at: now_secs(),
-    };
+    let (bytes, media_type, digest) = fetch_and_store(cx, store, req, extra, &reference).await?;
+    let entry = TagEntry::confirmed_now(digest.to_string(), media_type.clone());
     if let Err(e) = store.put_tag(&ns, &req.name, &tag, &entry).await {
         tracing::warn!("could not record the tag: {e}");
     }

@@ -577,14 +577,56 @@ pub fn error_response(e: &RegistryError) -> Response<ResponseBody> {
     let full = Full::new(Bytes::from(body))
         .map_err(|e| match e {})
         .boxed_unsync();
-    header_response(e.status, &headers)
+    let mut response = header_response(e.status, &headers)
         .body(full)
-        .unwrap_or_else(|_| Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync()))
+        .unwrap_or_else(|_| Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync()));
+    if let Some(reason) = reason_phrase(e) {
+        response.extensions_mut().insert(reason);
+    }
+    response
+}
+
+/// For a 5xx, an HTTP/1 status line that says why (`502 Bad Gateway: upstream ... is
+/// unreachable`): clients such as skopeo, docker and containerd print the status line of a
+/// 5xx and never read its body, so without this a user sees only "502 Bad Gateway".
+fn reason_phrase(e: &RegistryError) -> Option<hyper::ext::ReasonPhrase> {
+    const MAX: usize = 240;
+    if e.status < 500 {
+        return None;
+    }
+    let canonical = hyper::StatusCode::from_u16(e.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let mut text = format!("{canonical}: ");
+    for c in e.message.chars() {
+        if text.len() >= MAX {
+            text.push_str("...");
+            break;
+        }
+        // A reason phrase is visible ASCII and spaces.
+        text.push(if c.is_ascii_graphic() { c } else { ' ' });
+    }
+    hyper::ext::ReasonPhrase::try_from(text).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::loggable;
+
+    #[test]
+    fn a_5xx_says_why_in_its_status_line() {
+        use acr_plugins::registry::RegistryError;
+        let e = RegistryError::bad_gateway("upstream x (http://x) is unreachable:\nrefused é");
+        let r = super::reason_phrase(&e).unwrap();
+        assert_eq!(
+            r.as_bytes(),
+            b"Bad Gateway: upstream x (http://x) is unreachable: refused  "
+        );
+        let long = RegistryError::bad_gateway("y".repeat(1000));
+        assert!(super::reason_phrase(&long).unwrap().as_bytes().len() < 260);
+        assert!(super::reason_phrase(&RegistryError::new(404, "NAME_UNKNOWN", "no")).is_none());
+    }
 
     #[test]
     fn log_values_stay_one_token() {

@@ -59,6 +59,7 @@ pub fn config(
         max_size,
         ttl,
         ttl_by_ns,
+        idle_timeout: acr_plugins::store::DEFAULT_IDLE_TIMEOUT,
     }))
 }
 

@@ -6,6 +6,10 @@
 //! *follower*: it reads the temporary file up to that mark and waits for more. When the bytes
 //! match the digest the file is renamed into the store; when they do not, the followers' streams
 //! end in an error (the client sees a broken transfer, never a complete 200) and nothing is kept.
+//!
+//! A flight always ends: a lead whose request is dropped before the upstream answered fails
+//! it, and an upstream silent for `idle_timeout` fails it, so the next request fetches anew
+//! instead of following a fetch that will never finish.
 
 use std::io::{self, SeekFrom};
 use std::sync::Arc;
@@ -71,12 +75,38 @@ pub struct Follow {
     store: Arc<Store>,
 }
 
-/// The request that fetches: it must call `Store::start_stream` or `Store::fail`.
+/// The request that fetches: it must call `Store::start_stream` or `Store::fail`. Dropped
+/// before either (its client went away while the upstream had not answered yet), it fails
+/// the flight, so the digest is not left in flight forever and the next request fetches.
 pub struct Lead {
     hex: String,
     flight: Arc<InFlight>,
     writer: std::fs::File,
     follow: Follow,
+    abandon: AbandonGuard,
+}
+
+/// Fails a flight whose lead was dropped before the fetch started (see [`Lead`]).
+struct AbandonGuard {
+    store: Arc<Store>,
+    hex: String,
+    flight: Arc<InFlight>,
+    armed: bool,
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::debug!(digest = %format!("sha256:{}", self.hex), "the request leading a fetch went away before the upstream answered");
+            self.store.finish(
+                &self.hex,
+                &self.flight,
+                FlightState::Failed(RegistryError::bad_gateway(
+                    "the request that was fetching this blob went away before the upstream answered; try again",
+                )),
+            );
+        }
+    }
 }
 
 pub enum BlobLookup {
@@ -125,26 +155,48 @@ impl Store {
         });
         inflight.insert(hex.clone(), flight.clone());
         Ok(BlobLookup::Lead(Lead {
-            hex,
-            flight,
+            hex: hex.clone(),
+            flight: flight.clone(),
             writer,
             follow: Follow {
                 file: reader,
                 state: rx,
                 store: self.clone(),
             },
+            abandon: AbandonGuard {
+                store: self.clone(),
+                hex,
+                flight,
+                armed: true,
+            },
         }))
     }
 
     /// The upstream refused or failed before sending a body: every follower gets `error`.
     pub fn fail(&self, lead: Lead, error: RegistryError) {
-        self.finish(&lead.hex, &lead.flight, FlightState::Failed(error));
+        let Lead {
+            hex,
+            flight,
+            mut abandon,
+            ..
+        } = lead;
+        abandon.armed = false;
+        self.finish(&hex, &flight, FlightState::Failed(error));
     }
 
+    /// Ends a flight: a verified file takes its final name and joins the index in the same
+    /// step (under the in-flight lock, so a request that finds it already counts as its
+    /// reader and eviction spares it); anything else is removed.
     fn finish(&self, hex: &str, flight: &InFlight, state: FlightState) {
         if let Ok(mut inflight) = self.inflight.lock() {
-            if let FlightState::Done { .. } = state {
-                let _ = std::fs::rename(&flight.path, self.blob_path(hex));
+            if let FlightState::Done { size } = state {
+                match std::fs::rename(&flight.path, self.blob_path(hex)) {
+                    Ok(()) => self.record(hex, size, Kind::Blob),
+                    Err(e) => {
+                        tracing::warn!(digest = %format!("sha256:{hex}"), "could not commit a verified blob: {e}");
+                        let _ = std::fs::remove_file(&flight.path);
+                    }
+                }
             } else {
                 let _ = std::fs::remove_file(&flight.path);
             }
@@ -188,7 +240,11 @@ impl Store {
             flight,
             writer,
             follow,
+            mut abandon,
         } = lead;
+        // From here the detached task below always ends the flight.
+        abandon.armed = false;
+        drop(abandon);
         flight
             .from_remote
             .store(from_remote, std::sync::atomic::Ordering::Relaxed);
@@ -218,8 +274,9 @@ impl Store {
                 .from_remote
                 .load(std::sync::atomic::Ordering::Relaxed);
             store.finish(&hex, &flight, state);
-            if let Some(size) = size {
-                store.committed(&hex, size, Kind::Blob);
+            if size.is_some() {
+                store.evict();
+                store.update_gauges();
                 if !from_remote {
                     store.share_blob(&hex).await;
                 }
@@ -237,20 +294,43 @@ async fn write_body(
     total: Option<u64>,
     digest: &Digest,
 ) -> Result<u64, RegistryError> {
+    // A copy from the S3 tier is not traffic from the upstream.
+    let from_remote = flight
+        .from_remote
+        .load(std::sync::atomic::Ordering::Relaxed);
     let io_err =
         |e: io::Error| RegistryError::new(500, "UNKNOWN", format!("the store cannot write: {e}"));
     let mut file = tokio::fs::File::from_std(writer);
     let mut hasher = Sha256::new();
     let mut written: u64 = 0;
-    while let Some(chunk) = body.next().await {
+    let source = if from_remote {
+        "the S3 tier"
+    } else {
+        "upstream"
+    };
+    let idle = store.config.idle_timeout;
+    loop {
+        let next = tokio::time::timeout(idle, body.next()).await.map_err(|_| {
+            RegistryError::new(
+                504,
+                "UNAVAILABLE",
+                format!(
+                    "{source} sent nothing for {} s after {written} bytes of {digest}",
+                    idle.as_secs_f32()
+                ),
+            )
+        })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk
-            .map_err(|e| RegistryError::bad_gateway(format!("upstream transfer failed: {e}")))?;
+            .map_err(|e| RegistryError::bad_gateway(format!("{source} transfer failed: {e}")))?;
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(io_err)?;
         // The bytes must be in the file before followers are told they are.
         file.flush().await.map_err(io_err)?;
         written += chunk.len() as u64;
-        Metrics::add(&store.metrics.bytes_from_upstream, chunk.len() as u64);
+        if !from_remote {
+            Metrics::add(&store.metrics.bytes_from_upstream, chunk.len() as u64);
+        }
         flight
             .state
             .send_replace(FlightState::Streaming { written, total });
@@ -258,7 +338,7 @@ async fn write_body(
     if let Some(t) = total {
         if t != written {
             return Err(RegistryError::bad_gateway(format!(
-                "upstream sent {written} of {t} bytes of {digest}"
+                "{source} sent {written} of {t} bytes of {digest}"
             )));
         }
     }
@@ -266,7 +346,7 @@ async fn write_body(
     if got != digest.hex() {
         Metrics::inc(&store.metrics.digest_mismatches);
         return Err(RegistryError::bad_gateway(format!(
-            "upstream sent bytes that do not match {digest} (got sha256:{got}); nothing was stored"
+            "{source} sent bytes that do not match {digest} (got sha256:{got}); nothing was stored"
         )));
     }
     file.sync_all().await.map_err(io_err)?;
@@ -486,6 +566,7 @@ mod flight_tests {
             ttl: Duration::from_secs(300),
             ttl_by_ns: vec![],
             remote: None,
+            idle_timeout: Duration::from_millis(300),
         };
         (
             Store::open(config, Arc::new(Metrics::default())).unwrap(),
@@ -625,6 +706,95 @@ mod flight_tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_upstream_fails_the_fetch_instead_of_wedging_it() {
+        let (store, root) = store(None);
+        let data = vec![7u8; 1000];
+        let digest = Digest::of(&data);
+        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+            panic!()
+        };
+        let (tx, body) = channel_body();
+        let f = store.start_stream(lead, body, Some(1000), digest.clone());
+        tx.send(Ok(Bytes::from(data[..500].to_vec())))
+            .await
+            .unwrap();
+        // ... and then nothing, with the connection still open (`tx` is kept).
+        let started = std::time::Instant::now();
+        let got = collect(f.stream(0, None)).await;
+        assert!(got.is_err(), "a stalled fetch ended cleanly");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        settle(&store, &digest).await;
+        assert!(
+            matches!(store.lookup_blob(&digest).unwrap(), BlobLookup::Lead(_)),
+            "the next request fetches anew"
+        );
+        drop(tx);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lead_dropped_before_the_upstream_answers_frees_the_digest() {
+        let (store, root) = store(None);
+        let digest = Digest::of(b"never fetched");
+        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+            panic!()
+        };
+        let BlobLookup::Follow(mut follower) = store.lookup_blob(&digest).unwrap() else {
+            panic!()
+        };
+        drop(lead);
+        assert!(follower.started().await.is_err(), "the follower is told");
+        assert!(matches!(
+            store.lookup_blob(&digest).unwrap(),
+            BlobLookup::Lead(_)
+        ));
+        assert!(std::fs::read_dir(root.join("tmp"))
+            .unwrap()
+            .next()
+            .is_none());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Commits `data` through a whole fetch and waits until it is in the store.
+    async fn put(store: &Arc<Store>, data: Vec<u8>) -> Digest {
+        let digest = Digest::of(&data);
+        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+            panic!("expected to lead")
+        };
+        let len = data.len() as u64;
+        let body: BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
+        let f = store.start_stream(lead, body, Some(len), digest.clone());
+        collect(f.stream(0, None)).await.unwrap();
+        settle(store, &digest).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        digest
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blob_being_read_is_never_evicted() {
+        let (store, root) = store(Some(250));
+        let oldest = put(&store, vec![1; 100]).await;
+        let BlobLookup::Hit(reading) = store.lookup_blob(&oldest).unwrap() else {
+            panic!("expected a hit")
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = put(&store, vec![2; 100]).await;
+        let third = put(&store, vec![3; 100]).await;
+        // Over the bound: the least recently used blob nobody reads goes, not the one read.
+        assert!(
+            store.blob_path(oldest.hex()).exists(),
+            "a blob being read was evicted"
+        );
+        assert!(!store.blob_path(second.hex()).exists());
+        assert!(store.blob_path(third.hex()).exists());
+        assert_eq!(collect(reading.stream(0, 100)).await.unwrap(), vec![1; 100]);
+        // Read to the end and dropped: now it can go.
+        put(&store, vec![4; 100]).await;
+        assert!(!store.blob_path(oldest.hex()).exists());
         std::fs::remove_dir_all(root).unwrap();
     }
 

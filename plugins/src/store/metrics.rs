@@ -33,25 +33,25 @@ impl Metrics {
             (
                 "acr_cache_hits_total",
                 "counter",
-                "requests answered from the store",
+                "requests the store answered without asking the upstream for content (from disk, the S3 tier, or joining a fetch in flight)",
                 &self.hits,
             ),
             (
                 "acr_cache_misses_total",
                 "counter",
-                "requests that had to go upstream",
+                "requests that had to fetch from the upstream (a HEAD it answers included)",
                 &self.misses,
             ),
             (
                 "acr_bytes_from_store_total",
                 "counter",
-                "body bytes served from the store",
+                "body bytes sent to clients for requests the store answered",
                 &self.bytes_from_store,
             ),
             (
                 "acr_bytes_from_upstream_total",
                 "counter",
-                "body bytes received from upstreams",
+                "body bytes of blobs and manifests received from upstreams (each fetch once)",
                 &self.bytes_from_upstream,
             ),
             (

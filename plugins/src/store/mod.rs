@@ -40,7 +40,14 @@ pub struct StoreConfig {
     pub ttl: Duration,
     /// Per-upstream TTLs (`: .ttl NS DURATION`).
     pub ttl_by_ns: Vec<(String, Duration)>,
+    /// How long an upstream may stay silent while a blob is fetched (before it answers, and
+    /// between two pieces of the body) before the fetch fails: a stalled upstream must not
+    /// keep a digest in flight, and its clients waiting, forever.
+    pub idle_timeout: Duration,
 }
+
+/// The default [`StoreConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl StoreConfig {
     pub fn ttl_for(&self, ns: &str) -> Duration {
@@ -75,23 +82,52 @@ pub struct TagEntry {
     /// Seconds since the epoch when the upstream last confirmed it.
     #[serde(rename = "checkedAt")]
     pub checked_at: u64,
+    /// The same in milliseconds, so a TTL is kept to the millisecond, not to the second
+    /// (absent in records without it: then `checked_at` counts).
+    #[serde(rename = "checkedAtMs", default)]
+    pub checked_at_ms: u64,
 }
 
 impl TagEntry {
+    /// `digest` (of media type `media_type`), confirmed by the upstream just now.
+    pub fn confirmed_now(digest: String, media_type: String) -> Self {
+        let ms = now_ms();
+        Self {
+            digest,
+            media_type,
+            checked_at: ms / 1000,
+            checked_at_ms: ms,
+        }
+    }
+
+    /// The same tag, confirmed again just now.
+    pub fn reconfirmed(self) -> Self {
+        Self::confirmed_now(self.digest, self.media_type)
+    }
+
+    /// When the upstream last confirmed it, in milliseconds since the epoch.
+    pub fn checked_ms(&self) -> u64 {
+        if self.checked_at_ms > 0 {
+            self.checked_at_ms
+        } else {
+            self.checked_at.saturating_mul(1000)
+        }
+    }
+
     pub fn age(&self) -> Duration {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        Duration::from_secs(now.saturating_sub(self.checked_at))
+        Duration::from_millis(now_ms().saturating_sub(self.checked_ms()))
     }
 }
 
 pub fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_secs()
+        .as_millis() as u64
 }
 
 pub struct Store {
@@ -177,7 +213,7 @@ impl Store {
             .join(format!("{hex}.{}.{n}", std::process::id()))
     }
 
-    fn update_gauges(&self) {
+    pub(crate) fn update_gauges(&self) {
         if let Ok(index) = self.index.lock() {
             let bytes: u64 = index.values().map(|e| e.size).sum();
             self.metrics.store_bytes.store(bytes, Ordering::Relaxed);
@@ -211,25 +247,36 @@ impl Store {
         }
     }
 
-    /// Records a committed object and evicts what the bound requires.
-    pub(crate) fn committed(&self, hex: &str, size: u64, kind: Kind) {
+    /// Adds a committed object to the index as used now (keeping the count of its readers if
+    /// a request found it already).
+    pub(crate) fn record(&self, hex: &str, size: u64, kind: Kind) {
         if let Ok(mut index) = self.index.lock() {
-            index.insert(
-                hex.to_string(),
-                Entry {
+            let now = SystemTime::now();
+            index
+                .entry(hex.to_string())
+                .and_modify(|e| {
+                    e.kind = kind;
+                    e.size = size;
+                    e.last_use = now;
+                })
+                .or_insert(Entry {
                     kind,
                     size,
-                    last_use: SystemTime::now(),
+                    last_use: now,
                     readers: 0,
-                },
-            );
+                });
         }
+    }
+
+    /// Records a committed object and evicts what the bound requires.
+    pub(crate) fn committed(&self, hex: &str, size: u64, kind: Kind) {
+        self.record(hex, size, kind);
         self.evict();
         self.update_gauges();
     }
 
     /// Removes least-recently-used objects nobody is reading until the store fits `max_size`.
-    fn evict(&self) {
+    pub(crate) fn evict(&self) {
         let Some(max) = self.config.max_size else {
             return;
         };
@@ -277,6 +324,24 @@ impl Store {
         std::fs::metadata(self.blob_path(digest.hex()))
             .ok()
             .map(|m| m.len())
+    }
+
+    /// The size of a blob on the local disk, else in the S3 tier (for HEAD; never fetches).
+    pub async fn blob_size_anywhere(&self, digest: &Digest) -> Option<u64> {
+        if let Some(size) = self.blob_size(digest) {
+            return Some(size);
+        }
+        let remote = self.remote.as_ref()?;
+        match remote
+            .head(&remote.key(&["blobs", "sha256", digest.hex()]))
+            .await
+        {
+            Ok(size) => size,
+            Err(e) => {
+                tracing::warn!(digest = %digest, "the S3 tier failed: {e}");
+                None
+            }
+        }
     }
 
     /// A manifest by digest, with its media type: from the local disk, else from the S3 tier.
@@ -368,6 +433,7 @@ impl Store {
     }
 
     /// What the tag pointed at when last checked: locally, else in the S3 tier (a replica's).
+    /// A local record within its TTL is the answer without asking S3.
     pub async fn tag(&self, ns: &str, repo: &str, tag: &str) -> Option<TagEntry> {
         let local = std::fs::read(self.tag_path(ns, repo, tag))
             .ok()
@@ -375,13 +441,22 @@ impl Store {
         let Some(remote) = &self.remote else {
             return local;
         };
+        if let Some(l) = &local {
+            if l.age() < self.config.ttl_for(ns) {
+                return local;
+            }
+        }
         let shared = match remote.get_bytes(&self.tag_key(remote, ns, repo, tag)).await {
             Ok(Some(b)) => serde_json::from_slice::<TagEntry>(&b).ok(),
             _ => None,
         };
         // The most recently confirmed of the two.
         match (local, shared) {
-            (Some(l), Some(s)) => Some(if s.checked_at > l.checked_at { s } else { l }),
+            (Some(l), Some(s)) => Some(if s.checked_ms() > l.checked_ms() {
+                s
+            } else {
+                l
+            }),
             (l, s) => l.or(s),
         }
     }
