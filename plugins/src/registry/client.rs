@@ -59,20 +59,28 @@ async fn try_authenticate(cx: &mut Context) -> Result<(), RegistryError> {
     let challenge = match shared.auth.challenge(&upstream.base) {
         Some(c) => c,
         None => {
-            crate::store::Metrics::inc(&shared.metrics.upstream_requests);
-            let resp = shared
-                .http
-                .get(upstream.url("/v2/"))
-                .send()
-                .await
-                .map_err(|e| unreachable(&upstream.ns, &upstream.base, e))?;
-            let c = if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
-                challenges_of(resp.headers())
-            } else {
-                None
-            };
-            shared.auth.set_challenge(&upstream.base, c.clone());
-            c
+            // Many cold requests at once probe the upstream once; the rest wait for the answer.
+            let lock = shared.auth.probe_lock(&upstream.base);
+            let _probe = lock.lock().await;
+            match shared.auth.challenge(&upstream.base) {
+                Some(c) => c,
+                None => {
+                    crate::store::Metrics::inc(&shared.metrics.upstream_requests);
+                    let resp = shared
+                        .http
+                        .get(upstream.url("/v2/"))
+                        .send()
+                        .await
+                        .map_err(|e| unreachable(&upstream.ns, &upstream.base, e))?;
+                    let c = if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+                        challenges_of(resp.headers())
+                    } else {
+                        None
+                    };
+                    shared.auth.set_challenge(&upstream.base, c.clone());
+                    c
+                }
+            }
         }
     };
     let Some(challenge) = challenge else {

@@ -36,6 +36,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
 #[derive(Debug, Default)]
 pub struct AuthCache {
     challenges: Mutex<HashMap<String, (Option<Challenge>, Instant)>>,
+    /// One challenge probe per upstream at a time: the others wait and read the cache.
+    probes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     tokens: Mutex<HashMap<TokenKey, Slot>>,
     /// Tokens fetched from token services, for tests and metrics.
     pub fetched: std::sync::atomic::AtomicU64,
@@ -47,6 +49,14 @@ impl AuthCache {
         let map = self.challenges.lock().ok()?;
         let (c, at) = map.get(base)?;
         (at.elapsed() < CHALLENGE_TTL).then(|| c.clone())
+    }
+
+    /// The lock that serialises challenge probes of upstream `base`.
+    pub fn probe_lock(&self, base: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.probes.lock() {
+            Ok(mut map) => map.entry(base.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
     }
 
     pub fn set_challenge(&self, base: &str, challenge: Option<Challenge>) {
