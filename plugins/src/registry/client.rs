@@ -87,19 +87,35 @@ async fn try_authenticate(cx: &mut Context) -> Result<(), RegistryError> {
         cx.authorization = None;
         return Ok(());
     };
-    let scope = scope(cx);
-    cx.authorization = shared
-        .auth
-        .authorization(
-            &shared.http,
-            &upstream.ns,
-            &challenge,
-            &scope,
-            cx.credentials.as_ref(),
-            false,
-        )
-        .await?;
+    cx.authorization = authorize(cx, &shared, &upstream, &challenge, false).await?;
     Ok(())
+}
+
+/// The `Authorization` for this request's scope under `challenge` (a fresh token if `refresh`).
+/// (The future holds no borrow of the context, which is not `Sync`.)
+fn authorize(
+    cx: &Context,
+    shared: &std::sync::Arc<super::Shared>,
+    upstream: &super::Upstream,
+    challenge: &Challenge,
+    refresh: bool,
+) -> impl std::future::Future<Output = Result<Option<String>, RegistryError>> + Send + 'static {
+    let scope = scope(cx);
+    let creds = cx.credentials.clone();
+    let (shared, ns, challenge) = (shared.clone(), upstream.ns.clone(), challenge.clone());
+    async move {
+        shared
+            .auth
+            .authorization(
+                &shared.http,
+                &ns,
+                &challenge,
+                &scope,
+                creds.as_ref(),
+                refresh,
+            )
+            .await
+    }
 }
 
 fn parts(cx: &Context) -> Result<(std::sync::Arc<super::Shared>, super::Upstream), RegistryError> {
@@ -181,18 +197,7 @@ pub async fn send(
             shared
                 .auth
                 .set_challenge(&upstream.base, Some(challenge.clone()));
-            let scope = scope(cx);
-            cx.authorization = shared
-                .auth
-                .authorization(
-                    &shared.http,
-                    &upstream.ns,
-                    &challenge,
-                    &scope,
-                    cx.credentials.as_ref(),
-                    true,
-                )
-                .await?;
+            cx.authorization = authorize(cx, &shared, &upstream, &challenge, true).await?;
             continue;
         }
         return Ok(resp);
