@@ -85,6 +85,11 @@ echo "manifest digest through acr:       sha256:$mirrored"
 (cd "$WORK" && umoci unpack --image pulled:1 bundle >/dev/null)
 echo "the pulled image's /hello.txt says: $(cat "$WORK/bundle/rootfs/hello.txt")"
 
+say "Pulling it again: this time from acr's store (counters from GET /metrics)"
+skopeo --insecure-policy copy -q --src-tls-verify=false \
+  "docker://127.0.0.1:$ACR_PORT/library/hello:1" "oci:$WORK/pulled-again:1"
+curl -fs "http://127.0.0.1:$ACR_PORT/metrics" | grep -E '^acr_(cache_hits_total|cache_misses_total|upstream_requests_total|store_objects) '
+
 say "What acr logged (one line per request)"
 grep ' request ' "$WORK/acr.log" | sed 's/^[^ ]* *//' | tail -n 8
 echo

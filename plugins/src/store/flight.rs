@@ -449,39 +449,46 @@ impl Reader {
     }
 }
 
+/// How much a hit reads per step: large reads, few hand-offs to the blocking pool.
+const HIT_CHUNK: u64 = 1024 * 1024;
+
 impl Hit {
-    /// The bytes `[start, end)` of a committed blob.
+    /// The bytes `[start, end)` of a committed blob, read with positioned reads (`pread`) on
+    /// the blocking pool: one copy from the page cache into the chunk that goes to the socket.
     pub fn stream(self, start: u64, end: u64) -> BodyStream {
+        use std::os::unix::fs::FileExt;
         let Hit { file, guard, .. } = self;
-        let metrics = guard.store.metrics.clone();
-        let file = tokio::fs::File::from_std(file);
+        let file = Arc::new(file);
         Box::pin(futures_util::stream::unfold(
-            (file, start, end, false, guard, metrics),
-            |(mut file, pos, end, seeked, guard, metrics)| async move {
+            (file, start, end, guard),
+            |(file, pos, end, guard)| async move {
                 if pos >= end {
                     return None;
                 }
-                if !seeked {
-                    if let Err(e) = file.seek(SeekFrom::Start(pos)).await {
-                        return Some((Err(e), (file, end, end, true, guard, metrics)));
-                    }
-                }
-                let want = ((end - pos) as usize).min(CHUNK);
-                let mut buf = BytesMut::zeroed(want);
-                match file.read(&mut buf).await {
-                    Ok(0) => Some((
+                let want = (end - pos).min(HIT_CHUNK) as usize;
+                let reader = file.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = BytesMut::zeroed(want);
+                    let n = reader.read_at(&mut buf, pos)?;
+                    buf.truncate(n);
+                    Ok::<_, io::Error>(buf)
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+                match read {
+                    Ok(buf) if buf.is_empty() => Some((
                         Err(io::Error::other("the store file ended early")),
-                        (file, end, end, true, guard, metrics),
+                        (file, end, end, guard),
                     )),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Metrics::add(&metrics.bytes_from_store, n as u64);
+                    Ok(buf) => {
+                        let n = buf.len() as u64;
+                        Metrics::add(&guard.store.metrics.bytes_from_store, n);
                         Some((
                             Ok::<Bytes, io::Error>(buf.freeze()),
-                            (file, pos + n as u64, end, true, guard, metrics),
+                            (file, pos + n, end, guard),
                         ))
                     }
-                    Err(e) => Some((Err(e), (file, end, end, true, guard, metrics))),
+                    Err(e) => Some((Err(e), (file, end, end, guard))),
                 }
             },
         ))
