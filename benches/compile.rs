@@ -10,18 +10,8 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-const TEMPLATE: &str = include_str!("../mirror.runmd.template");
-
 fn rendered() -> String {
-    TEMPLATE
-        .replace("{{name}}", "example")
-        .replace("{{host}}", "azurecr.io")
-        .replace("{{world}}", ".world/azurecr.io/example")
-        .replace("{{address}}", "localhost:8578")
-        .replace("{{os}}", "ubuntu")
-        .replace("{{format}}", "overlaybd")
-        .replace("{{discover}}", "dadi.image.v1")
-        .replace(" \n", "\n")
+    acr::cli::render_default("example", "azurecr.io")
 }
 
 fn compile_template(c: &mut Criterion) {

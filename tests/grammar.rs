@@ -12,19 +12,9 @@ use acr::world::{compile, Block, Lifecycle, Method, Pipeline, Resource};
 use acr_plugins::{Props, Value};
 use specs::WorldExt;
 
-const TEMPLATE: &str = include_str!("../mirror.runmd.template");
-
 /// The template as `acr --registry example init` renders it with the default options.
 fn rendered_template() -> String {
-    TEMPLATE
-        .replace("{{name}}", "example")
-        .replace("{{host}}", "azurecr.io")
-        .replace("{{world}}", ".world/azurecr.io/example")
-        .replace("{{address}}", "localhost:8578")
-        .replace("{{os}}", "ubuntu")
-        .replace("{{format}}", "overlaybd")
-        .replace("{{discover}}", "dadi.image.v1")
-        .replace(" \n", "\n")
+    acr::cli::render_default("example", "azurecr.io")
 }
 
 #[track_caller]
@@ -1060,15 +1050,13 @@ Proxy routes:
 
 #[test]
 fn template_with_other_options_compiles() {
-    let text = TEMPLATE
-        .replace("{{name}}", "r")
-        .replace("{{host}}", "example.com")
-        .replace("{{world}}", ".world/example.com/r")
-        .replace("{{address}}", "0.0.0.0:9000")
-        .replace("{{os}}", "fedora")
-        .replace("{{format}}", "none")
-        .replace("{{discover}}", "")
-        .replace(" \n", "\n");
+    let options = acr::cli::InitArgs {
+        mirror_address: "0.0.0.0:9000".into(),
+        teleport_format: "none".into(),
+        operating_system: "fedora".into(),
+        force: false,
+    };
+    let text = acr::cli::render("r", "example.com", ".world/example.com/r", &options);
     let p = ok(&text);
     assert_eq!(p.proxies()[0].address, "0.0.0.0:9000");
     let text = dump(&p);

@@ -29,6 +29,28 @@ pub struct InitArgs {
     pub force: bool,
 }
 
+impl InitArgs {
+    /// The options `init` takes when none are given.
+    pub fn defaults() -> Self {
+        Self {
+            mirror_address: "localhost:8578".into(),
+            teleport_format: "overlaybd".into(),
+            operating_system: "ubuntu".into(),
+            force: false,
+        }
+    }
+}
+
+/// The pipeline `acr --registry NAME --registry-host HOST init` writes with default options.
+pub fn render_default(name: &str, host: &str) -> String {
+    render(
+        name,
+        host,
+        &format!(".world/{host}/{name}"),
+        &InitArgs::defaults(),
+    )
+}
+
 /// The template with its placeholders filled in.
 pub fn render(name: &str, host: &str, world: &str, args: &InitArgs) -> String {
     let discover = if args.teleport_format == "overlaybd" {
@@ -120,36 +142,4 @@ pub fn run(cli: &Cli, args: &InitArgs) -> Result<(), CliError> {
     let absolute = std::fs::canonicalize(&path)
         .with_context(|| format!("cannot resolve {}", path.display()))?;
     super::write_stdout(&format!("{}\n", absolute.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn template_compiles_with_the_reference_ids() {
-        let args = InitArgs {
-            mirror_address: "localhost:8578".into(),
-            teleport_format: "overlaybd".into(),
-            operating_system: "ubuntu".into(),
-            force: false,
-        };
-        let text = render("example", "azurecr.io", ".world/azurecr.io/example", &args);
-        assert!(!text.contains("{{"), "{text}");
-        let p = crate::world::compile(Path::new("mirror.runmd"), &text).expect("template compiles");
-        let plan = p.engine("mirror").expect("engine mirror");
-        assert_eq!(plan.id, 1);
-        let ids: Vec<(u32, Vec<(u32, &str)>)> = plan
-            .events
-            .iter()
-            .map(|e| (e.id, e.calls.iter().map(|c| (c.id, c.spec.name)).collect()))
-            .collect();
-        assert_eq!(
-            ids,
-            vec![
-                (2, vec![(3, "process")]),
-                (4, vec![(5, "login-acr"), (6, "install"), (7, "mirror")])
-            ]
-        );
-    }
 }

@@ -2,6 +2,7 @@
 
 mod dump;
 mod init;
+pub use init::{render, render_default, InitArgs};
 mod mirror;
 pub mod reload;
 
