@@ -241,34 +241,49 @@ async fn through_store(
                 return follow(req, digest, f, hit_bytes).await.map(Some);
             }
             Metrics::inc(&store.metrics.misses);
-            let idle = store.config.idle_timeout;
-            let sent = tokio::time::timeout(idle, send(cx, reqwest::Method::GET, path, &[]))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(RegistryError::new(
-                        504,
-                        "UNAVAILABLE",
-                        format!("the upstream did not answer for {} s", idle.as_secs_f32()),
-                    ))
-                });
-            let resp = match sent {
-                Ok(resp) => resp,
-                Err(e) => {
-                    store.fail(lead, e.clone());
-                    return Err(e);
+            // The fetch runs detached, with a copy of what the request knows about the
+            // upstream: a client that leaves (even before the upstream answers) stops only its
+            // own reading, never the fetch the others follow.
+            let own = lead.follower().map_err(store_error)?;
+            let mut detached = Context::new(cx.base_dir.clone());
+            detached.world_dir = cx.world_dir.clone();
+            detached.vars = cx.vars.clone();
+            detached.registry = cx.registry.clone();
+            detached.upstream = cx.upstream.clone();
+            detached.request = cx.request.clone();
+            detached.credentials = cx.credentials.clone();
+            detached.authn = cx.authn;
+            detached.authorization = cx.authorization.clone();
+            let (fetch_store, fetch_digest, fetch_path) =
+                (store.clone(), digest.clone(), path.to_string());
+            tokio::spawn(async move {
+                let (store, digest, path) = (fetch_store, fetch_digest, fetch_path);
+                let cx = &mut detached;
+                let idle = store.config.idle_timeout;
+                let sent = tokio::time::timeout(idle, send(cx, reqwest::Method::GET, &path, &[]))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(RegistryError::new(
+                            504,
+                            "UNAVAILABLE",
+                            format!("the upstream did not answer for {} s", idle.as_secs_f32()),
+                        ))
+                    });
+                let resp = match sent {
+                    Ok(resp) => resp,
+                    Err(e) => return store.fail(lead, e),
+                };
+                if resp.status().as_u16() != 200 {
+                    let e = upstream_error(cx, resp, Resource::Blobs).await;
+                    return store.fail(lead, e);
                 }
-            };
-            if resp.status().as_u16() != 200 {
-                let e = upstream_error(cx, resp, Resource::Blobs).await;
-                store.fail(lead, e.clone());
-                return Err(e);
-            }
-            let total = resp.content_length();
-            let body: BodyStream = Box::pin(resp.bytes_stream().map(|r| {
-                r.map_err(|e| std::io::Error::other(format!("upstream transfer failed: {e}")))
-            }));
-            let f = store.start_stream(lead, body, total, digest.clone());
-            follow(req, digest, f, None).await.map(Some)
+                let total = resp.content_length();
+                let body: BodyStream = Box::pin(resp.bytes_stream().map(|r| {
+                    r.map_err(|e| std::io::Error::other(format!("upstream transfer failed: {e}")))
+                }));
+                drop(store.start_stream(lead, body, total, digest));
+            });
+            follow(req, digest, own, None).await.map(Some)
         }
     }
 }

@@ -86,6 +86,18 @@ pub struct Lead {
     abandon: AbandonGuard,
 }
 
+impl Lead {
+    /// Another reader of this fetch, for the lead's own client when the fetch itself runs in a
+    /// detached task (so the client leaving cannot stop it).
+    pub fn follower(&self) -> io::Result<Follow> {
+        Ok(Follow {
+            file: std::fs::File::open(&self.flight.path)?,
+            state: self.flight.state.subscribe(),
+            store: self.follow.store.clone(),
+        })
+    }
+}
+
 /// Fails a flight whose lead was dropped before the fetch started (see [`Lead`]).
 struct AbandonGuard {
     store: Arc<Store>,
