@@ -110,7 +110,7 @@ impl ProxyHost {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or(address.clone());
-        tracing::info!(address = %local, block = %format!("{} {}", key.0, key.1), "Listening on {local}");
+        tracing::info!(address = %local, block = %format!("{} {}", key.0, key.1), "proxy ready");
         eprintln!("Listening on {local}");
         loop {
             let (stream, peer) = match listener.accept().await {
