@@ -52,19 +52,14 @@ pub struct Summary {
 
 /// Resolves `--id N` against engine `name` of `pipeline`.
 pub fn start_at(pipeline: &Pipeline, name: &str, id: u32) -> Result<StartAt, EngineError> {
-    let plan = engine_plan(pipeline, name)?;
-    for (e, event) in plan.events.iter().enumerate() {
-        if event.id == id {
-            return Ok(StartAt { event: e, call: 0 });
-        }
-        if let Some(c) = event.calls.iter().position(|c| c.id == id) {
-            return Ok(StartAt { event: e, call: c });
-        }
+    engine_plan(pipeline, name)?;
+    match pipeline.locate(id) {
+        Some((engine, event, call)) if engine == name => Ok(StartAt { event, call }),
+        _ => Err(EngineError::NoSuchId {
+            id,
+            engine: name.to_string(),
+        }),
     }
-    Err(EngineError::NoSuchId {
-        id,
-        engine: name.to_string(),
-    })
 }
 
 fn engine_plan(pipeline: &Pipeline, name: &str) -> Result<crate::world::EnginePlan, EngineError> {
