@@ -4,7 +4,7 @@
 
 use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
 use crate::registry::client;
-use crate::{Context, PluginError};
+use crate::Context;
 
 pub const SPEC: PluginSpec = PluginSpec {
     name: "authn",
@@ -18,12 +18,7 @@ pub const SPEC: PluginSpec = PluginSpec {
 
 fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
     Box::pin(async move {
-        if cx.upstream.is_none() {
-            return Err(PluginError::failed(
-                call,
-                "`.authn` works in a proxy route (under `+ .proxy`)",
-            ));
-        }
+        cx.route(call)?;
         client::authenticate(cx).await?;
         cx.calls_run += 1;
         Ok(())

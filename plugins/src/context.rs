@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::catalogue::RunFuture;
+use crate::catalogue::{Invocation, RunFuture};
 use crate::registry::{ClientRequest, Credentials, Reply, Shared, Upstream};
 use crate::store::Store;
 use crate::value::{Props, Value};
+use crate::PluginError;
 
 /// What the runtime offers plugins that need more than the context: serving a block's proxy.
 /// The runtime implements it; plugins never learn what serves the requests.
@@ -87,6 +88,24 @@ impl Context {
     /// The directory named by control value `name` (relative ones against `base_dir`), if set.
     pub fn dir(&self, name: &str) -> Option<PathBuf> {
         self.lookup_str(name).map(|d| self.resolve(Path::new(d)))
+    }
+
+    /// The request a proxy route is serving, with the shared state and upstream that come with
+    /// it; outside a route, an error naming the plugin that needs one.
+    pub fn route(
+        &self,
+        call: &Invocation,
+    ) -> Result<(ClientRequest, Arc<Shared>, Upstream), PluginError> {
+        match (&self.request, &self.registry, &self.upstream) {
+            (Some(r), Some(s), Some(u)) => Ok((r.clone(), s.clone(), u.clone())),
+            _ => Err(PluginError::failed(
+                call,
+                format!(
+                    "`.{}` works in a proxy route (under `+ .proxy`)",
+                    call.plugin
+                ),
+            )),
+        }
     }
 
     /// The block's `work_dir`, else the directory of the pipeline file.

@@ -9,7 +9,7 @@
 
 use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
 use crate::registry::credentials::LoginQuery;
-use crate::{Context, PluginError};
+use crate::Context;
 
 pub const SPEC: PluginSpec = PluginSpec {
     name: "login",
@@ -23,12 +23,7 @@ pub const SPEC: PluginSpec = PluginSpec {
 
 fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
     Box::pin(async move {
-        let (Some(shared), Some(upstream)) = (cx.registry.clone(), cx.upstream.clone()) else {
-            return Err(PluginError::failed(
-                call,
-                "`.login` works in a proxy route (under `+ .proxy`)",
-            ));
-        };
+        let (_, shared, upstream) = cx.route(call)?;
         let input = call.input.trim();
         let file = if !input.is_empty() {
             Some(cx.work_dir().join(input))

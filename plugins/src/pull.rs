@@ -35,12 +35,7 @@ pub const SPEC: PluginSpec = PluginSpec {
 
 fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
     Box::pin(async move {
-        let Some(req) = cx.request.clone() else {
-            return Err(PluginError::failed(
-                call,
-                "`.pull` works in a proxy route (under `+ .proxy`)",
-            ));
-        };
+        let (req, _, _) = cx.route(call)?;
         if req.resource != Resource::Blobs {
             return Err(PluginError::failed(
                 call,

@@ -27,12 +27,7 @@ pub const SPEC: PluginSpec = PluginSpec {
 
 fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
     Box::pin(async move {
-        let Some(req) = cx.request.clone() else {
-            return Err(PluginError::failed(
-                call,
-                "`.resolve` works in a proxy route (under `+ .proxy`)",
-            ));
-        };
+        let (req, _, _) = cx.route(call)?;
         let reply = match req.resource {
             Resource::Manifests => match cx.store.clone() {
                 Some(store) => cached_manifest(cx, &store, &req, &call.input).await?,
@@ -137,40 +132,8 @@ async fn manifest(
         }
         // The upstream's HEAD lacks the digest or length: GET and compute them.
     }
-    let resp = send(cx, reqwest::Method::GET, &path, &headers).await?;
-    if !resp.status().is_success() {
-        return Err(upstream_error(cx, resp, Resource::Manifests).await);
-    }
-    let content_type = header(&resp, "content-type");
-    let upstream_digest = header(&resp, "docker-content-digest");
-    let body = read_limited(&ns_of(cx), resp, MAX_MANIFEST_BYTES).await?;
-    let digest = Digest::of(&body).to_string();
-    let expected = match &reference {
-        Reference::Digest(d) => Some(d.to_string()),
-        Reference::Tag(_) => upstream_digest.filter(|d| d.starts_with("sha256:")),
-    };
-    if let Some(expected) = expected {
-        if expected != digest {
-            return Err(mismatch(cx, &expected, &digest));
-        }
-    }
-    let mut headers = vec![
-        ("Docker-Content-Digest".to_string(), digest),
-        ("Content-Length".to_string(), body.len().to_string()),
-    ];
-    if let Some(ct) = content_type {
-        headers.push(("Content-Type".to_string(), ct));
-    }
-    let body = if req.method == Method::Head {
-        Body::Empty
-    } else {
-        Body::Full(body)
-    };
-    Ok(Reply {
-        status: 200,
-        headers,
-        body,
-    })
+    let (bytes, media_type, digest) = get_manifest(cx, req, extra, &reference).await?;
+    Ok(manifest_reply(req.method, &digest, bytes, &media_type))
 }
 
 /// GETs a manifest from the upstream and checks its bytes: by digest against it, by tag

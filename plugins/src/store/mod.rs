@@ -226,16 +226,22 @@ impl Store {
     /// Marks `hex` as used now (index and file mtime) and, with `reader`, as being read.
     pub(crate) fn touch(&self, hex: &str, path: &Path, reader: bool) {
         let now = SystemTime::now();
+        let mut persist = true;
         if let Ok(mut index) = self.index.lock() {
             if let Some(e) = index.get_mut(hex) {
+                // The index keeps the exact order; the file's mtime (the order after a restart)
+                // is written at most once a minute per object, not on every hit.
+                persist = now.duration_since(e.last_use).unwrap_or_default() >= MTIME_EVERY;
                 e.last_use = now;
                 if reader {
                     e.readers += 1;
                 }
             }
         }
-        if let Ok(f) = std::fs::File::options().write(true).open(path) {
-            let _ = f.set_modified(now);
+        if persist {
+            if let Ok(f) = std::fs::File::options().write(true).open(path) {
+                let _ = f.set_modified(now);
+            }
         }
     }
 
@@ -514,6 +520,9 @@ impl Store {
         }
     }
 }
+
+/// How stale a stored object's mtime (its last use across restarts) may get.
+const MTIME_EVERY: Duration = Duration::from_secs(60);
 
 static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
