@@ -116,7 +116,7 @@ static CATALOGUE: &[PluginSpec] = &[
     crate::planned::DISCOVER,
     crate::planned::TELEPORT,
     crate::pull::SPEC,
-    crate::planned::INJECT_LAYER,
+    crate::inject_layer::SPEC,
 ];
 
 /// Runs one call of `spec`. A planned plugin is an error naming it.

@@ -46,6 +46,10 @@ pub struct Context {
     /// The `Authorization` header for the upstream. Never logged.
     pub authorization: Option<String>,
     pub reply: Option<Reply>,
+    /// What `.inject-layer` calls of the route declared; `.resolve` applies it.
+    pub injection: crate::inject_layer::Injection,
+    /// The injection a client asked for with a container token (`/v2/wt/TOKEN/...`).
+    pub client_injection: Option<std::sync::Arc<crate::inject_layer::Injection>>,
 }
 
 impl std::fmt::Debug for Context {

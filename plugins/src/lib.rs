@@ -11,6 +11,7 @@ pub mod store;
 pub mod value;
 
 mod authn;
+pub mod inject_layer;
 mod install;
 mod login;
 mod mirror;

@@ -56,32 +56,3 @@ pub const TELEPORT: PluginSpec = planned(
     ],
     "Azure Container Registry support",
 );
-
-pub const INJECT_LAYER: PluginSpec = planned(
-    "inject-layer",
-    "append a layer and rewrite the config of the image being pulled",
-    Input::Required("a directory, .tar.gz file, data: or https: location"),
-    &[
-        ModifierSpec {
-            name: "entrypoint",
-            usage: ".entrypoint /bin/sh -c ...",
-            parse: symbol_modifier,
-        },
-        ModifierSpec {
-            name: "cmd",
-            usage: ".cmd ...",
-            parse: symbol_modifier,
-        },
-        ModifierSpec {
-            name: "env",
-            usage: ".env KEY=VALUE",
-            parse: symbol_modifier,
-        },
-        ModifierSpec {
-            name: "working-dir",
-            usage: ".working-dir /dir",
-            parse: symbol_modifier,
-        },
-    ],
-    "layer injection",
-);

@@ -45,6 +45,14 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
         let digest = Digest::parse(&req.reference).map_err(RegistryError::digest_invalid)?;
         let path = format!("/v2/{}/blobs/{digest}", req.name);
         if let Some(store) = cx.store.clone() {
+            // A layer acr injects is served from the store; if the store lost it (evicted, or
+            // another replica made the manifest), it is put back from its source first.
+            if store.blob_size(&digest).is_none()
+                && crate::inject_layer::layer::known_layer(&digest).is_some()
+            {
+                let http = crate::inject_layer::http_of(cx);
+                crate::inject_layer::restore_layer(&http, &store, &digest).await;
+            }
             if let Some(reply) = through_store(cx, &store, &req, &digest, &path).await? {
                 cx.reply = Some(reply);
                 cx.calls_run += 1;

@@ -29,10 +29,23 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
     Box::pin(async move {
         let (req, _, _) = cx.route(call)?;
         let reply = match req.resource {
-            Resource::Manifests => match cx.store.clone() {
-                Some(store) => cached_manifest(cx, &store, &req, &call.input).await?,
-                None => manifest(cx, &req, &call.input).await?,
-            },
+            Resource::Manifests => {
+                // A tag is rewritten when the route injects layers; a digest never is.
+                let inject = !crate::inject_layer::effective(cx).is_empty()
+                    && matches!(Reference::parse(&req.reference), Ok(Reference::Tag(_)));
+                match cx.store.clone() {
+                    Some(store) => cached_manifest(cx, &store, &req, &call.input, inject).await?,
+                    None if inject => {
+                        return Err(RegistryError::new(
+                            500,
+                            "UNKNOWN",
+                            "`.inject-layer` keeps the rewritten manifests, configs and layers in the store, and this proxy has `: .cache off`: give it a store",
+                        )
+                        .into())
+                    }
+                    None => manifest(cx, &req, &call.input).await?,
+                }
+            }
             Resource::Tags => {
                 document(
                     cx,
@@ -254,11 +267,48 @@ fn stored_reply(
     bytes: Bytes,
     media_type: &str,
 ) -> Reply {
+    count_hit(store, method, bytes.len());
+    manifest_reply(method, digest, bytes, media_type)
+}
+
+fn count_hit(store: &Store, method: Method, len: usize) {
     Metrics::inc(&store.metrics.hits);
     if method == Method::Get {
-        Metrics::add(&store.metrics.bytes_from_store, bytes.len() as u64);
+        Metrics::add(&store.metrics.bytes_from_store, len as u64);
     }
-    manifest_reply(method, digest, bytes, media_type)
+}
+
+/// The reply for a tag: the manifest found (from the store when `hit`), rewritten first when
+/// the route injects layers.
+#[allow(clippy::too_many_arguments)]
+async fn tag_reply(
+    cx: &mut Context,
+    store: &Store,
+    req: &crate::registry::ClientRequest,
+    inject: bool,
+    hit: bool,
+    digest: Digest,
+    bytes: Bytes,
+    media_type: String,
+) -> Result<Reply, RegistryError> {
+    if hit {
+        count_hit(store, req.method, bytes.len());
+    }
+    if !inject {
+        return Ok(manifest_reply(req.method, &digest, bytes, &media_type));
+    }
+    let original = crate::inject_layer::Resolved {
+        bytes,
+        media_type,
+        digest,
+    };
+    let new = crate::inject_layer::apply(cx, req, original).await?;
+    Ok(manifest_reply(
+        req.method,
+        &new.digest,
+        new.bytes,
+        &new.media_type,
+    ))
 }
 
 /// A manifest the store lacks: a miss, fetched from the upstream (and counted) and stored.
@@ -285,6 +335,7 @@ async fn cached_manifest(
     store: &std::sync::Arc<Store>,
     req: &crate::registry::ClientRequest,
     extra: &str,
+    inject: bool,
 ) -> Result<Reply, RegistryError> {
     let reference = Reference::parse(&req.reference).map_err(RegistryError::manifest_invalid)?;
     let ns = ns_of(cx);
@@ -311,7 +362,7 @@ async fn cached_manifest(
     }
     if let Some((entry, digest, bytes, media_type)) = cached {
         if entry.age() < store.config.ttl_for(&ns) {
-            return Ok(stored_reply(store, req.method, &digest, bytes, &media_type));
+            return tag_reply(cx, store, req, inject, true, digest, bytes, media_type).await;
         }
         match revalidate(cx, req, extra, &entry.digest).await {
             Revalidation::Same => {
@@ -321,7 +372,7 @@ async fn cached_manifest(
                 {
                     tracing::warn!("could not record the tag: {e}");
                 }
-                return Ok(stored_reply(store, req.method, &digest, bytes, &media_type));
+                return tag_reply(cx, store, req, inject, true, digest, bytes, media_type).await;
             }
             Revalidation::Unavailable(e) => {
                 Metrics::inc(&store.metrics.stale_serves);
@@ -333,7 +384,7 @@ async fn cached_manifest(
                     "the upstream is unavailable ({}); serving the cached manifest past its TTL",
                     e.message
                 );
-                return Ok(stored_reply(store, req.method, &digest, bytes, &media_type));
+                return tag_reply(cx, store, req, inject, true, digest, bytes, media_type).await;
             }
             Revalidation::Refused(e) => return Err(e),
             Revalidation::Changed => {}
@@ -344,7 +395,7 @@ async fn cached_manifest(
     if let Err(e) = store.put_tag(&ns, &req.name, &tag, &entry).await {
         tracing::warn!("could not record the tag: {e}");
     }
-    Ok(manifest_reply(req.method, &digest, bytes, &media_type))
+    tag_reply(cx, store, req, inject, false, digest, bytes, media_type).await
 }
 
 fn ns_of(cx: &Context) -> String {

@@ -1,8 +1,9 @@
-//! The command line: `acr [global options] init | dump | mirror start`.
+//! The command line: `acr [global options] init | dump | mirror start | layer pack`.
 
 mod dump;
 mod init;
 pub use init::{render, render_default, InitArgs};
+mod layer;
 mod mirror;
 pub mod reload;
 
@@ -46,6 +47,17 @@ pub enum Command {
         #[command(subcommand)]
         command: MirrorCommand,
     },
+    /// Work with the layers `.inject-layer` appends.
+    Layer {
+        #[command(subcommand)]
+        command: LayerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LayerCommand {
+    /// Pack a directory into a deterministic .tar.gz layer; print its digests as JSON.
+    Pack(layer::PackArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +138,9 @@ impl Cli {
             Command::Mirror {
                 command: MirrorCommand::Start(args),
             } => mirror::start(&self, args).await,
+            Command::Layer {
+                command: LayerCommand::Pack(args),
+            } => layer::pack(args),
         }
     }
 }

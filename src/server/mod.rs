@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use acr_plugins::catalogue::RunFuture;
+use acr_plugins::inject_layer::token::{self as container_token, ContainerTokens};
 use acr_plugins::registry::{Body, ClientRequest, RegistryError, Reply, Shared};
 use acr_plugins::{catalogue, Context, Host, PluginError};
 use bytes::Bytes;
@@ -47,6 +48,8 @@ pub struct ProxyHost {
     serving: Mutex<HashSet<(String, String)>>,
     /// Each proxy's content store (`None`: `: .cache off`), opened when it starts serving.
     stores: Mutex<HashMap<ProxyKey, Option<Arc<acr_plugins::store::Store>>>>,
+    /// Each proxy's container tokens (`: .container-tokens TTL`).
+    tokens: Mutex<HashMap<ProxyKey, Arc<ContainerTokens>>>,
 }
 
 impl ProxyHost {
@@ -63,6 +66,7 @@ impl ProxyHost {
             world_dir,
             serving: Mutex::new(HashSet::new()),
             stores: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
         })
     }
 
@@ -87,6 +91,35 @@ impl ProxyHost {
         )?;
         stores.insert(proxy.key.clone(), s.clone());
         Ok(s)
+    }
+
+    /// The container tokens of `proxy`, when its `: .container-tokens TTL` turns them on. A
+    /// reload that changes the lifetime applies to tokens made after it.
+    fn tokens_of(&self, proxy: &crate::world::ProxyPlan) -> Option<Arc<ContainerTokens>> {
+        let setting = proxy
+            .settings
+            .all("container-tokens")
+            .filter_map(|v| v.as_str())
+            .last()?
+            .trim()
+            .to_string();
+        if setting == "off" {
+            return None;
+        }
+        let ttl = acr_plugins::parse_duration(&setting).ok()?;
+        let mut tokens = self.tokens.lock().ok()?;
+        if let Some(t) = tokens.get(&proxy.key) {
+            if t.ttl() == ttl {
+                return Some(t.clone());
+            }
+        }
+        let dir = container_token::tokens_dir(
+            &self.world_dir,
+            &format!("{}-{}", proxy.key.0, proxy.key.1),
+        );
+        let t = Arc::new(ContainerTokens::new(dir, ttl));
+        tokens.insert(proxy.key.clone(), t.clone());
+        Some(t)
     }
 
     fn current(&self) -> Arc<Pipeline> {
@@ -172,9 +205,12 @@ impl ProxyHost {
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
         let ns = route::query_value(&query, "ns");
-        let (result, upstream) = self
-            .answer(key, &req, &method, &path, &query, ns.as_deref())
-            .await;
+        let (result, upstream) = if method == "POST" && is_service_path(&path) {
+            (self.answer_post(key, req, &path).await, None)
+        } else {
+            self.answer(key, &req, &method, &path, &query, ns.as_deref())
+                .await
+        };
         let mut line = RequestLine {
             method,
             path: loggable(&path),
@@ -266,8 +302,38 @@ impl ProxyHost {
                 None,
             );
         };
-        let choice = match upstream::choose(proxy, ns, &name) {
-            Ok(c) => c,
+        // `/v2/wt/TOKEN/<repo>/...`: the image and injection of a container token.
+        let mut name = name;
+        let mut ns = ns.map(String::from);
+        let mut token_prefix = None;
+        let mut client_injection = None;
+        if let (Some(rest), Some(tokens)) = (name.strip_prefix("wt/"), self.tokens_of(proxy)) {
+            let (token, repo) = rest.split_once('/').unwrap_or((rest, ""));
+            let granted = match tokens.lookup(token) {
+                Ok(g) => g,
+                Err(e) => return (Err(e), None),
+            };
+            if repo != granted.record.image.name {
+                return (
+                    Err(RegistryError::denied(format!(
+                        "container token {token} opens {} only, not `{repo}`",
+                        granted.record.image.name
+                    ))),
+                    None,
+                );
+            }
+            token_prefix = Some(format!("/v2/wt/{token}/{repo}"));
+            ns = Some(granted.record.image.ns.clone());
+            client_injection = Some(granted.injection.clone());
+            name = repo.to_string();
+        }
+        let choice = match upstream::choose(proxy, ns.as_deref(), &name) {
+            Ok(mut c) => {
+                if let Some(p) = token_prefix {
+                    c.client_prefix = p;
+                }
+                c
+            }
             Err(e) => return (Err(e), None),
         };
         let upstream_name = Some(choice.upstream.ns.clone());
@@ -303,7 +369,11 @@ impl ProxyHost {
             name: choice.name,
             reference,
             client_prefix: choice.client_prefix,
-            client_ns: ns.map(String::from),
+            client_ns: if client_injection.is_some() {
+                None
+            } else {
+                ns.clone()
+            },
             query: route::query_pairs(query)
                 .into_iter()
                 .filter(|(k, _)| k == "n" || k == "last" || k == "artifactType")
@@ -325,6 +395,7 @@ impl ProxyHost {
         };
         cx.request = Some(request);
         cx.upstream = Some(choice.upstream);
+        cx.client_injection = client_injection;
         let calls = route.calls.clone();
         drop(pipeline);
         for call in &calls {
@@ -351,6 +422,115 @@ impl ProxyHost {
                 upstream_name,
             ),
         }
+    }
+}
+
+/// The largest body acr reads from a client: a container-token request with `data:` layers.
+const MAX_POST_BODY: usize = 64 * 1024 * 1024;
+
+/// The paths acr answers a POST on (Wave's names and their v1alpha2 twins).
+fn is_service_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/container-token" | "/v1alpha2/container" | "/validate-creds" | "/v1alpha2/validate-creds"
+    )
+}
+
+fn json_reply(value: &serde_json::Value) -> Reply {
+    let text = value.to_string();
+    Reply {
+        status: 200,
+        headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("Content-Length".into(), text.len().to_string()),
+        ],
+        body: Body::Full(Bytes::from(text)),
+    }
+}
+
+impl ProxyHost {
+    /// `POST /container-token` and `POST /validate-creds`, when the proxy has
+    /// `: .container-tokens TTL`.
+    async fn answer_post(
+        &self,
+        key: &(String, String),
+        req: Request<Incoming>,
+        path: &str,
+    ) -> Result<Reply, RegistryError> {
+        let pipeline = self.current();
+        let proxy = pipeline.proxy(key).ok_or_else(|| {
+            RegistryError::new(
+                503,
+                "UNAVAILABLE",
+                "the running pipeline no longer declares this proxy",
+            )
+        })?;
+        let Some(tokens) = self.tokens_of(proxy) else {
+            return Err(RegistryError::new(
+                404,
+                "NOT_FOUND",
+                format!("this mirror does not answer {path}: add `: .container-tokens 36h` under `+ .proxy`"),
+            ));
+        };
+        let proxy = proxy.clone();
+        drop(pipeline);
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(String::from)
+            .unwrap_or_else(|| proxy.address.clone());
+        let body = http_body_util::Limited::new(req.into_body(), MAX_POST_BODY)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    RegistryError::new(
+                        413,
+                        "SIZE_INVALID",
+                        format!("the request body is larger than {MAX_POST_BODY} bytes"),
+                    )
+                } else {
+                    RegistryError::new(400, "UNSUPPORTED", format!("reading the request body: {e}"))
+                }
+            })?
+            .to_bytes();
+        if path.ends_with("validate-creds") {
+            let check = container_token::CredentialsCheck::parse(&body)?;
+            let choice =
+                upstream::choose(&proxy, Some(&check.registry), "library/x").map_err(|e| {
+                    RegistryError::new(
+                        400,
+                        "DENIED",
+                        format!(
+                            "acr checks credentials only for the registries it mirrors: {}",
+                            e.message
+                        ),
+                    )
+                })?;
+            let ok = container_token::validate_credentials(
+                &self.shared.http,
+                &choice.upstream.base,
+                &check.user_name,
+                &check.password,
+            )
+            .await;
+            return Ok(json_reply(&serde_json::Value::Bool(ok)));
+        }
+        let (token, record) = tokens.create(&body, |image| {
+            upstream::choose(&proxy, Some(&image.ns), &image.name).map(|_| ())
+        })?;
+        let target = format!(
+            "{host}/wt/{token}/{}:{}",
+            record.image.name, record.image.tag
+        );
+        tracing::info!(image = %record.image, expires = %container_token::rfc3339(record.expires_ms), "container token issued");
+        Ok(json_reply(&serde_json::json!({
+            "containerToken": token,
+            "targetImage": target,
+            "expiration": container_token::rfc3339(record.expires_ms),
+            "containerImage": record.image.to_string(),
+        })))
     }
 }
 

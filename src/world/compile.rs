@@ -41,6 +41,7 @@ pub const PROXY_SETTINGS: &[&str] = &[
     "cache-endpoint",
     "ttl",
     "max-size",
+    "container-tokens",
 ];
 
 /// Reads and compiles the file at `path`.
@@ -1044,6 +1045,11 @@ fn check_setting(name: &str, value: &str) -> Result<(), String> {
         }
         "max-size" if acr_plugins::store::parse_size(value).is_none() => {
             Err("write a size such as `: .max-size 20GiB` or `: .max-size 500MB`".into())
+        }
+        "container-tokens"
+            if value.trim() != "off" && acr_plugins::parse_duration(value.trim()).is_err() =>
+        {
+            Err("write `: .container-tokens 36h` (how long a token lasts) or `: .container-tokens off`".into())
         }
         "path-routing" if !matches!(value, "" | "on" | "off" | "true" | "false") => {
             Err("write `: .path-routing` (on) or `: .path-routing off`".into())

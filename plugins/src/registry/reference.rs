@@ -98,6 +98,13 @@ impl Digest {
         }
     }
 
+    /// The digest of a finished sha256.
+    pub fn from_sha256(hash: [u8; 32]) -> Self {
+        Self {
+            hex: hex::encode(hash),
+        }
+    }
+
     pub fn from_hex(hex: String) -> Self {
         Self { hex }
     }

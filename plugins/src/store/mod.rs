@@ -492,6 +492,132 @@ impl Store {
         Ok(())
     }
 
+    /// A small committed blob (a config) read whole, checked against its digest: from the
+    /// local disk, else the S3 tier. `None` when absent or larger than `limit`.
+    pub async fn small_blob(&self, digest: &Digest, limit: u64) -> Option<Bytes> {
+        let path = self.blob_path(digest.hex());
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.len() <= limit {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    if Digest::of(&bytes) == *digest {
+                        self.touch(digest.hex(), &path, false);
+                        return Some(Bytes::from(bytes));
+                    }
+                }
+            }
+            return None;
+        }
+        let remote = self.remote.as_ref()?;
+        let key = remote.key(&["blobs", "sha256", digest.hex()]);
+        match remote.get_bytes(&key).await {
+            Ok(Some(b)) if b.len() as u64 <= limit && Digest::of(&b) == *digest => {
+                let _ = self.put_local_blob(digest, &b);
+                Some(b)
+            }
+            _ => None,
+        }
+    }
+
+    fn put_local_blob(&self, digest: &Digest, bytes: &[u8]) -> io::Result<()> {
+        write_atomic(self, &self.blob_path(digest.hex()), bytes)?;
+        self.committed(digest.hex(), bytes.len() as u64, Kind::Blob);
+        Ok(())
+    }
+
+    /// Stores a blob acr made or was given (a rewritten config, an injected layer) whose
+    /// bytes hash to `digest`, locally and in the S3 tier. Already there: nothing to do.
+    pub async fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> io::Result<()> {
+        if self.blob_size(digest) == Some(bytes.len() as u64) {
+            return Ok(());
+        }
+        if Digest::of(bytes) != *digest {
+            return Err(io::Error::other("blob does not match its digest"));
+        }
+        self.put_local_blob(digest, bytes)?;
+        self.share_blob(digest.hex()).await;
+        Ok(())
+    }
+
+    /// Stores a blob from a file on disk, streamed and checked against `digest` on the way
+    /// (the file may have changed since it was read). Returns its size.
+    pub async fn put_blob_file(&self, digest: &Digest, source: &Path) -> io::Result<u64> {
+        if let Some(size) = self.blob_size(digest) {
+            return Ok(size);
+        }
+        let tmp = self.temp_path(digest.hex());
+        let (src, dst) = (source.to_path_buf(), tmp.clone());
+        let copied = tokio::task::spawn_blocking(move || -> io::Result<(u64, Digest)> {
+            use sha2::Digest as _;
+            use std::io::{Read, Write};
+            let mut input = std::fs::File::open(&src)?;
+            let mut out = std::fs::File::create(&dst)?;
+            let mut hasher = sha2::Sha256::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut size = 0u64;
+            loop {
+                let n = input.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+                size += n as u64;
+            }
+            out.sync_all()?;
+            Ok((size, Digest::from_sha256(hasher.finalize().into())))
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        let (size, got) = match copied {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        if got != *digest {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io::Error::other(format!(
+                "{} now hashes to {got}, not {digest}: it changed after the pipeline was compiled",
+                source.display()
+            )));
+        }
+        let path = self.blob_path(digest.hex());
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&tmp, &path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        self.committed(digest.hex(), size, Kind::Blob);
+        self.share_blob(digest.hex()).await;
+        Ok(size)
+    }
+
+    /// Where a committed blob is on the local disk (to read it again, e.g. to unpack).
+    pub fn blob_file(&self, digest: &Digest) -> Option<PathBuf> {
+        let p = self.blob_path(digest.hex());
+        p.exists().then_some(p)
+    }
+
+    /// A temporary file in the store, on the same file system as the blobs.
+    pub fn temp_file(&self, label: &str) -> PathBuf {
+        self.temp_path(label)
+    }
+
+    /// Moves a verified temporary file (see `temp_file`) into place as blob `digest`.
+    pub async fn commit_blob_file(&self, digest: &Digest, tmp: &Path, size: u64) -> io::Result<()> {
+        let path = self.blob_path(digest.hex());
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(tmp, &path)?;
+        self.committed(digest.hex(), size, Kind::Blob);
+        self.share_blob(digest.hex()).await;
+        Ok(())
+    }
+
     /// The blob from the S3 tier, for a lead to copy down (verified on the way like any fetch).
     pub async fn remote_blob(&self, digest: &Digest) -> Option<(u64, crate::registry::BodyStream)> {
         let remote = self.remote.as_ref()?;
