@@ -228,6 +228,19 @@ impl Injection {
 
 fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
     Box::pin(async move {
+        let (req, _, _) = cx.route(call)?;
+        if req.resource != Resource::Manifests {
+            return Err(PluginError::failed(
+                call,
+                "`.inject-layer` belongs in the `.manifests` route, before `.resolve` (blobs need nothing: `.pull` serves the new ones)",
+            ));
+        }
+        if cx.reply.is_some() {
+            return Err(PluginError::failed(
+                call,
+                "`.inject-layer` must come before `.resolve` in the route: `.resolve` applies what the calls before it declared",
+            ));
+        }
         let layer = layer_of_call(call, cx)?;
         layer::remember(&layer);
         let mut mine = Injection {
