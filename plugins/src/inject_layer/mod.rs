@@ -825,3 +825,84 @@ pub async fn restore_layer(http: &reqwest::Client, store: &Arc<Store>, digest: &
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(name: &str, platform: Option<&str>) -> Arc<Layer> {
+        Arc::new(Layer {
+            source: name.into(),
+            gzip_digest: Digest::of(name.as_bytes()),
+            gzip_size: Some(1),
+            tar_digest: Digest::of(b"tar"),
+            platform: platform.map(|p| Platform::parse(p).unwrap()),
+            content: Content::Bytes(Bytes::from_static(b"x")),
+        })
+    }
+
+    #[test]
+    fn each_platform_gets_its_layers_and_none_gets_nothing() {
+        let inj = Injection {
+            layers: vec![
+                layer("common", None),
+                layer("tool-amd64", Some("linux/amd64")),
+                layer("tool-arm64", Some("linux/arm64")),
+            ],
+            edits: ConfigEdits::default(),
+        };
+        let names = |p: &str| {
+            inj.layers_for(Some(&Platform::parse(p).unwrap()))
+                .map(|ls| ls.iter().map(|l| l.source.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(names("linux/amd64").unwrap(), ["common", "tool-amd64"]);
+        assert_eq!(names("linux/arm64/v8").unwrap(), ["common", "tool-arm64"]);
+        assert_eq!(names("linux/s390x").unwrap(), ["common"]);
+        let only_specific = Injection {
+            layers: vec![layer("tool-amd64", Some("linux/amd64"))],
+            edits: ConfigEdits::default(),
+        };
+        assert!(only_specific
+            .layers_for(Some(&Platform::parse("linux/s390x").unwrap()))
+            .is_none());
+        assert!(only_specific.layers_for(None).is_none());
+        let env_only = Injection {
+            layers: vec![],
+            edits: ConfigEdits {
+                env: vec!["A=1".into()],
+                ..Default::default()
+            },
+        };
+        assert_eq!(env_only.layers_for(None).map(|l| l.len()), Some(0));
+    }
+
+    #[test]
+    fn merging_keeps_order_and_lets_the_later_win() {
+        let mut a = Injection {
+            layers: vec![layer("a", None)],
+            edits: ConfigEdits {
+                entrypoint: Some(vec!["/a".into()]),
+                env: vec!["A=1".into()],
+                ..Default::default()
+            },
+        };
+        let before = a.fingerprint();
+        let b = Injection {
+            layers: vec![layer("b", None)],
+            edits: ConfigEdits {
+                entrypoint: Some(vec!["/b".into()]),
+                env: vec!["B=2".into()],
+                ..Default::default()
+            },
+        };
+        a.merge(&b);
+        assert_eq!(a.layers.len(), 2);
+        assert_eq!(a.edits.entrypoint, Some(vec!["/b".to_string()]));
+        assert_eq!(a.edits.env, ["A=1", "B=2"]);
+        assert_ne!(a.fingerprint(), before);
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        assert_eq!(words(r#"["/bin/sh", "-c"]"#).unwrap(), ["/bin/sh", "-c"]);
+        assert_eq!(words("/bin/sh -c").unwrap(), ["/bin/sh", "-c"]);
+        assert!(words("[1]").is_err());
+    }
+}
