@@ -555,7 +555,8 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
         .map(String::from)
 }
 
-async fn read_limited(
+/// Reads a document from the upstream, refusing one larger than `limit` bytes.
+pub(crate) async fn read_limited(
     ns: &str,
     mut resp: reqwest::Response,
     limit: usize,

@@ -28,6 +28,7 @@ use sha2::{Digest as _, Sha256};
 use crate::catalogue::{Input, InputError, Invocation, ModifierSpec, PluginSpec, RunFuture};
 use crate::registry::client::{send, upstream_error};
 use crate::registry::{media, ClientRequest, Digest, RegistryError, Resource};
+use crate::resolve::read_limited;
 use crate::store::Store;
 use crate::value::Value;
 use crate::{Context, PluginError};
@@ -428,6 +429,13 @@ pub async fn apply(
     Ok(new)
 }
 
+fn ns_of(cx: &Context) -> String {
+    cx.upstream
+        .as_ref()
+        .map(|u| u.ns.clone())
+        .unwrap_or_default()
+}
+
 /// The HTTP client for layer URLs: the mirror's, else a new one.
 pub fn http_of(cx: &Context) -> reqwest::Client {
     match &cx.registry {
@@ -612,7 +620,7 @@ async fn fetch_config(
     if !resp.status().is_success() {
         return Err(upstream_error(cx, resp, Resource::Blobs).await);
     }
-    let bytes = read_limited(resp, MAX_CONFIG).await?;
+    let bytes = read_limited(&ns_of(cx), resp, MAX_CONFIG as usize).await?;
     if Digest::of(&bytes) != *digest {
         return Err(RegistryError::bad_gateway(format!(
             "the upstream sent a config that does not match its digest {digest}; not used"
@@ -661,7 +669,7 @@ async fn fetch_manifest(
         .and_then(|v| v.to_str().ok())
         .unwrap_or(media_type)
         .to_string();
-    let bytes = read_limited(resp, media::MAX_MANIFEST_BYTES as u64).await?;
+    let bytes = read_limited(&ns_of(cx), resp, media::MAX_MANIFEST_BYTES).await?;
     if Digest::of(&bytes) != *digest {
         return Err(RegistryError::bad_gateway(format!(
             "the upstream sent a manifest that does not match its digest {digest}; not used"
@@ -675,28 +683,6 @@ async fn fetch_manifest(
         media_type: mt,
         digest: digest.clone(),
     })
-}
-
-async fn read_limited(mut resp: reqwest::Response, limit: u64) -> Result<Bytes, RegistryError> {
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if (buf.len() + chunk.len()) as u64 > limit {
-                    return Err(RegistryError::bad_gateway(format!(
-                        "the upstream sent a document larger than {limit} bytes"
-                    )));
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(buf.freeze()),
-            Err(e) => {
-                return Err(RegistryError::bad_gateway(format!(
-                    "reading from the upstream: {e}"
-                )))
-            }
-        }
-    }
 }
 
 /// Puts each layer in the store (a no-op when it is there) and returns their sizes.
