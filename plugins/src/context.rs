@@ -48,6 +48,8 @@ pub struct Context {
     pub reply: Option<Reply>,
     /// What `.inject-layer` calls of the route declared; `.resolve` applies it.
     pub injection: crate::inject_layer::Injection,
+    /// What `.discover` found: referrers of the resolved manifest.
+    pub referrers: Option<crate::registry::referrers::Referrers>,
     /// The injection a client asked for with a container token (`/v2/wt/TOKEN/...`).
     pub client_injection: Option<std::sync::Arc<crate::inject_layer::Injection>>,
 }

@@ -11,15 +11,17 @@ pub mod store;
 pub mod value;
 
 mod authn;
+mod discover;
 pub mod inject_layer;
 mod install;
 mod login;
+mod login_acr;
 mod mirror;
-mod planned;
 mod println;
 mod process;
 mod pull;
 mod resolve;
+mod teleport;
 mod timer;
 
 pub use catalogue::{catalogue, lookup, InputError, Invocation, ModifierSpec, PluginSpec};

@@ -55,10 +55,7 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
                 )
                 .await?
             }
-            Resource::Referrers => {
-                let path = format!("/v2/{}/referrers/{}", req.name, req.reference);
-                document(cx, &req, path, crate::registry::media::OCI_INDEX).await?
-            }
+            Resource::Referrers => referrers(cx, &req).await?,
             Resource::Blobs => {
                 return Err(PluginError::failed(
                     call,
@@ -179,7 +176,12 @@ async fn get_manifest(
     Ok((body, content_type, digest))
 }
 
-fn manifest_reply(method: Method, digest: &Digest, bytes: Bytes, media_type: &str) -> Reply {
+pub(crate) fn manifest_reply(
+    method: Method,
+    digest: &Digest,
+    bytes: Bytes,
+    media_type: &str,
+) -> Reply {
     let mut headers = vec![
         ("Docker-Content-Digest".to_string(), digest.to_string()),
         ("Content-Length".to_string(), bytes.len().to_string()),
@@ -398,6 +400,60 @@ async fn cached_manifest(
     tag_reply(cx, store, req, inject, false, digest, bytes, media_type).await
 }
 
+/// A manifest by digest: from the store when the route has one, else the upstream (checked
+/// against the digest, then stored). For `.teleport`'s twin and an index's children.
+pub(crate) async fn manifest_by_digest(
+    cx: &mut Context,
+    name: &str,
+    digest: &Digest,
+    accept: &str,
+) -> Result<crate::inject_layer::Resolved, RegistryError> {
+    let store = cx.store.clone();
+    if let Some(store) = &store {
+        if let Some((bytes, mt)) = store.manifest(digest).await {
+            return Ok(crate::inject_layer::Resolved {
+                bytes,
+                media_type: if mt.is_empty() {
+                    accept.to_string()
+                } else {
+                    mt
+                },
+                digest: digest.clone(),
+            });
+        }
+    }
+    let path = format!("/v2/{name}/manifests/{digest}");
+    let resp = send(
+        cx,
+        reqwest::Method::GET,
+        &path,
+        &[("Accept", accept.to_string())],
+    )
+    .await?;
+    if !resp.status().is_success() {
+        return Err(upstream_error(cx, resp, Resource::Manifests).await);
+    }
+    let media_type = header(&resp, "content-type").unwrap_or_else(|| accept.to_string());
+    let bytes = read_limited(&ns_of(cx), resp, MAX_MANIFEST_BYTES).await?;
+    if Digest::of(&bytes) != *digest {
+        return Err(mismatch(
+            cx,
+            &digest.to_string(),
+            &Digest::of(&bytes).to_string(),
+        ));
+    }
+    if let Some(store) = &store {
+        if let Err(e) = store.put_manifest(digest, &bytes, &media_type).await {
+            tracing::warn!(digest = %digest, "could not store the manifest: {e}");
+        }
+    }
+    Ok(crate::inject_layer::Resolved {
+        bytes,
+        media_type,
+        digest: digest.clone(),
+    })
+}
+
 fn ns_of(cx: &Context) -> String {
     cx.upstream
         .as_ref()
@@ -413,7 +469,46 @@ fn mismatch(cx: &Context, expected: &str, got: &str) -> RegistryError {
     ))
 }
 
-/// A JSON document (tag list, referrers index), passed on with its Link header pointed at acr.
+/// The referrers of a digest as an OCI index: the upstream's API, else its fallback tag, else
+/// an empty index (acr serves the API whatever the upstream has, so clients need no fallback
+/// of their own). Filtered by `artifactType` when asked, with `OCI-Filters-Applied`.
+async fn referrers(
+    cx: &mut Context,
+    req: &crate::registry::ClientRequest,
+) -> Result<Reply, RegistryError> {
+    let digest = Digest::parse(&req.reference).map_err(RegistryError::digest_invalid)?;
+    let artifact_type = req
+        .query
+        .iter()
+        .find(|(k, _)| k == "artifactType")
+        .map(|(_, v)| v.clone())
+        .filter(|v| !v.is_empty());
+    let found =
+        crate::registry::referrers::lookup(cx, &req.name, &digest, artifact_type.as_deref())
+            .await?;
+    let body = Bytes::from(found.index().to_string());
+    let mut headers = vec![
+        (
+            "Content-Type".to_string(),
+            crate::registry::media::OCI_INDEX.to_string(),
+        ),
+        ("Content-Length".to_string(), body.len().to_string()),
+    ];
+    if found.filtered {
+        headers.push((
+            "OCI-Filters-Applied".to_string(),
+            "artifactType".to_string(),
+        ));
+    }
+    tracing::debug!(name = %req.name, digest = %digest, source = found.source, n = found.descriptors.len(), "referrers");
+    Ok(Reply {
+        status: 200,
+        headers,
+        body: Body::Full(body),
+    })
+}
+
+/// A JSON document (a tag list), passed on with its Link header pointed at acr.
 async fn document(
     cx: &mut Context,
     req: &crate::registry::ClientRequest,
@@ -544,7 +639,7 @@ const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, QUERY).to_string()
 }
 
@@ -619,6 +714,7 @@ mod tests {
             query: vec![("n".into(), "2".into())],
             accept: vec![],
             range: None,
+            opt_in: vec![],
         };
         let body = br#"{"name":"library/test","tags":["v2s2","b","1","a"]}"#;
         let (page, link) = paginate_tags(body, &req).unwrap();
@@ -649,6 +745,7 @@ mod tests {
             query: vec![],
             accept: vec![],
             range: None,
+            opt_in: vec![],
         };
         assert_eq!(
             rewrite_link(

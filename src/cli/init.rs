@@ -46,20 +46,44 @@ pub fn render_default(name: &str, host: &str) -> String {
     render(
         name,
         host,
-        &format!(".world/{host}/{name}"),
+        &format!(".world/{}/{name}", super::host_dir(host)),
         &InitArgs::defaults(),
     )
+}
+
+/// The artifact type of the links from an image to its streamable (overlaybd) twin in ACR.
+pub const STREAMING_LINK: &str = "application/vnd.azure.artifact.streaming.link.v1";
+
+/// The registry's login server: `https://NAME.HOST`, or HOST itself when it is a URL (a
+/// stand-in, a private endpoint).
+pub fn login_server(name: &str, host: &str) -> String {
+    if host.starts_with("http://") || host.starts_with("https://") {
+        host.trim_end_matches('/').to_string()
+    } else {
+        format!("https://{name}.{host}")
+    }
 }
 
 /// The template with its placeholders filled in.
 pub fn render(name: &str, host: &str, world: &str, args: &InitArgs) -> String {
     let discover = if args.teleport_format == "overlaybd" {
-        "dadi.image.v1"
+        STREAMING_LINK
     } else {
         ""
     };
+    let server = login_server(name, host);
+    let ns = server.split_once("://").map_or(server.as_str(), |(_, h)| h);
+    // `.mirror` takes a bare host (https) or a URL (a stand-in on plain http).
+    let mirror = if server.starts_with("https://") {
+        ns.to_string()
+    } else {
+        server.clone()
+    };
     TEMPLATE
         .replace("{{name}}", name)
+        .replace("{{server}}", &server)
+        .replace("{{ns}}", ns)
+        .replace("{{mirror}}", &mirror)
         .replace("{{host}}", host)
         .replace("{{world}}", world)
         .replace("{{address}}", &args.mirror_address)
@@ -101,7 +125,8 @@ pub fn run(cli: &Cli, args: &InitArgs) -> Result<(), CliError> {
         );
     };
     check_value("--registry", name)?;
-    check_value("--registry-host", &cli.registry_host)?;
+    let bare_host = super::host_dir(&cli.registry_host);
+    check_value("--registry-host", bare_host)?;
     check_value("--mirror-address", &args.mirror_address)?;
     check_value("--teleport-format", &args.teleport_format)?;
     check_value("--operating-system", &args.operating_system)?;

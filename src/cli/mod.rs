@@ -20,7 +20,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "REGISTRY_NAME")]
     pub registry: Option<String>,
 
-    /// The registry's domain.
+    /// The registry's domain: the login server is `NAME.HOST`. A URL
+    /// (`http://127.0.0.1:5000`) names the login server itself.
     #[arg(long, global = true, default_value = "azurecr.io")]
     pub registry_host: String,
 
@@ -97,6 +98,13 @@ impl From<crate::world::compile::CompileError> for CliError {
     }
 }
 
+/// The registry host as a directory name: without a scheme or trailing slash.
+pub fn host_dir(host: &str) -> &str {
+    host.split_once("://")
+        .map_or(host, |(_, rest)| rest)
+        .trim_end_matches('/')
+}
+
 /// Writes to stdout; a reader that went away (`acr dump | head -1`) is not an error.
 pub fn write_stdout(text: &str) -> Result<(), CliError> {
     use std::io::Write;
@@ -111,9 +119,11 @@ pub fn write_stdout(text: &str) -> Result<(), CliError> {
 impl Cli {
     /// `.world/{host}/{name}`, relative to the current directory.
     pub fn world_dir(&self) -> Option<PathBuf> {
-        self.registry
-            .as_ref()
-            .map(|name| Path::new(".world").join(&self.registry_host).join(name))
+        self.registry.as_ref().map(|name| {
+            Path::new(".world")
+                .join(host_dir(&self.registry_host))
+                .join(name)
+        })
     }
 
     /// The runmd file a command works on: `--runmd-path`, else the world's `mirror.runmd`.

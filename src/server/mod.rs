@@ -172,7 +172,7 @@ impl ProxyHost {
                 let service = hyper::service::service_fn(move |req| {
                     let host = host.clone();
                     let key = key.clone();
-                    async move { Ok::<_, Infallible>(host.handle(&key, req).await) }
+                    async move { Ok::<_, Infallible>(host.handle(&key, req, peer).await) }
                 });
                 let mut builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -199,6 +199,7 @@ impl ProxyHost {
         &self,
         key: &(String, String),
         req: Request<Incoming>,
+        peer: std::net::SocketAddr,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let method = req.method().as_str().to_string();
@@ -207,6 +208,8 @@ impl ProxyHost {
         let ns = route::query_value(&query, "ns");
         let (result, upstream) = if method == "POST" && is_service_path(&path) {
             (self.answer_post(key, req, &path).await, None)
+        } else if method == "GET" && path == "/auth" {
+            (self.answer_auth(key, &query, peer).await, None)
         } else {
             self.answer(key, &req, &method, &path, &query, ns.as_deref())
                 .await
@@ -380,6 +383,13 @@ impl ProxyHost {
                 .collect(),
             accept: header_values(hyper::header::ACCEPT),
             range: header_values(hyper::header::RANGE).into_iter().next(),
+            opt_in: req
+                .headers()
+                .iter()
+                .filter(|(k, _)| k.as_str().starts_with("x-ms-"))
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .take(16)
+                .collect(),
         };
         let mut cx = Context::new(self.base_dir.clone());
         cx.world_dir = self.world_dir.clone();
@@ -530,6 +540,109 @@ impl ProxyHost {
             "targetImage": target,
             "expiration": container_token::rfc3339(record.expires_ms),
             "containerImage": record.image.to_string(),
+        })))
+    }
+}
+
+impl ProxyHost {
+    /// `GET /auth?remote_url=URL`: the overlaybd snapshotter's credential request (its `http`
+    /// credential mode). Answers the credentials the manifests route's `.login` calls find for
+    /// that registry, in the snapshotter's format, and only to this node: upstream credentials
+    /// never leave the machine acr runs on.
+    async fn answer_auth(
+        &self,
+        key: &(String, String),
+        query: &str,
+        peer: std::net::SocketAddr,
+    ) -> Result<Reply, RegistryError> {
+        let trace = format!("{:016x}", acr_plugins::store::now_ms());
+        let refuse = |status: u16, message: String| {
+            let body = serde_json::json!({"traceId": trace, "success": false, "message": message});
+            let mut r = json_reply(&body);
+            r.status = status;
+            Ok(r)
+        };
+        if !peer.ip().is_loopback() {
+            return refuse(
+                403,
+                "acr answers /auth only on this node (the overlaybd snapshotter asks from 127.0.0.1)".into(),
+            );
+        }
+        let Some(remote) = route::query_value(query, "remote_url") else {
+            return refuse(
+                400,
+                "give the registry URL: /auth?remote_url=https://REGISTRY/v2/...".into(),
+            );
+        };
+        let host = remote
+            .split_once("://")
+            .map_or(remote.as_str(), |(_, r)| r)
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let pipeline = self.current();
+        let Some(proxy) = pipeline.proxy(key) else {
+            return refuse(
+                503,
+                "the running pipeline no longer declares this proxy".into(),
+            );
+        };
+        let choice = match upstream::choose(proxy, Some(&host), "library/x") {
+            Ok(c) => c,
+            Err(e) => return refuse(404, e.message),
+        };
+        let logins: Vec<_> = proxy
+            .routes
+            .iter()
+            .find(|r| r.resource == acr_plugins::registry::Resource::Manifests)
+            .map(|r| {
+                r.calls
+                    .iter()
+                    .filter(|c| c.spec.name == "login")
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        drop(pipeline);
+        let mut cx = Context::new(self.base_dir.clone());
+        cx.world_dir = self.world_dir.clone();
+        cx.registry = Some(self.shared.clone());
+        cx.request = Some(ClientRequest {
+            method: acr_plugins::registry::Method::Get,
+            resource: acr_plugins::registry::Resource::Manifests,
+            name: choice.name.clone(),
+            reference: "latest".into(),
+            client_prefix: choice.client_prefix.clone(),
+            client_ns: None,
+            query: Vec::new(),
+            accept: Vec::new(),
+            range: None,
+            opt_in: Vec::new(),
+        });
+        cx.upstream = Some(choice.upstream.clone());
+        for call in &logins {
+            cx.vars = (*call.control).clone();
+            if let Err(e) = catalogue::run(call.spec, &call.invocation, &mut cx).await {
+                return refuse(503, e.to_string());
+            }
+        }
+        let Some(creds) = cx.credentials.take() else {
+            return refuse(
+                404,
+                format!("acr has no credentials for {host}: add `.login` to the manifests route and a credential source"),
+            );
+        };
+        let username = if creds.is_identity_token() {
+            acr_plugins::registry::credentials::TOKEN_USER.to_string()
+        } else {
+            creds.username.clone()
+        };
+        tracing::info!(registry = %host, user = %username, "credentials handed to the local snapshotter");
+        Ok(json_reply(&serde_json::json!({
+            "traceId": trace,
+            "success": true,
+            "data": {"auths": {host: {"username": username, "password": creds.secret}}},
         })))
     }
 }

@@ -28,7 +28,7 @@ use sha2::{Digest as _, Sha256};
 use crate::catalogue::{Input, InputError, Invocation, ModifierSpec, PluginSpec, RunFuture};
 use crate::registry::client::{send, upstream_error};
 use crate::registry::{media, ClientRequest, Digest, RegistryError, Resource};
-use crate::resolve::read_limited;
+use crate::resolve::{manifest_by_digest, read_limited};
 use crate::store::Store;
 use crate::value::Value;
 use crate::{Context, PluginError};
@@ -567,7 +567,7 @@ async fn augment_index(
         else {
             continue;
         };
-        let child = fetch_manifest(cx, store, req, &child_digest, media_type).await?;
+        let child = manifest_by_digest(cx, &req.name, &child_digest, media_type).await?;
         let kind = if media_type == media::DOCKER_MANIFEST {
             Kind::DockerManifest
         } else {
@@ -630,59 +630,6 @@ async fn fetch_config(
         tracing::warn!(digest = %digest, "could not store the config: {e}");
     }
     Ok(bytes)
-}
-
-/// A child manifest of an index, by digest: from the store, else the upstream (checked,
-/// stored).
-async fn fetch_manifest(
-    cx: &mut Context,
-    store: &Arc<Store>,
-    req: &ClientRequest,
-    digest: &Digest,
-    media_type: &str,
-) -> Result<Resolved, RegistryError> {
-    if let Some((bytes, mt)) = store.manifest(digest).await {
-        return Ok(Resolved {
-            bytes,
-            media_type: if mt.is_empty() {
-                media_type.to_string()
-            } else {
-                mt
-            },
-            digest: digest.clone(),
-        });
-    }
-    let path = format!("/v2/{}/manifests/{digest}", req.name);
-    let resp = send(
-        cx,
-        reqwest::Method::GET,
-        &path,
-        &[("Accept", media_type.to_string())],
-    )
-    .await?;
-    if !resp.status().is_success() {
-        return Err(upstream_error(cx, resp, Resource::Manifests).await);
-    }
-    let mt = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(media_type)
-        .to_string();
-    let bytes = read_limited(&ns_of(cx), resp, media::MAX_MANIFEST_BYTES).await?;
-    if Digest::of(&bytes) != *digest {
-        return Err(RegistryError::bad_gateway(format!(
-            "the upstream sent a manifest that does not match its digest {digest}; not used"
-        )));
-    }
-    if let Err(e) = store.put_manifest(digest, &bytes, &mt).await {
-        tracing::warn!(digest = %digest, "could not store the manifest: {e}");
-    }
-    Ok(Resolved {
-        bytes,
-        media_type: mt,
-        digest: digest.clone(),
-    })
 }
 
 /// Puts each layer in the store (a no-op when it is there) and returns their sizes.

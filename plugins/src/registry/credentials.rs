@@ -77,6 +77,13 @@ const CACHE_FOR: Duration = Duration::from_secs(60);
 
 impl CredentialCache {
     pub async fn find(&self, query: &LoginQuery) -> Result<Option<Credentials>, RegistryError> {
+        // A credential file is read every time: `.login-acr` renews the token in it, and a
+        // renewed token must be used at once (reading a small file costs little).
+        if let Some(file) = &query.file {
+            if let Some(c) = from_file(file)? {
+                return Ok(Some(c));
+            }
+        }
         if let Ok(entries) = self.entries.lock() {
             if let Some((creds, at)) = entries.get(query) {
                 if at.elapsed() < CACHE_FOR {
@@ -105,7 +112,44 @@ pub async fn find(query: &LoginQuery) -> Result<Option<Credentials>, RegistryErr
             return Ok(Some(c));
         }
     }
+    if let Some(helper) = aliases.iter().find_map(|a| cloud_helper(a)) {
+        if helper_on_path(helper) {
+            if let Some(c) = run_helper(helper, &query.ns).await? {
+                return Ok(Some(c));
+            }
+        }
+    }
     Ok(from_env(&query.host).or_else(|| from_env(&query.ns)))
+}
+
+/// The credential helper a cloud registry's own tooling installs, by host: Amazon ECR
+/// (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`, `public.ecr.aws`) has `docker-credential-ecr-login`
+/// (user `AWS`), Google Artifact Registry and Container Registry (`*-docker.pkg.dev`,
+/// `gcr.io`, `*.gcr.io`) have `docker-credential-gcr` (user `oauth2accesstoken`). Used when
+/// no config.json names a helper and the helper is installed.
+pub fn cloud_helper(host: &str) -> Option<&'static str> {
+    let host = host.split(':').next().unwrap_or(host);
+    let labels: Vec<&str> = host.split('.').collect();
+    let ecr = host == "public.ecr.aws"
+        || (labels.len() >= 6
+            && labels[0].len() == 12
+            && labels[0].bytes().all(|b| b.is_ascii_digit())
+            && labels[1] == "dkr"
+            && labels[2].starts_with("ecr")
+            && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")));
+    if ecr {
+        return Some("ecr-login");
+    }
+    if host.ends_with("-docker.pkg.dev") || host == "gcr.io" || host.ends_with(".gcr.io") {
+        return Some("gcr");
+    }
+    None
+}
+
+fn helper_on_path(name: &str) -> bool {
+    let program = format!("docker-credential-{name}");
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(&program).is_file()))
 }
 
 /// A credential file: `user:password` on one line, or a bare token (an identity token for
@@ -345,6 +389,25 @@ fn from_env(host: &str) -> Option<Credentials> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cloud_registries_have_their_helpers() {
+        assert_eq!(
+            cloud_helper("123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+            Some("ecr-login")
+        );
+        assert_eq!(
+            cloud_helper("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com"),
+            Some("ecr-login")
+        );
+        assert_eq!(cloud_helper("public.ecr.aws"), Some("ecr-login"));
+        assert_eq!(cloud_helper("us-docker.pkg.dev"), Some("gcr"));
+        assert_eq!(cloud_helper("eu.gcr.io"), Some("gcr"));
+        assert_eq!(cloud_helper("gcr.io"), Some("gcr"));
+        assert_eq!(cloud_helper("12345.dkr.ecr.us-east-1.amazonaws.com"), None);
+        assert_eq!(cloud_helper("example.azurecr.io"), None);
+        assert_eq!(cloud_helper("notgcr.io"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod error;
 pub mod media;
 pub mod reference;
+pub mod referrers;
 pub mod token;
 
 use std::pin::Pin;
@@ -77,6 +78,19 @@ pub struct ClientRequest {
     /// Headers of the client's request that matter upstream: Accept, Range, If-None-Match.
     pub accept: Vec<String>,
     pub range: Option<String>,
+    /// The client's `x-ms-*` headers (names lowercased), which containerd sends from
+    /// hosts.toml: `x-ms-upgrade-if-streamable: overlaybd` opts a host in to `.teleport`.
+    pub opt_in: Vec<(String, String)>,
+}
+
+impl ClientRequest {
+    /// The value of the client's header `name` (one of the `x-ms-*` ones kept).
+    pub fn opt_in(&self, name: &str) -> Option<&str> {
+        self.opt_in
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;

@@ -1,0 +1,69 @@
+//! `.discover ARTIFACT_TYPE`: finds the referrers of the manifest `.resolve` found, of that
+//! artifact type, for later calls (`.teleport`).
+//!
+//! The referrers API first; when the upstream answers 404 (CNCF distribution 2.x has no API),
+//! the tag schema `sha256-<hex>`. A request by digest is skipped (its referrers are what the
+//! referrers route answers), and so is a failed lookup: discovery never fails a pull.
+
+use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
+use crate::registry::{referrers, Digest, Reference, Resource};
+use crate::{Context, PluginError};
+
+pub const SPEC: PluginSpec = PluginSpec {
+    name: "discover",
+    summary: "find referrers of the resolved manifest by artifact type (API, else the sha256- tag)",
+    input: Input::Optional,
+    modifiers: &[],
+    check: None,
+    run: Some(run),
+    planned: None,
+};
+
+fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
+    Box::pin(async move {
+        let (req, _, _) = cx.route(call)?;
+        if req.resource != Resource::Manifests {
+            return Err(PluginError::failed(
+                call,
+                "`.discover` belongs in the `.manifests` route, after `.resolve`",
+            ));
+        }
+        let artifact_type = call.input.trim();
+        if artifact_type.is_empty()
+            || !matches!(Reference::parse(&req.reference), Ok(Reference::Tag(_)))
+        {
+            cx.calls_run += 1;
+            return Ok(());
+        }
+        let Some(digest) = cx
+            .reply
+            .as_ref()
+            .and_then(|r| r.header("docker-content-digest"))
+            .and_then(|d| Digest::parse(d).ok())
+        else {
+            return Err(PluginError::failed(
+                call,
+                "`.discover` needs the manifest `.resolve` found: put it after `.resolve`",
+            ));
+        };
+        let found = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            referrers::lookup(cx, &req.name, &digest, Some(artifact_type)),
+        )
+        .await;
+        match found {
+            Ok(Ok(r)) => {
+                tracing::debug!(name = %req.name, digest = %digest, artifact_type, source = r.source, n = r.descriptors.len(), "discovered");
+                cx.referrers = Some(r);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(name = %req.name, digest = %digest, "referrers lookup failed: {}", e.message)
+            }
+            Err(_) => {
+                tracing::warn!(name = %req.name, digest = %digest, "referrers lookup did not finish in 10 s")
+            }
+        }
+        cx.calls_run += 1;
+        Ok(())
+    })
+}

@@ -1,0 +1,130 @@
+//! Referrers of a manifest (distribution spec 1.1): the referrers API, and when the upstream
+//! lacks it (404), the tag schema clients fall back to: the tag `sha256-<hex>` holds an OCI
+//! index of the referrers, kept up to date by whoever pushed them (ORAS, cosign, notation).
+
+use serde_json::Value;
+
+use super::client::{send, upstream_error};
+use super::{media, Digest, RegistryError, Resource};
+use crate::Context;
+
+/// What a lookup found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Referrers {
+    /// The descriptors, with `artifactType` and `annotations` as the upstream gave them.
+    pub descriptors: Vec<Value>,
+    /// Whether they were filtered by artifact type.
+    pub filtered: bool,
+    /// Where they came from: `api` or `tag` (the fallback), or `none`.
+    pub source: &'static str,
+}
+
+impl Referrers {
+    /// The OCI index a client gets.
+    pub fn index(&self) -> Value {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_INDEX,
+            "manifests": self.descriptors,
+        })
+    }
+}
+
+/// The fallback tag of `digest`: `sha256-<hex>`.
+pub fn fallback_tag(digest: &Digest) -> String {
+    format!("sha256-{}", digest.hex())
+}
+
+/// The artifact type of a descriptor (its `artifactType`).
+fn type_of(d: &Value) -> Option<&str> {
+    d.get("artifactType").and_then(Value::as_str)
+}
+
+/// Referrers of `digest` in repository `name`, of `artifact_type` when given.
+pub async fn lookup(
+    cx: &mut Context,
+    name: &str,
+    digest: &Digest,
+    artifact_type: Option<&str>,
+) -> Result<Referrers, RegistryError> {
+    let mut path = format!("/v2/{name}/referrers/{digest}");
+    if let Some(t) = artifact_type {
+        path.push_str(&format!("?artifactType={}", crate::resolve::encode(t)));
+    }
+    let accept = [("Accept", format!("{}, application/json", media::OCI_INDEX))];
+    let resp = send(cx, reqwest::Method::GET, &path, &accept).await?;
+    let status = resp.status().as_u16();
+    let (descriptors, upstream_filtered, source) = if resp.status().is_success() {
+        let filtered = resp.headers().contains_key("oci-filters-applied");
+        let body = crate::resolve::read_limited(&ns(cx), resp, media::MAX_MANIFEST_BYTES).await?;
+        (manifests_of(&body)?, filtered, "api")
+    } else if status == 404 || status == 405 || status == 400 {
+        // No referrers API here: the tag schema.
+        let tag = fallback_tag(digest);
+        let path = format!("/v2/{name}/manifests/{tag}");
+        let resp = send(cx, reqwest::Method::GET, &path, &accept).await?;
+        if resp.status().as_u16() == 404 {
+            (Vec::new(), false, "none")
+        } else if !resp.status().is_success() {
+            return Err(upstream_error(cx, resp, Resource::Manifests).await);
+        } else {
+            let body =
+                crate::resolve::read_limited(&ns(cx), resp, media::MAX_MANIFEST_BYTES).await?;
+            (manifests_of(&body)?, false, "tag")
+        }
+    } else {
+        return Err(upstream_error(cx, resp, Resource::Referrers).await);
+    };
+    let mut out = Referrers {
+        descriptors,
+        filtered: upstream_filtered,
+        source,
+    };
+    if let Some(t) = artifact_type {
+        if !upstream_filtered {
+            out.descriptors.retain(|d| type_of(d) == Some(t));
+        }
+        out.filtered = true;
+    }
+    Ok(out)
+}
+
+fn ns(cx: &Context) -> String {
+    cx.upstream
+        .as_ref()
+        .map(|u| u.ns.clone())
+        .unwrap_or_default()
+}
+
+/// The `manifests` of an index document.
+fn manifests_of(body: &[u8]) -> Result<Vec<Value>, RegistryError> {
+    let doc: Value = serde_json::from_slice(body).map_err(|e| {
+        RegistryError::bad_gateway(format!("the upstream's referrers index is not JSON: {e}"))
+    })?;
+    Ok(doc
+        .get("manifests")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_and_indexes() {
+        let d = Digest::of(b"x");
+        assert_eq!(fallback_tag(&d), format!("sha256-{}", d.hex()));
+        let r = Referrers {
+            descriptors: vec![serde_json::json!({"artifactType": "a"})],
+            filtered: true,
+            source: "tag",
+        };
+        let idx = r.index();
+        assert_eq!(idx["mediaType"], media::OCI_INDEX);
+        assert_eq!(idx["manifests"][0]["artifactType"], "a");
+        assert!(manifests_of(b"{}").unwrap().is_empty());
+        assert!(manifests_of(b"nope").is_err());
+    }
+}
