@@ -111,6 +111,7 @@ static CATALOGUE: &[PluginSpec] = &[
     crate::login_acr::SPEC,
     crate::login::SPEC,
     crate::authn::SPEC,
+    crate::forward_auth::SPEC,
     crate::mirror::SPEC,
     crate::resolve::SPEC,
     crate::discover::SPEC,

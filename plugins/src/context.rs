@@ -43,6 +43,8 @@ pub struct Context {
     pub credentials: Option<Credentials>,
     /// `.authn` ran: answer the upstream's challenges.
     pub authn: bool,
+    /// `.forward-auth` ran: the client's own Authorization goes upstream.
+    pub forward_auth: bool,
     /// The `Authorization` header for the upstream. Never logged.
     pub authorization: Option<String>,
     pub reply: Option<Reply>,

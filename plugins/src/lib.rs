@@ -12,6 +12,7 @@ pub mod value;
 
 mod authn;
 mod discover;
+mod forward_auth;
 pub mod inject_layer;
 mod install;
 mod login;

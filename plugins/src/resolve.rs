@@ -714,6 +714,7 @@ mod tests {
             query: vec![("n".into(), "2".into())],
             accept: vec![],
             range: None,
+            authorization: None,
             opt_in: vec![],
         };
         let body = br#"{"name":"library/test","tags":["v2s2","b","1","a"]}"#;
@@ -745,6 +746,7 @@ mod tests {
             query: vec![],
             accept: vec![],
             range: None,
+            authorization: None,
             opt_in: vec![],
         };
         assert_eq!(

@@ -26,6 +26,10 @@ pub struct StartArgs {
     /// instead of under the pipeline's directory.
     #[arg(long)]
     pub hosts_dir: Option<std::path::PathBuf>,
+    /// On SIGTERM or SIGINT, how long transfers in progress may take to finish (seconds)
+    /// before acr exits anyway.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace: u64,
 }
 
 /// The error for a pipeline file that does not exist.
@@ -75,7 +79,7 @@ pub async fn start(cli: &Cli, args: &StartArgs) -> Result<(), CliError> {
     let host = ProxyHost::new(rx.clone(), shared, base.clone(), world_dir.clone());
     let mut seed = engine::Seed::new(base);
     seed.world_dir = world_dir;
-    seed.host = Some(host);
+    seed.host = Some(host.clone());
     if let Some(dir) = &args.hosts_dir {
         seed.values
             .set("hosts_dir", Value::Symbol(dir.display().to_string()));
@@ -87,7 +91,18 @@ pub async fn start(cli: &Cli, args: &StartArgs) -> Result<(), CliError> {
             tracing::info!(passes = summary.passes, calls = summary.calls, "engine finished");
         }
         _ = shutdown_signal() => {
-            tracing::info!("stopping on signal");
+            let grace = std::time::Duration::from_secs(args.shutdown_grace);
+            tracing::info!(grace_s = grace.as_secs(), "stopping on signal: no new connections, finishing transfers in progress");
+            let left = tokio::select! {
+                left = host.drain(grace) => left,
+                // A second signal: stop now.
+                _ = shutdown_signal() => usize::MAX,
+            };
+            match left {
+                0 => tracing::info!("every transfer finished; stopped"),
+                usize::MAX => tracing::warn!("second signal: stopping at once"),
+                n => tracing::warn!(open = n, "stopping with transfers still open: they end in an error, never a complete-looking reply"),
+            }
         }
     }
     Ok(())

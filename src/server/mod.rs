@@ -5,8 +5,12 @@
 //! The pipeline is read from the reload channel per request, so an edit that compiles changes
 //! what new requests do without a restart.
 
+pub mod clients;
+pub mod observe;
 pub mod route;
+pub mod status;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 
 use std::collections::{HashMap, HashSet};
@@ -50,6 +54,17 @@ pub struct ProxyHost {
     stores: Mutex<HashMap<ProxyKey, Option<Arc<acr_plugins::store::Store>>>>,
     /// Each proxy's container tokens (`: .container-tokens TTL`).
     tokens: Mutex<HashMap<ProxyKey, Arc<ContainerTokens>>>,
+    /// Each proxy's client authentication (`: .users FILE`), with the settings it was made of.
+    client_auth: Mutex<HashMap<ProxyKey, (clients::AuthSettings, Arc<clients::ClientAuth>)>>,
+    /// Request counters, latencies, recent requests and store samples.
+    pub observer: Arc<observe::Observer>,
+    /// Set when acr is stopping: listeners close, connections finish what they serve.
+    stopping: watch::Sender<bool>,
+    /// Connections open now.
+    active: Arc<std::sync::atomic::AtomicUsize>,
+    sampling: std::sync::atomic::AtomicBool,
+    /// The last readiness check: when, and its answer.
+    readiness: Mutex<Option<(Instant, Result<String, String>)>>,
 }
 
 impl ProxyHost {
@@ -67,6 +82,12 @@ impl ProxyHost {
             serving: Mutex::new(HashSet::new()),
             stores: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            client_auth: Mutex::new(HashMap::new()),
+            observer: Arc::new(observe::Observer::default()),
+            stopping: watch::channel(false).0,
+            active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            sampling: std::sync::atomic::AtomicBool::new(false),
+            readiness: Mutex::new(None),
         })
     }
 
@@ -122,14 +143,230 @@ impl ProxyHost {
         Some(t)
     }
 
+    /// The client authentication of `proxy`, when `: .users FILE` turns it on; made again
+    /// when a reload changes its settings. Relative paths are relative to where acr runs.
+    fn auth_of(
+        &self,
+        proxy: &crate::world::ProxyPlan,
+    ) -> Result<Option<Arc<clients::ClientAuth>>, String> {
+        let text = |name: &str| -> Vec<String> {
+            proxy
+                .settings
+                .all(name)
+                .filter_map(|v| v.as_str())
+                .map(|s| s.trim().to_string())
+                .collect()
+        };
+        let Some(users) = text("users").pop() else {
+            return Ok(None);
+        };
+        let resolve = |p: &str| {
+            let p = std::path::Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                self.base_dir.join(p)
+            }
+        };
+        let settings = clients::AuthSettings {
+            users: resolve(&users),
+            rules: text("allow-pull")
+                .iter()
+                .filter_map(|r| {
+                    let (u, g) = r.split_once(char::is_whitespace)?;
+                    Some((u.to_string(), g.trim().to_string()))
+                })
+                .collect(),
+            secret: text("token-secret").pop().map(|s| resolve(&s)),
+        };
+        let mut table = self
+            .client_auth
+            .lock()
+            .map_err(|_| "client auth table poisoned".to_string())?;
+        if let Some((s, a)) = table.get(&proxy.key) {
+            if *s == settings {
+                return Ok(Some(a.clone()));
+            }
+        }
+        let auth = Arc::new(clients::ClientAuth::new(&settings)?);
+        table.insert(proxy.key.clone(), (settings, auth.clone()));
+        Ok(Some(auth))
+    }
+
+    /// Client authentication of a registry request, when the proxy has `: .users`. A path
+    /// under a container token (`/v2/wt/TOKEN/...`) needs none: the token is its credential.
+    fn admit(
+        &self,
+        key: &(String, String),
+        headers: &hyper::HeaderMap,
+        target: &Target,
+        ns: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let pipeline = self.current();
+        let Some(proxy) = pipeline.proxy(key) else {
+            return Ok(());
+        };
+        let auth = match self.auth_of(proxy) {
+            Ok(Some(a)) => a,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::error!("client auth: {e}");
+                return Err(RegistryError::new(
+                    503,
+                    "UNAVAILABLE",
+                    format!("client auth is misconfigured: {e}"),
+                ));
+            }
+        };
+        let repos = match target {
+            Target::Base => Vec::new(),
+            Target::Api { name, .. } => {
+                if name.starts_with("wt/") && self.tokens_of(proxy).is_some() {
+                    return Ok(());
+                }
+                let mut r = vec![name.clone()];
+                if let Some(ns) = ns.filter(|n| !n.is_empty()) {
+                    r.push(format!("{ns}/{name}"));
+                }
+                r
+            }
+        };
+        let host = headers
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(&proxy.address)
+            .to_string();
+        let scheme = if self.tls_of(proxy) { "https" } else { "http" };
+        let realm = format!("{scheme}://{host}/token");
+        let authorization = headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        auth.check(authorization, &repos, &realm).map(|_| ())
+    }
+
+    /// Whether `proxy` serves https (`: .tls-cert`).
+    fn tls_of(&self, proxy: &crate::world::ProxyPlan) -> bool {
+        proxy.settings.get("tls-cert").is_some()
+    }
+
+    /// `/token`: acr's own token endpoint (GET with Basic, or the OAuth2 password POST).
+    async fn answer_token(
+        &self,
+        key: &(String, String),
+        req: Request<Incoming>,
+        query: &str,
+    ) -> Result<Reply, RegistryError> {
+        let pipeline = self.current();
+        let proxy = pipeline.proxy(key).ok_or_else(|| {
+            RegistryError::new(
+                503,
+                "UNAVAILABLE",
+                "the running pipeline no longer declares this proxy",
+            )
+        })?;
+        let auth = self
+            .auth_of(proxy)
+            .map_err(|e| RegistryError::new(503, "UNAVAILABLE", e))?
+            .ok_or_else(|| {
+                RegistryError::new(
+                    404,
+                    "NOT_FOUND",
+                    "this mirror has no users: add `: .users HTPASSWD` under `+ .proxy`",
+                )
+            })?;
+        drop(pipeline);
+        let is_post = req.method() == hyper::Method::POST;
+        let basic = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Basic ")
+                    .or_else(|| v.strip_prefix("basic "))
+            })
+            .and_then(|b| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|t| {
+                t.split_once(':')
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+            });
+        let mut params = route::query_pairs(query);
+        if is_post {
+            let body = http_body_util::Limited::new(req.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map_err(|_| {
+                    RegistryError::new(400, "UNSUPPORTED", "the token request body is too large")
+                })?
+                .to_bytes();
+            params.extend(route::query_pairs(
+                &String::from_utf8_lossy(&body).replace('+', "%20"),
+            ));
+        }
+        let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let (user, password) = match (param("username"), param("password"), basic) {
+            (Some(u), Some(p), _) => (u, p),
+            (_, _, Some(b)) => b,
+            _ => {
+                return Err(
+                    RegistryError::unauthorized("log in with a user of this mirror")
+                        .with_header("WWW-Authenticate", "Basic realm=\"acr\""),
+                )
+            }
+        };
+        let scopes: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .map(|(_, v)| v.clone())
+            .collect();
+        let grant = auth.issue(&user, &password, &scopes)?;
+        tracing::info!(user = %user, scopes = scopes.len(), "token issued to a client");
+        Ok(json_reply(&grant))
+    }
+
     fn current(&self) -> Arc<Pipeline> {
         self.pipelines.borrow().clone()
+    }
+
+    /// The TLS files of `proxy` (`: .tls-cert`, `: .tls-key`, `: .tls-client-ca`), relative
+    /// paths against the directory acr runs in.
+    fn tls_files(&self, proxy: &crate::world::ProxyPlan) -> Result<Option<tls::TlsFiles>, String> {
+        let get = |name: &str| {
+            proxy
+                .settings
+                .all(name)
+                .filter_map(|v| v.as_str())
+                .last()
+                .map(|p| {
+                    let p = std::path::Path::new(p.trim());
+                    if p.is_absolute() {
+                        p.to_path_buf()
+                    } else {
+                        self.base_dir.join(p)
+                    }
+                })
+        };
+        match (get("tls-cert"), get("tls-key")) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(tls::TlsFiles {
+                cert,
+                key,
+                client_ca: get("tls-client-ca"),
+            })),
+            _ => Err("https needs both `: .tls-cert FILE` and `: .tls-key FILE`".into()),
+        }
     }
 
     async fn run_server(
         self: Arc<Self>,
         key: (String, String),
         address: String,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Result<(), PluginError> {
         let listener =
             tokio::net::TcpListener::bind(&address)
@@ -143,10 +380,19 @@ impl ProxyHost {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or(address.clone());
-        tracing::info!(address = %local, block = %format!("{} {}", key.0, key.1), "proxy ready");
+        tracing::info!(address = %local, block = %format!("{} {}", key.0, key.1), https = tls.is_some(), "proxy ready");
         eprintln!("Listening on {local}");
+        self.start_sampling();
+        let mut stopping = self.stopping.subscribe();
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stopped(&mut stopping) => {
+                    tracing::info!(address = %local, "no longer accepting connections");
+                    return Ok(());
+                }
+            };
+            let (stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little, keep serving.
@@ -158,38 +404,205 @@ impl ProxyHost {
             let _ = stream.set_nodelay(true);
             let host = self.clone();
             let key = key.clone();
+            let active = ActiveGuard::new(self.active.clone());
+            let mut stopping = self.stopping.subscribe();
+            let tls = tls.clone();
             tokio::spawn(async move {
+                let _active = active;
                 // hyper's header timeout starts with the first byte: a client that connects
                 // and sends nothing would hold its connection (and a file descriptor) forever.
                 let mut first = [0u8; 1];
-                match tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)).await {
+                let peeked = tokio::select! {
+                    p = tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)) => p,
+                    _ = stopped(&mut stopping) => return,
+                };
+                match peeked {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => {
                         tracing::debug!(%peer, "connection closed: nothing sent in time");
                         return;
                     }
                 }
-                let service = hyper::service::service_fn(move |req| {
-                    let host = host.clone();
-                    let key = key.clone();
-                    async move { Ok::<_, Infallible>(host.handle(&key, req, peer).await) }
-                });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .max_buf_size(64 * 1024);
-                builder.http2().max_header_list_size(64 * 1024);
-                if let Err(e) = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(%peer, "connection ended: {e}");
+                match tls {
+                    None => {
+                        host.serve_io(key, TokioIo::new(stream), peer, stopping)
+                            .await
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => {
+                                host.serve_io(key, TokioIo::new(tls), peer, stopping).await
+                            }
+                            Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
                 }
             });
         }
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 on one connection until it ends or acr stops (then the
+    /// request in progress finishes and the connection closes).
+    async fn serve_io<I>(
+        self: Arc<Self>,
+        key: (String, String),
+        io: I,
+        peer: std::net::SocketAddr,
+        mut stopping: watch::Receiver<bool>,
+    ) where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let host = self;
+        let service = hyper::service::service_fn(move |req| {
+            let host = host.clone();
+            let key = key.clone();
+            async move { Ok::<_, Infallible>(host.handle(&key, req, peer).await) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(64 * 1024);
+        builder.http2().max_header_list_size(64 * 1024);
+        let conn = builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        let ended = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stopped(&mut stopping) => {
+                // Finish the request in progress, then close; take no new one.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(%peer, "connection ended: {e}");
+        }
+    }
+
+    /// Answers a request without a network: what `acr warm` pulls through, so the store
+    /// fills exactly as a client's pull would fill it. `path` may carry a query.
+    pub async fn in_process(
+        &self,
+        key: &(String, String),
+        method: &str,
+        path: &str,
+        headers: &hyper::HeaderMap,
+    ) -> Result<Reply, RegistryError> {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let ns = route::query_value(query, "ns");
+        self.answer(key, headers, method, path, query, ns.as_deref())
+            .await
+            .0
+    }
+
+    /// Stops taking connections and waits (at most `grace`) for those open to finish what
+    /// they serve. Returns how many were still open when the time ran out.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        use std::sync::atomic::Ordering;
+        self.stopping.send_replace(true);
+        let deadline = Instant::now() + grace;
+        loop {
+            let open = self.active.load(Ordering::SeqCst);
+            if open == 0 || Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Samples the store's counters every 10 s for `/status` (once per process).
+    fn start_sampling(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.sampling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let observer = self.observer.clone();
+        let metrics = self.shared.metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(observe::SAMPLE_EVERY);
+            loop {
+                tick.tick().await;
+                observer.sample(&metrics);
+            }
+        });
+    }
+
+    /// `/readyz`: the store can be written and at least one upstream answers HTTP (any
+    /// status: a 401 is an upstream that is there). Checked at most every 5 s.
+    async fn readiness(&self, key: &(String, String)) -> Result<String, String> {
+        if let Ok(last) = self.readiness.lock() {
+            if let Some((at, answer)) = last.as_ref() {
+                if at.elapsed() < Duration::from_secs(5) {
+                    return answer.clone();
+                }
+            }
+        }
+        let answer = self.check_ready(key).await;
+        if let Ok(mut last) = self.readiness.lock() {
+            *last = Some((Instant::now(), answer.clone()));
+        }
+        answer
+    }
+
+    async fn check_ready(&self, key: &(String, String)) -> Result<String, String> {
+        let pipeline = self.current();
+        let proxy = pipeline
+            .proxy(key)
+            .ok_or("the running pipeline no longer declares this proxy")?
+            .clone();
+        drop(pipeline);
+        let store = self.store_of(&proxy)?;
+        let store_state = match &store {
+            Some(s) => {
+                let probe = s.temp_file("ready");
+                std::fs::write(&probe, b"ok").map_err(|e| {
+                    format!("the store at {} cannot be written: {e}", s.root().display())
+                })?;
+                let _ = std::fs::remove_file(&probe);
+                format!("store {} writable", s.root().display())
+            }
+            None => "no store".to_string(),
+        };
+        let mut bases: Vec<String> = Vec::new();
+        for host in &proxy.mirror_hosts {
+            if let Ok(c) = upstream::choose(
+                &proxy,
+                Some(upstream::mirror_ns(host).as_str()),
+                "library/x",
+            ) {
+                bases.push(c.upstream.base);
+            }
+        }
+        for v in proxy.settings.all("endpoint").filter_map(|v| v.as_str()) {
+            if let Some((_, url)) = v.split_once(char::is_whitespace) {
+                bases.push(url.trim().trim_end_matches('/').to_string());
+            }
+        }
+        if bases.is_empty() {
+            return Ok(format!("{store_state}; no fixed upstream"));
+        }
+        let mut errors = Vec::new();
+        for base in &bases {
+            let probe = self
+                .shared
+                .http
+                .get(format!("{base}/v2/"))
+                .timeout(Duration::from_secs(3))
+                .send()
+                .await;
+            match probe {
+                Ok(r) => {
+                    return Ok(format!(
+                        "{store_state}; upstream {base} answers ({})",
+                        r.status().as_u16()
+                    ))
+                }
+                Err(e) => errors.push(format!("{base}: {e}")),
+            }
+        }
+        Err(format!("no upstream answers: {}", errors.join("; ")))
     }
 
     /// Answers one request, and logs it once it is over: for a streamed body that is when
@@ -210,8 +623,10 @@ impl ProxyHost {
             (self.answer_post(key, req, &path).await, None)
         } else if method == "GET" && path == "/auth" {
             (self.answer_auth(key, &query, peer).await, None)
+        } else if (method == "GET" || method == "POST") && path == "/token" {
+            (self.answer_token(key, req, &query).await, None)
         } else {
-            self.answer(key, &req, &method, &path, &query, ns.as_deref())
+            self.answer(key, req.headers(), &method, &path, &query, ns.as_deref())
                 .await
         };
         let mut line = RequestLine {
@@ -226,6 +641,7 @@ impl ProxyHost {
             started,
             bytes: 0,
             failed: None,
+            observer: Some(self.observer.clone()),
         };
         match result {
             Ok(reply) => {
@@ -249,14 +665,46 @@ impl ProxyHost {
     async fn answer(
         &self,
         key: &(String, String),
-        req: &Request<Incoming>,
+        headers: &hyper::HeaderMap,
         method: &str,
         path: &str,
         query: &str,
         ns: Option<&str>,
     ) -> (Result<Reply, RegistryError>, Option<String>) {
+        if method == "GET" || method == "HEAD" {
+            match path {
+                "/healthz" => return (Ok(text_reply(200, "text/plain", "ok\n".into())), None),
+                "/readyz" => {
+                    let answer = match self.readiness(key).await {
+                        Ok(why) => text_reply(200, "text/plain", format!("ready: {why}\n")),
+                        Err(why) => text_reply(503, "text/plain", format!("not ready: {why}\n")),
+                    };
+                    return (Ok(answer), None);
+                }
+                "/status" => {
+                    let pipeline = self.current();
+                    let Some(proxy) = pipeline.proxy(key) else {
+                        return (
+                            Err(RegistryError::new(
+                                503,
+                                "UNAVAILABLE",
+                                "the running pipeline no longer declares this proxy",
+                            )),
+                            None,
+                        );
+                    };
+                    let store = self.store_of(proxy).ok().flatten();
+                    let root = store.as_ref().map(|s| s.root().display().to_string());
+                    let html =
+                        status::page(proxy, &self.shared.metrics, &self.observer, root.as_deref());
+                    return (Ok(text_reply(200, "text/html; charset=utf-8", html)), None);
+                }
+                _ => {}
+            }
+        }
         if path == "/metrics" && method == "GET" {
-            let text = self.shared.metrics.render();
+            let mut text = self.shared.metrics.render();
+            text.push_str(&self.observer.render());
             return (
                 Ok(Reply {
                     status: 200,
@@ -273,6 +721,9 @@ impl ProxyHost {
             Ok(t) => t,
             Err(e) => return (Err(e), None),
         };
+        if let Err(e) = self.admit(key, headers, &target, ns) {
+            return (Err(e), None);
+        }
         let (method, resource, name, reference) = match target {
             Target::Base => {
                 return (
@@ -360,12 +811,13 @@ impl ProxyHost {
             return (Err(e), upstream_name);
         };
         let header_values = |name: hyper::header::HeaderName| -> Vec<String> {
-            req.headers()
+            headers
                 .get_all(name)
                 .iter()
                 .filter_map(|v| v.to_str().ok().map(String::from))
                 .collect()
         };
+        let client_auth_on = proxy.settings.get("users").is_some();
         let request = ClientRequest {
             method,
             resource,
@@ -383,8 +835,15 @@ impl ProxyHost {
                 .collect(),
             accept: header_values(hyper::header::ACCEPT),
             range: header_values(hyper::header::RANGE).into_iter().next(),
-            opt_in: req
-                .headers()
+            authorization: if client_auth_on {
+                None
+            } else {
+                header_values(hyper::header::AUTHORIZATION)
+                    .into_iter()
+                    .next()
+                    .map(acr_plugins::registry::ClientSecret)
+            },
+            opt_in: headers
                 .iter()
                 .filter(|(k, _)| k.as_str().starts_with("x-ms-"))
                 .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
@@ -444,6 +903,43 @@ fn is_service_path(path: &str) -> bool {
         path,
         "/container-token" | "/v1alpha2/container" | "/validate-creds" | "/v1alpha2/validate-creds"
     )
+}
+
+/// Now as RFC 3339 UTC.
+pub fn rfc3339_now() -> String {
+    container_token::rfc3339(acr_plugins::store::now_ms())
+}
+
+fn text_reply(status: u16, content_type: &str, text: String) -> Reply {
+    Reply {
+        status,
+        headers: vec![
+            ("Content-Type".into(), content_type.into()),
+            ("Content-Length".into(), text.len().to_string()),
+        ],
+        body: Body::Full(Bytes::from(text)),
+    }
+}
+
+/// Resolves once acr is stopping (holding no borrow of the channel across the wait's end).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Counts a connection as open while it lives.
+struct ActiveGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ActiveGuard {
+    fn new(active: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(active)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn json_reply(value: &serde_json::Value) -> Reply {
@@ -618,6 +1114,7 @@ impl ProxyHost {
             query: Vec::new(),
             accept: Vec::new(),
             range: None,
+            authorization: None,
             opt_in: Vec::new(),
         });
         cx.upstream = Some(choice.upstream.clone());
@@ -668,6 +1165,18 @@ impl Host for ProxyHost {
                     message,
                 });
             }
+            // And the TLS and client-auth files: a missing certificate is a failed start, not
+            // a mirror that refuses every handshake.
+            let failed = |message: String| PluginError::Failed {
+                plugin: "mirror",
+                id: block,
+                message,
+            };
+            let tls = match self.tls_files(proxy).map_err(failed)? {
+                Some(files) => Some(tls::acceptor(&files).map_err(failed)?),
+                None => None,
+            };
+            self.auth_of(proxy).map_err(failed)?;
             drop(pipeline);
             let fresh = self
                 .serving
@@ -678,7 +1187,7 @@ impl Host for ProxyHost {
                 // Already served (a second `.mirror` in the block, or a loop pass): keep waiting.
                 std::future::pending::<()>().await;
             }
-            let result = self.clone().run_server(key.clone(), address).await;
+            let result = self.clone().run_server(key.clone(), address, tls).await;
             if let Ok(mut s) = self.serving.lock() {
                 s.remove(&key);
             }
@@ -759,10 +1268,22 @@ pub struct RequestLine {
     bytes: u64,
     /// Why a streamed body broke off.
     failed: Option<String>,
+    observer: Option<Arc<observe::Observer>>,
 }
 
 impl RequestLine {
     fn emit(&self) {
+        if let Some(o) = &self.observer {
+            o.record(observe::Finished {
+                at_ms: acr_plugins::store::now_ms(),
+                method: self.method.clone(),
+                path: self.path.clone(),
+                upstream: self.upstream.clone(),
+                status: self.status,
+                bytes: self.bytes,
+                ms: self.started.elapsed().as_millis() as u64,
+            });
+        }
         match &self.failed {
             None => tracing::info!(
                 method = %self.method,

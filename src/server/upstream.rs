@@ -26,6 +26,11 @@ fn mirror_upstream(host: &str) -> Upstream {
     }
 }
 
+/// The namespace a `.mirror` host stands for (`http://127.0.0.1:5000` is `127.0.0.1:5000`).
+pub fn mirror_ns(host: &str) -> String {
+    mirror_upstream(host).ns
+}
+
 fn canonical_ns(ns: &str) -> &str {
     match ns {
         "index.docker.io" | "registry-1.docker.io" => "docker.io",

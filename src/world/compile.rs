@@ -42,6 +42,12 @@ pub const PROXY_SETTINGS: &[&str] = &[
     "ttl",
     "max-size",
     "container-tokens",
+    "users",
+    "allow-pull",
+    "token-secret",
+    "tls-cert",
+    "tls-key",
+    "tls-client-ca",
 ];
 
 /// Reads and compiles the file at `path`.
@@ -1045,6 +1051,14 @@ fn check_setting(name: &str, value: &str) -> Result<(), String> {
         }
         "max-size" if acr_plugins::store::parse_size(value).is_none() => {
             Err("write a size such as `: .max-size 20GiB` or `: .max-size 500MB`".into())
+        }
+        "users" | "token-secret" | "tls-cert" | "tls-key" | "tls-client-ca"
+            if value.trim().is_empty() =>
+        {
+            Err(format!("write `: .{name} FILE`"))
+        }
+        "allow-pull" if value.split_whitespace().count() != 2 => {
+            Err("write `: .allow-pull USER REPO-GLOB`, e.g. `: .allow-pull alice library/*` (`*` for any user)".into())
         }
         "container-tokens"
             if value.trim() != "off" && acr_plugins::parse_duration(value.trim()).is_err() =>

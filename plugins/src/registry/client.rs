@@ -229,7 +229,27 @@ pub fn upstream_error(
         .map(|u| u.ns.clone())
         .unwrap_or_default();
     let creds = cx.credentials.clone();
-    async move { error_from(&ns, creds.as_ref(), resp, resource).await }
+    // With `.forward-auth` the client authenticates to the upstream itself: it needs the
+    // upstream's challenge.
+    let challenges: Vec<String> = if cx.forward_auth && resp.status().as_u16() == 401 {
+        resp.headers()
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    async move {
+        let mut e = error_from(&ns, creds.as_ref(), resp, resource).await;
+        if !challenges.is_empty() {
+            e.message = format!("upstream {ns} needs the client's own credentials");
+            for c in &challenges {
+                e = e.with_header("WWW-Authenticate", c);
+            }
+        }
+        e
+    }
 }
 
 /// Like `upstream_error`, for callers that hold no context.

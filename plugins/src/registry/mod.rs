@@ -78,9 +78,22 @@ pub struct ClientRequest {
     /// Headers of the client's request that matter upstream: Accept, Range, If-None-Match.
     pub accept: Vec<String>,
     pub range: Option<String>,
+    /// The client's `Authorization`, kept only when acr does not authenticate clients itself
+    /// (what `.forward-auth` sends upstream). Never logged.
+    pub authorization: Option<ClientSecret>,
     /// The client's `x-ms-*` headers (names lowercased), which containerd sends from
     /// hosts.toml: `x-ms-upgrade-if-streamable: overlaybd` opts a host in to `.teleport`.
     pub opt_in: Vec<(String, String)>,
+}
+
+/// A client's credential: its Debug never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientSecret(pub String);
+
+impl std::fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl ClientRequest {

@@ -1,0 +1,31 @@
+//! `.forward-auth`: sends the client's own `Authorization` to the upstream, for registries
+//! where each client has its own credentials (acr then neither logs in nor caches tokens for
+//! them). Put it instead of `.login` and `.authn`. When the upstream refuses, the client gets
+//! the upstream's challenge, so it can fetch its own token.
+//!
+//! Never the other way: acr's upstream credentials are never sent to a client, and without
+//! this call a client's credentials never leave acr. A proxy that authenticates clients
+//! itself (`: .users`) never forwards them: those credentials are acr's.
+
+use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
+use crate::Context;
+
+pub const SPEC: PluginSpec = PluginSpec {
+    name: "forward-auth",
+    summary: "send the client's own Authorization to the upstream",
+    input: Input::Optional,
+    modifiers: &[],
+    check: None,
+    run: Some(run),
+    planned: None,
+};
+
+fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
+    Box::pin(async move {
+        let (req, _, _) = cx.route(call)?;
+        cx.forward_auth = true;
+        cx.authorization = req.authorization.map(|s| s.0);
+        cx.calls_run += 1;
+        Ok(())
+    })
+}
