@@ -36,6 +36,12 @@ fn acr(dir: &Path) -> Command {
     c.current_dir(dir)
         .env_remove("REGISTRY_NAME")
         .env_remove("RUST_LOG")
+        // `.login-acr` without az tries the instance metadata service last: here a local port
+        // nothing serves (tests talk to 127.0.0.1 only).
+        .env(
+            "ACR_IMDS_ENDPOINT",
+            "http://127.0.0.1:9/metadata/identity/oauth2/token",
+        )
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -40,12 +40,7 @@ fn every_metric_the_dashboard_queries_is_exposed() {
         .text()
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            l.split(|c| c == '{' || c == ' ')
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
+        .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_string())
         .collect();
     for name in &queried {
         assert!(

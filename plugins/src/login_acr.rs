@@ -290,23 +290,28 @@ impl Login {
 }
 
 /// When to renew a token that expires in `remaining`: at R − min(R/4, 5 min), so a 3-hour ACR
-/// token is renewed 5 minutes early and a short one with a quarter of its life left. A token
-/// without an `exp` is renewed hourly.
+/// token is renewed 5 minutes early and a short one with a quarter of its life left, but
+/// never with less than min(2 s, R/2) to spare (a slow `az` must not outlive the old token).
+/// A token without an `exp` is renewed hourly.
 pub fn renew_after(remaining: Option<Duration>) -> Duration {
     match remaining {
         Some(r) => {
-            let margin = (r / 4).min(Duration::from_secs(300));
-            (r - margin).max(Duration::from_millis(500))
+            let margin = (r / 4)
+                .min(Duration::from_secs(300))
+                .max((r / 2).min(Duration::from_secs(2)));
+            r.saturating_sub(margin).max(Duration::from_millis(200))
         }
         None => Duration::from_secs(3600),
     }
 }
 
-/// How long until a JWT's `exp`, if it is one.
+/// How long until a JWT's `exp` (to the millisecond: `exp` is in whole seconds), if it is one.
 pub fn expires_in(token: &str) -> Option<Duration> {
     let exp = claim(token, "exp")?.parse::<u64>().ok()?;
-    let now = crate::store::now_secs();
-    Some(Duration::from_secs(exp.saturating_sub(now)))
+    let now_ms = crate::store::now_ms();
+    Some(Duration::from_millis(
+        exp.saturating_mul(1000).saturating_sub(now_ms),
+    ))
 }
 
 /// A claim of a JWT's payload, as text (numbers too). Tokens that are not JWTs have none.
@@ -435,7 +440,11 @@ async fn aad_token(http: &reqwest::Client) -> Result<String, LoginError> {
         return managed(req, "the managed identity at IDENTITY_ENDPOINT").await;
     }
     let explicit = env("MSI_ENDPOINT");
-    let endpoint = explicit.clone().unwrap_or_else(|| IMDS.to_string());
+    // `ACR_IMDS_ENDPOINT` moves the instance metadata service (tests, proxies in front of it).
+    let endpoint = explicit
+        .clone()
+        .or_else(|| env("ACR_IMDS_ENDPOINT"))
+        .unwrap_or_else(|| IMDS.to_string());
     let mut req = http
         .get(&endpoint)
         .query(&[("api-version", "2018-02-01"), ("resource", ARM_RESOURCE)])
@@ -526,8 +535,16 @@ mod tests {
             Duration::from_secs(6)
         );
         assert_eq!(
+            renew_after(Some(Duration::from_secs(6))),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            renew_after(Some(Duration::from_secs(2))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
             renew_after(Some(Duration::ZERO)),
-            Duration::from_millis(500)
+            Duration::from_millis(200)
         );
         assert_eq!(renew_after(None), Duration::from_secs(3600));
     }

@@ -2001,3 +2001,26 @@ pub fn check_pure_helpers() {
     assert_eq!(e.user_agent, "containerd/1.6.20~ds1");
     assert!(parse_access_line("time=\"x\" level=info msg=\"listening on 127.0.0.1:1\"").is_none());
 }
+
+// ------------------------------------------------------------------------------------------
+// additions for tests/acr.rs (the Azure Container Registry stand-in, tests/acr_support)
+
+/// The token issuer's RSA key and self-signed certificate, `(key, cert)`: the pair
+/// [`TokenServer`] signs with, for other token services (e.g. `tests/support/acr_standin.py`).
+pub fn token_key_files() -> (PathBuf, PathBuf) {
+    token_key_pair()
+}
+
+/// The python3 the harness runs its helper scripts with.
+pub fn python3_bin() -> PathBuf {
+    python3()
+}
+
+impl Registry {
+    /// A registry whose config ends with `auth_yaml` verbatim (e.g. an `auth: token:` section
+    /// naming a token service started by the test); `creds` are what [`push`] and
+    /// [`raw_manifest`] use.
+    pub fn start_with_auth_yaml(auth_yaml: &str, creds: Option<(String, String)>) -> Registry {
+        Self::launch(temp_dir("acr-registry-"), auth_yaml, creds, None, None)
+    }
+}
