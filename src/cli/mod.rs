@@ -6,6 +6,7 @@ pub use init::{render, render_default, InitArgs};
 mod layer;
 mod mirror;
 pub mod reload;
+mod warm;
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,9 @@ pub enum Command {
         #[command(subcommand)]
         command: LayerCommand,
     },
+    /// Pre-pull images into the proxy's store through its own routes, as a client's pull
+    /// would, so later pulls are hits (even with the upstream down).
+    Warm(warm::WarmArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +155,7 @@ impl Cli {
             Command::Layer {
                 command: LayerCommand::Pack(args),
             } => layer::pack(args),
+            Command::Warm(args) => warm::run(&self, args).await,
         }
     }
 }
