@@ -312,6 +312,18 @@ pub async fn run(cli: &Cli, args: &WarmArgs) -> Result<(), CliError> {
         }
         reports.push(report);
     }
+    // A store shared through S3 copies each blob up after it is kept locally: wait for that
+    // before exiting, or the last uploads would be cut off.
+    let left = warmer
+        .host
+        .settle_stores(std::time::Duration::from_secs(600))
+        .await;
+    if left > 0 {
+        tracing::warn!(
+            blobs = left,
+            "some blobs were still being copied to S3 after 10 minutes"
+        );
+    }
     let seconds = started.elapsed().as_secs_f64();
     let total_bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     if args.json {

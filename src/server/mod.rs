@@ -497,6 +497,20 @@ impl ProxyHost {
             .0
     }
 
+    /// Waits (at most `limit`) until every store has finished copying blobs to its S3 tier.
+    pub async fn settle_stores(&self, limit: Duration) -> usize {
+        let stores: Vec<_> = self
+            .stores
+            .lock()
+            .map(|s| s.values().flatten().cloned().collect())
+            .unwrap_or_default();
+        let mut left = 0;
+        for s in stores {
+            left += s.settle(limit).await;
+        }
+        left
+    }
+
     /// Stops taking connections and waits (at most `grace`) for those open to finish what
     /// they serve. Returns how many were still open when the time ran out.
     pub async fn drain(&self, grace: Duration) -> usize {

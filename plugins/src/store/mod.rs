@@ -136,6 +136,8 @@ pub struct Store {
     pub(crate) remote: Option<remote::Remote>,
     index: Mutex<HashMap<String, Entry>>,
     pub(crate) inflight: Mutex<HashMap<String, Arc<flight::InFlight>>>,
+    /// Blobs being copied to the S3 tier now.
+    sharing: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Store {
@@ -176,6 +178,7 @@ impl Store {
             remote,
             index: Mutex::new(index),
             inflight: Mutex::new(HashMap::new()),
+            sharing: std::sync::atomic::AtomicUsize::new(0),
         };
         store.update_gauges();
         Ok(Arc::new(store))
@@ -631,9 +634,24 @@ impl Store {
         }
     }
 
+    /// Waits (at most `limit`) until no blob is on its way to the S3 tier: what a short-lived
+    /// process (`acr warm`) calls before it exits. Returns how many were still going.
+    pub async fn settle(&self, limit: Duration) -> usize {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = self.sharing.load(Ordering::SeqCst);
+            if left == 0 || std::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Shares a committed blob through the S3 tier (create-if-absent: replicas never overwrite).
     pub(crate) async fn share_blob(&self, hex: &str) {
         let Some(remote) = &self.remote else { return };
+        self.sharing.fetch_add(1, Ordering::SeqCst);
+        let _done = Sharing(&self.sharing);
         let key = remote.key(&["blobs", "sha256", hex]);
         let path = self.blob_path(hex);
         match remote.put_file_create(&key, &path).await {
@@ -644,6 +662,15 @@ impl Store {
                 tracing::warn!(digest = %format!("sha256:{hex}"), "could not share the blob through S3: {e}")
             }
         }
+    }
+}
+
+/// Counts a blob on its way to S3 until the upload ends (or its task is dropped).
+struct Sharing<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Sharing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
