@@ -34,6 +34,11 @@ pub enum FlightState {
         written: u64,
         total: Option<u64>,
     },
+    /// Every byte is in the file and matches the digest; being made durable (fsync) and
+    /// committed. Followers may send their last byte.
+    Verified {
+        size: u64,
+    },
     /// Verified and committed.
     Done {
         size: u64,
@@ -361,6 +366,11 @@ async fn write_body(
             "{source} sent bytes that do not match {digest} (got sha256:{got}); nothing was stored"
         )));
     }
+    // Verified: the clients following this fetch may finish now; making the file durable
+    // (fsync, tens of milliseconds) and committing it need not hold their last byte.
+    flight
+        .state
+        .send_replace(FlightState::Verified { size: written });
     file.sync_all().await.map_err(io_err)?;
     Ok(written)
 }
@@ -373,7 +383,9 @@ impl Follow {
             match state {
                 FlightState::Starting => {}
                 FlightState::Streaming { total, .. } => return Ok(total),
-                FlightState::Done { size } => return Ok(Some(size)),
+                FlightState::Verified { size } | FlightState::Done { size } => {
+                    return Ok(Some(size))
+                }
                 FlightState::Failed(e) => return Err(e),
             }
             if self.state.changed().await.is_err() {
@@ -436,7 +448,7 @@ impl Reader {
                     let last = self.end.or(total).unwrap_or(u64::MAX);
                     (written.min(last.saturating_sub(1)), false)
                 }
-                FlightState::Done { size } => (size, true),
+                FlightState::Verified { size } | FlightState::Done { size } => (size, true),
                 FlightState::Failed(e) => return Err(io::Error::other(e.message)),
             };
             let limit = self.end.unwrap_or(u64::MAX).min(available);
@@ -461,14 +473,17 @@ impl Reader {
     }
 }
 
-/// How much a hit reads per step: large reads, few hand-offs to the blocking pool.
+/// How much of a hit is mapped per step.
 const HIT_CHUNK: u64 = 1024 * 1024;
 
 impl Hit {
-    /// The bytes `[start, end)` of a committed blob, read with positioned reads (`pread`) on
-    /// the blocking pool: one copy from the page cache into the chunk that goes to the socket.
+    /// The bytes `[start, end)` of a committed blob, straight from the page cache: each step
+    /// maps the next megabyte of the file (pre-faulted) and hands the mapping to the socket
+    /// as it is, so the only copy is the kernel's into the socket. The mapping is released
+    /// when the socket has taken it, so memory stays bounded by what is in flight. Committed
+    /// files are never written again (eviction unlinks, which keeps a mapping valid), so a
+    /// mapping never sees them change. Where mapping fails, positioned reads serve instead.
     pub fn stream(self, start: u64, end: u64) -> BodyStream {
-        use std::os::unix::fs::FileExt;
         let Hit { file, guard, .. } = self;
         let file = Arc::new(file);
         Box::pin(futures_util::stream::unfold(
@@ -478,16 +493,11 @@ impl Hit {
                     return None;
                 }
                 let want = (end - pos).min(HIT_CHUNK) as usize;
-                let reader = file.clone();
-                let read = tokio::task::spawn_blocking(move || {
-                    let mut buf = BytesMut::zeroed(want);
-                    let n = reader.read_at(&mut buf, pos)?;
-                    buf.truncate(n);
-                    Ok::<_, io::Error>(buf)
-                })
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)));
-                match read {
+                let chunk = match map_chunk(&file, pos, want) {
+                    Some(bytes) => Ok(bytes),
+                    None => read_chunk(file.clone(), pos, want).await,
+                };
+                match chunk {
                     Ok(buf) if buf.is_empty() => Some((
                         Err(io::Error::other("the store file ended early")),
                         (file, end, end, guard),
@@ -495,16 +505,41 @@ impl Hit {
                     Ok(buf) => {
                         let n = buf.len() as u64;
                         Metrics::add(&guard.store.metrics.bytes_from_store, n);
-                        Some((
-                            Ok::<Bytes, io::Error>(buf.freeze()),
-                            (file, pos + n, end, guard),
-                        ))
+                        Some((Ok::<Bytes, io::Error>(buf), (file, pos + n, end, guard)))
                     }
                     Err(e) => Some((Err(e), (file, end, end, guard))),
                 }
             },
         ))
     }
+}
+
+/// `len` bytes of `file` at `pos` as a read-only, pre-faulted mapping.
+fn map_chunk(file: &std::fs::File, pos: u64, len: usize) -> Option<Bytes> {
+    // SAFETY: the file is a committed store object: it is never written or truncated again
+    // (it is only ever unlinked, which leaves an existing mapping valid).
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(pos)
+            .len(len)
+            .populate()
+            .map(file)
+    }
+    .ok()?;
+    Some(Bytes::from_owner(map))
+}
+
+/// The fallback: a positioned read on the blocking pool.
+async fn read_chunk(file: Arc<std::fs::File>, pos: u64, want: usize) -> io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    tokio::task::spawn_blocking(move || {
+        let mut buf = BytesMut::zeroed(want);
+        let n = file.read_at(&mut buf, pos)?;
+        buf.truncate(n);
+        Ok::<_, io::Error>(buf.freeze())
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)))
 }
 
 /// A range that cannot be served (416).
