@@ -22,7 +22,9 @@ PACKAGES=(
   ca-certificates
   python3
   python3-cryptography
+  python3-yaml
   jq
+  chromium-headless-shell
 )
 
 log() { printf 'deps.sh: %s\n' "$*" >&2; }

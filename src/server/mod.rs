@@ -244,6 +244,50 @@ impl ProxyHost {
         auth.check(authorization, &repos, &realm).map(|_| ())
     }
 
+    /// With `.forward-auth`, clients authenticate to the upstream, and they learn that from
+    /// the `/v2/` ping: it is asked of the upstream with the client's credentials, and its 401
+    /// (with the upstream's challenge) is passed on. `None`: answer the ping as usual.
+    async fn forwarded_ping(
+        &self,
+        key: &(String, String),
+        headers: &hyper::HeaderMap,
+        ns: Option<&str>,
+    ) -> Option<RegistryError> {
+        let pipeline = self.current();
+        let proxy = pipeline.proxy(key)?;
+        let forwards = proxy
+            .routes
+            .iter()
+            .any(|r| r.calls.iter().any(|c| c.spec.name == "forward-auth"));
+        if !forwards || proxy.settings.get("users").is_some() {
+            return None;
+        }
+        let choice = upstream::choose(proxy, ns, "library/x").ok()?;
+        drop(pipeline);
+        let mut req = self
+            .shared
+            .http
+            .get(choice.upstream.url("/v2/"))
+            .timeout(Duration::from_secs(10));
+        if let Some(a) = headers.get(hyper::header::AUTHORIZATION) {
+            req = req.header(hyper::header::AUTHORIZATION.as_str(), a.as_bytes());
+        }
+        let resp = req.send().await.ok()?;
+        if resp.status().as_u16() != 401 {
+            return None;
+        }
+        let mut e = RegistryError::unauthorized(format!(
+            "upstream {} needs the client's own credentials",
+            choice.upstream.ns
+        ));
+        for c in resp.headers().get_all("www-authenticate") {
+            if let Ok(c) = c.to_str() {
+                e = e.with_header("WWW-Authenticate", c);
+            }
+        }
+        Some(e)
+    }
+
     /// Whether `proxy` serves https (`: .tls-cert`).
     fn tls_of(&self, proxy: &crate::world::ProxyPlan) -> bool {
         proxy.settings.get("tls-cert").is_some()
@@ -740,6 +784,9 @@ impl ProxyHost {
         }
         let (method, resource, name, reference) = match target {
             Target::Base => {
+                if let Some(challenge) = self.forwarded_ping(key, headers, ns).await {
+                    return (Err(challenge), None);
+                }
                 return (
                     Ok(Reply {
                         status: 200,
@@ -750,7 +797,7 @@ impl ProxyHost {
                         body: Body::Full(Bytes::from_static(b"{}")),
                     }),
                     None,
-                )
+                );
             }
             Target::Api {
                 method,

@@ -130,6 +130,8 @@ pub fn page(
          <meta http-equiv=\"refresh\" content=\"10\"><title>acr status</title>\
          <style>body{{font:14px system-ui,sans-serif;margin:24px;color:#222}}\
          h1{{font-size:20px}}table{{border-collapse:collapse}}td,th{{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}}\
+         table{{table-layout:fixed;width:100%}}td{{overflow-wrap:anywhere}}\
+         th:nth-child(1),th:nth-child(2),th:nth-child(5){{width:4.5em}}th:nth-child(6),th:nth-child(7){{width:6em}}th:nth-child(4){{width:12em}}\
          .num{{text-align:right}}.bad{{color:#b00}}figure{{margin:8px 0}}figcaption{{font-weight:600}}\
          dl{{display:grid;grid-template-columns:max-content auto;gap:2px 16px}}dt{{color:#555}}</style></head><body>\
          <h1>acr on {addr}</h1>\
