@@ -149,6 +149,7 @@ pub async fn send(
 ) -> Result<reqwest::Response, RegistryError> {
     let (shared, upstream) = parts(cx)?;
     let mut renewed = false;
+    let mut retries = 0;
     loop {
         let mut url = upstream.url(path);
         let mut auth = cx.authorization.clone();
@@ -189,6 +190,19 @@ pub async fn send(
             }
             url = next.to_string();
         };
+        // 429 and 503 with a short Retry-After: wait and ask again (at most twice), so a
+        // brief rate limit or restart upstream does not fail the pull. A long one is the
+        // client's to see (with its Retry-After).
+        let status = resp.status().as_u16();
+        if (status == 429 || status == 503) && retries < MAX_RETRIES {
+            if let Some(wait) = retry_after(resp.headers()).filter(|w| *w <= MAX_RETRY_WAIT) {
+                retries += 1;
+                tracing::info!(upstream = %upstream.ns, status, wait_ms = wait.as_millis() as u64, "upstream asked to retry later; waiting");
+                drop(resp);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        }
         if resp.status() == reqwest::StatusCode::UNAUTHORIZED && cx.authn && !renewed {
             renewed = true;
             let Some(challenge) = challenges_of(resp.headers()) else {
@@ -202,6 +216,53 @@ pub async fn send(
         }
         return Ok(resp);
     }
+}
+
+/// How often and how long acr waits for an upstream that answered 429 or 503 with
+/// `Retry-After`.
+const MAX_RETRIES: u32 = 2;
+const MAX_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `Retry-After` as a wait: delay-seconds, or an HTTP date (IMF-fixdate) from now.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(secs));
+    }
+    let at = parse_http_date(v)?;
+    let now = crate::store::now_secs();
+    Some(std::time::Duration::from_secs(at.saturating_sub(now)))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` as seconds since the epoch.
+fn parse_http_date(text: &str) -> Option<u64> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = months.iter().position(|x| x == month)? as i64 + 1;
+    let d: i64 = day.parse().ok()?;
+    let y: i64 = year.parse().ok()?;
+    let hms: Vec<i64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
+    let [h, mi, s] = hms.as_slice() else {
+        return None;
+    };
+    // Days from civil (H. Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()
 }
 
 fn refused(ns: &str, creds: Option<&Credentials>) -> RegistryError {
@@ -320,5 +381,29 @@ pub async fn error_from(
             headers: Vec::new(),
         },
         _ => RegistryError::bad_gateway(format!("upstream {ns} answered {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(std::time::Duration::from_secs(3)));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(std::time::Duration::ZERO));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
     }
 }
