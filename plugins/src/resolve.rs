@@ -233,7 +233,7 @@ async fn revalidate(
     let headers = [("Accept", accept(&req.accept, extra))];
     let sent = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        send(cx, reqwest::Method::HEAD, &path, &headers),
+        crate::registry::client::send_with(cx, reqwest::Method::HEAD, &path, &headers, false),
     )
     .await;
     match sent {

@@ -147,6 +147,18 @@ pub async fn send(
     path: &str,
     headers: &[(&str, String)],
 ) -> Result<reqwest::Response, RegistryError> {
+    send_with(cx, method, path, headers, true).await
+}
+
+/// `send`, choosing whether a short `Retry-After` is waited for: a revalidation that can
+/// serve what is cached had better not wait.
+pub async fn send_with(
+    cx: &mut Context,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, String)],
+    wait_to_retry: bool,
+) -> Result<reqwest::Response, RegistryError> {
     let (shared, upstream) = parts(cx)?;
     let mut renewed = false;
     let mut retries = 0;
@@ -194,7 +206,7 @@ pub async fn send(
         // brief rate limit or restart upstream does not fail the pull. A long one is the
         // client's to see (with its Retry-After).
         let status = resp.status().as_u16();
-        if (status == 429 || status == 503) && retries < MAX_RETRIES {
+        if wait_to_retry && (status == 429 || status == 503) && retries < MAX_RETRIES {
             if let Some(wait) = retry_after(resp.headers()).filter(|w| *w <= MAX_RETRY_WAIT) {
                 retries += 1;
                 tracing::info!(upstream = %upstream.ns, status, wait_ms = wait.as_millis() as u64, "upstream asked to retry later; waiting");

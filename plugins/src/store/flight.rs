@@ -338,8 +338,34 @@ async fn write_body(
             )
         })?;
         let Some(chunk) = next else { break };
-        let chunk = chunk
+        let mut chunk = chunk
             .map_err(|e| RegistryError::bad_gateway(format!("{source} transfer failed: {e}")))?;
+        // What else has already arrived goes in the same write: one hand-off to the blocking
+        // pool per batch instead of per network read (reads are 8-16 KiB), no added wait.
+        let mut ended = false;
+        if chunk.len() < WRITE_BATCH {
+            let mut batch: Option<BytesMut> = None;
+            while batch.as_ref().map_or(chunk.len(), BytesMut::len) < WRITE_BATCH {
+                match futures_util::FutureExt::now_or_never(body.next()) {
+                    Some(Some(Ok(more))) => batch
+                        .get_or_insert_with(|| BytesMut::from(&chunk[..]))
+                        .extend_from_slice(&more),
+                    Some(Some(Err(e))) => {
+                        return Err(RegistryError::bad_gateway(format!(
+                            "{source} transfer failed: {e}"
+                        )))
+                    }
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if let Some(b) = batch {
+                chunk = b.freeze();
+            }
+        }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(io_err)?;
         // The bytes must be in the file before followers are told they are.
@@ -351,6 +377,9 @@ async fn write_body(
         flight
             .state
             .send_replace(FlightState::Streaming { written, total });
+        if ended {
+            break;
+        }
     }
     if let Some(t) = total {
         if t != written {
@@ -472,6 +501,9 @@ impl Reader {
         }
     }
 }
+
+/// The most a fetch collects from what has already arrived before one write to the file.
+const WRITE_BATCH: usize = 1024 * 1024;
 
 /// How much of a hit is mapped per step.
 const HIT_CHUNK: u64 = 1024 * 1024;
