@@ -364,6 +364,16 @@ fn stamp_of(items: impl Iterator<Item = (PathBuf, std::fs::Metadata)>) -> Stamp 
 /// Reads (or recalls) the source `text`, a path relative to `base` or a location. Errors say
 /// what is wrong in words meant for a diagnostic.
 pub fn load_source(text: &str, base: &Path) -> Result<Arc<Source>, String> {
+    source(text, base, true)
+}
+
+/// The source as the last compile read it (read now if no compile has): what a request uses,
+/// so serving never walks a layer directory.
+pub fn compiled_source(text: &str, base: &Path) -> Result<Arc<Source>, String> {
+    source(text, base, false)
+}
+
+fn source(text: &str, base: &Path, rescan: bool) -> Result<Arc<Source>, String> {
     let text = text.trim();
     if text.starts_with("https://") || text.starts_with("http://") {
         // Checked when the call is compiled with its `.digest` and `.diff-id`.
@@ -397,9 +407,15 @@ pub fn load_source(text: &str, base: &Path) -> Result<Arc<Source>, String> {
     } else {
         base.join(text)
     };
+    let key = path.display().to_string();
+    if !rescan {
+        // A request: the layer as the file's compile read it (compiles re-read the disk).
+        if let Some((_, source)) = sources().lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(source);
+        }
+    }
     let meta =
         std::fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let key = path.display().to_string();
     let entries = if meta.is_dir() {
         Some(scan_dir(&path).map_err(|e| format!("cannot pack {}: {e}", path.display()))?)
     } else {

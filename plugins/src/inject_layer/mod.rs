@@ -271,8 +271,8 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
 
 /// The layer of a call: its source as compiled, with the call's platform and declared digests.
 fn layer_of_call(call: &Invocation, cx: &Context) -> Result<Arc<Layer>, PluginError> {
-    let source =
-        layer::load_source(&call.input, &cx.base_dir).map_err(|e| PluginError::failed(call, e))?;
+    let source = layer::compiled_source(&call.input, &cx.base_dir)
+        .map_err(|e| PluginError::failed(call, e))?;
     let declared = |name: &str| -> Result<Option<Digest>, PluginError> {
         call.props
             .get_str(name)
@@ -338,7 +338,10 @@ const MAX_CONFIG: u64 = 4 * 1024 * 1024;
 
 /// Rewritten manifests by (original digest, injection fingerprint): what a repeated pull
 /// finds without reading the config again. The store holds the bytes.
-type DerivedTable = Mutex<HashMap<(Digest, String), (Digest, String)>>;
+type DerivedTable = Mutex<HashMap<(Digest, String), Resolved>>;
+
+/// How many rewritten manifests are kept in memory (each a few KiB).
+const DERIVED_MAX: usize = 4096;
 
 fn derived() -> &'static DerivedTable {
     static DERIVED: OnceLock<DerivedTable> = OnceLock::new();
@@ -376,8 +379,15 @@ pub async fn apply(
     let fingerprint = injection.fingerprint();
     let key = (original.digest.clone(), fingerprint);
     let memo = derived().lock().ok().and_then(|m| m.get(&key).cloned());
-    if let Some((digest, _)) = memo {
-        if let Some((bytes, media_type)) = store.manifest(&digest).await {
+    if let Some(known) = memo {
+        // The bytes are in memory; the store must still hold them for requests by digest.
+        let stored = if store.has_manifest(&known.digest) {
+            Some((known.bytes.clone(), known.media_type.clone()))
+        } else {
+            None
+        };
+        if let Some((bytes, media_type)) = stored {
+            let digest = known.digest;
             let http = http_of(cx);
             ensure_layers(
                 &http,
@@ -424,7 +434,10 @@ pub async fn apply(
         return Ok(original);
     };
     if let Ok(mut m) = derived().lock() {
-        m.insert(key, (new.digest.clone(), new.media_type.clone()));
+        if m.len() >= DERIVED_MAX {
+            m.clear();
+        }
+        m.insert(key, new.clone());
     }
     Ok(new)
 }

@@ -353,6 +353,11 @@ impl Store {
         }
     }
 
+    /// Whether a manifest is on the local disk (a stat; never reads it).
+    pub fn has_manifest(&self, digest: &Digest) -> bool {
+        self.manifest_path(digest.hex()).exists()
+    }
+
     /// A manifest by digest, with its media type: from the local disk, else from the S3 tier.
     pub async fn manifest(&self, digest: &Digest) -> Option<(Bytes, String)> {
         let path = self.manifest_path(digest.hex());
