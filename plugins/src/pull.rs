@@ -281,9 +281,26 @@ async fn through_store(
                     return store.fail(lead, e);
                 }
                 let total = resp.content_length();
-                let body: BodyStream = Box::pin(resp.bytes_stream().map(|r| {
-                    r.map_err(|e| std::io::Error::other(format!("upstream transfer failed: {e}")))
-                }));
+                if let Some(t) = total {
+                    if !store.make_room(t) {
+                        let free = store.free_bytes().unwrap_or(0);
+                        tracing::warn!(digest = %digest, size = t, free, "not enough space on the store's disk for the blob: not stored, refused with 507");
+                        return store.fail(
+                            lead,
+                            RegistryError::new(
+                                507,
+                                "UNAVAILABLE",
+                                format!(
+                                    "the mirror's store has no room for this {t}-byte blob ({free} bytes free, nothing left to evict); pull from the registry or give the store more space"
+                                ),
+                            ),
+                        );
+                    }
+                }
+                let body: BodyStream = Box::pin(
+                    resp.bytes_stream()
+                        .map(|r| r.map_err(std::io::Error::other)),
+                );
                 drop(store.start_stream(lead, body, total, digest));
             });
             follow(req, digest, own, None).await.map(Some)

@@ -392,6 +392,18 @@ pub async fn error_from(
                 .to_string(),
             headers: Vec::new(),
         },
+        // An upstream that says when to come back: the client hears it too.
+        503 => {
+            let e = RegistryError::new(
+                503,
+                "UNAVAILABLE",
+                format!("upstream {ns} is unavailable (503)"),
+            );
+            match retry_after {
+                Some(r) => e.with_header("Retry-After", &r),
+                None => e,
+            }
+        }
         _ => RegistryError::bad_gateway(format!("upstream {ns} answered {status}")),
     }
 }

@@ -284,6 +284,62 @@ impl Store {
         self.update_gauges();
     }
 
+    /// Bytes free for an unprivileged writer on the store's file system.
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.config.root.as_os_str().as_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid NUL-terminated path and a statvfs to fill.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+
+    /// Makes room for `need` more bytes (plus a little for the file system): evicts the least
+    /// recently used objects nobody is reading until they fit. `false`: they cannot fit even
+    /// then (the disk is too small or full of other things), so the blob is not fetched into
+    /// the store.
+    pub fn make_room(&self, need: u64) -> bool {
+        const SLACK: u64 = 4 * 1024 * 1024;
+        loop {
+            let Some(free) = self.free_bytes() else {
+                return true;
+            };
+            if free >= need.saturating_add(SLACK) {
+                return true;
+            }
+            let victim = {
+                let Ok(mut index) = self.index.lock() else {
+                    return false;
+                };
+                let oldest = index
+                    .iter()
+                    .filter(|(_, e)| e.readers == 0)
+                    .min_by_key(|(_, e)| e.last_use)
+                    .map(|(k, e)| (k.clone(), e.kind));
+                if let Some((hex, _)) = &oldest {
+                    index.remove(hex);
+                }
+                oldest
+            };
+            let Some((hex, kind)) = victim else {
+                return false;
+            };
+            let path = match kind {
+                Kind::Blob => self.blob_path(&hex),
+                Kind::Manifest => self.manifest_path(&hex),
+            };
+            let _ = std::fs::remove_file(&path);
+            if kind == Kind::Manifest {
+                let _ = std::fs::remove_file(path.with_extension("type"));
+            }
+            Metrics::inc(&self.metrics.evictions);
+            tracing::info!(digest = %format!("sha256:{hex}"), "evicted to make room on a full disk");
+            self.update_gauges();
+        }
+    }
+
     /// Removes least-recently-used objects nobody is reading until the store fits `max_size`.
     pub(crate) fn evict(&self) {
         let Some(max) = self.config.max_size else {
