@@ -695,13 +695,25 @@ impl Store {
         }
     }
 
-    /// Waits (at most `limit`) until no blob is on its way to the S3 tier: what a short-lived
-    /// process (`acr warm`) calls before it exits. Returns how many were still going.
+    /// Waits (at most `limit`) until no fetch is still being made durable and committed (a
+    /// client may have all its bytes before the fsync) and no blob is on its way to the S3
+    /// tier: what a short-lived process (`acr warm`) calls before it exits. Returns how many
+    /// were still going.
     pub async fn settle(&self, limit: Duration) -> usize {
         let deadline = std::time::Instant::now() + limit;
+        let busy = || {
+            let flying = self.inflight.lock().map(|m| m.len()).unwrap_or(0);
+            self.sharing.load(Ordering::SeqCst) + flying
+        };
+        let mut quiet_once = false;
         loop {
-            let left = self.sharing.load(Ordering::SeqCst);
-            if left == 0 || std::time::Instant::now() >= deadline {
+            let left = busy();
+            // Quiet twice, 50 ms apart: a commit hands over to its S3 upload in between.
+            if left == 0 && quiet_once {
+                return 0;
+            }
+            quiet_once = left == 0;
+            if std::time::Instant::now() >= deadline {
                 return left;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
