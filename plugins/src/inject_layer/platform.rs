@@ -106,8 +106,10 @@ fn normalise_arch(arch: &str) -> String {
     }
 }
 
-/// `arm64/v8` is plain arm64; `arm` without a variant means v7.
+/// `arm64/v8` is plain arm64; `arm` without a variant (or with an empty one, `linux/arm/`)
+/// means v7.
 fn normalise_variant(arch: &str, variant: Option<&str>) -> Option<String> {
+    let variant = variant.filter(|v| !v.is_empty());
     match (arch, variant) {
         ("arm64", Some("v8")) => None,
         ("arm", None) => Some("v7".into()),
@@ -133,6 +135,11 @@ mod tests {
             .unwrap_err()
             .contains("mips99"));
         assert!(Platform::parse("amd64").is_err());
+        // Found by fuzzing: an empty variant is no variant, so it prints and parses back the same.
+        assert_eq!(
+            Platform::parse("linux/arm/").unwrap(),
+            Platform::parse("linux/arm").unwrap()
+        );
         let img = Platform::from_json(
             &serde_json::json!({"os":"linux","architecture":"arm64","variant":"v8"}),
         )
