@@ -6,7 +6,7 @@
 //! referrers route answers), and so is a failed lookup: discovery never fails a pull.
 
 use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
-use crate::registry::{referrers, Digest, Reference, Resource};
+use crate::registry::{referrers, Reference, Resource};
 use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec {
@@ -35,17 +35,7 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
             cx.calls_run += 1;
             return Ok(());
         }
-        let Some(digest) = cx
-            .reply
-            .as_ref()
-            .and_then(|r| r.header("docker-content-digest"))
-            .and_then(|d| Digest::parse(d).ok())
-        else {
-            return Err(PluginError::failed(
-                call,
-                "`.discover` needs the manifest `.resolve` found: put it after `.resolve`",
-            ));
-        };
+        let digest = crate::resolve::resolved_digest(cx, call)?;
         let found = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             referrers::lookup(cx, &req.name, &digest, Some(artifact_type)),

@@ -400,6 +400,24 @@ async fn cached_manifest(
     tag_reply(cx, store, req, inject, false, digest, bytes, media_type).await
 }
 
+/// The digest of the manifest an earlier `.resolve` put in the reply; for the calls that
+/// work on it (`.discover`, `.teleport`), an error naming the call when there is none.
+pub(crate) fn resolved_digest(cx: &Context, call: &Invocation) -> Result<Digest, PluginError> {
+    cx.reply
+        .as_ref()
+        .and_then(|r| r.header("docker-content-digest"))
+        .and_then(|d| Digest::parse(d).ok())
+        .ok_or_else(|| {
+            PluginError::failed(
+                call,
+                format!(
+                    "`.{}` needs the manifest `.resolve` found: put it after `.resolve`",
+                    call.plugin
+                ),
+            )
+        })
+}
+
 /// A manifest by digest: from the store when the route has one, else the upstream (checked
 /// against the digest, then stored). For `.teleport`'s twin and an index's children.
 pub(crate) async fn manifest_by_digest(

@@ -80,17 +80,7 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
         {
             return Ok(());
         }
-        let Some(resolved) = cx
-            .reply
-            .as_ref()
-            .and_then(|r| r.header("docker-content-digest"))
-            .and_then(|d| Digest::parse(d).ok())
-        else {
-            return Err(PluginError::failed(
-                call,
-                "`.teleport` needs the manifest `.resolve` found: put it after `.resolve`",
-            ));
-        };
+        let resolved = crate::resolve::resolved_digest(cx, call)?;
         let target = if format == "manual" {
             let parse = |name: &str| {
                 call.props

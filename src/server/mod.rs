@@ -301,13 +301,7 @@ impl ProxyHost {
         query: &str,
     ) -> Result<Reply, RegistryError> {
         let pipeline = self.current();
-        let proxy = pipeline.proxy(key).ok_or_else(|| {
-            RegistryError::new(
-                503,
-                "UNAVAILABLE",
-                "the running pipeline no longer declares this proxy",
-            )
-        })?;
+        let proxy = pipeline.proxy(key).ok_or_else(proxy_gone)?;
         let auth = self
             .auth_of(proxy)
             .map_err(|e| RegistryError::new(503, "UNAVAILABLE", e))?
@@ -742,14 +736,7 @@ impl ProxyHost {
                 "/status" => {
                     let pipeline = self.current();
                     let Some(proxy) = pipeline.proxy(key) else {
-                        return (
-                            Err(RegistryError::new(
-                                503,
-                                "UNAVAILABLE",
-                                "the running pipeline no longer declares this proxy",
-                            )),
-                            None,
-                        );
+                        return (Err(proxy_gone()), None);
                     };
                     let store = self.store_of(proxy).ok().flatten();
                     let root = store.as_ref().map(|s| s.root().display().to_string());
@@ -808,14 +795,7 @@ impl ProxyHost {
         };
         let pipeline = self.current();
         let Some(proxy) = pipeline.proxy(key) else {
-            return (
-                Err(RegistryError::new(
-                    503,
-                    "UNAVAILABLE",
-                    "the running pipeline no longer declares this proxy",
-                )),
-                None,
-            );
+            return (Err(proxy_gone()), None);
         };
         // `/v2/wt/TOKEN/<repo>/...`: the image and injection of a container token.
         let mut name = name;
@@ -971,6 +951,15 @@ pub fn rfc3339_now() -> String {
     container_token::rfc3339(acr_plugins::store::now_ms())
 }
 
+/// The error for a request to a proxy a reload removed.
+fn proxy_gone() -> RegistryError {
+    RegistryError::new(
+        503,
+        "UNAVAILABLE",
+        "the running pipeline no longer declares this proxy",
+    )
+}
+
 fn text_reply(status: u16, content_type: &str, text: String) -> Reply {
     Reply {
         status,
@@ -1025,13 +1014,7 @@ impl ProxyHost {
         path: &str,
     ) -> Result<Reply, RegistryError> {
         let pipeline = self.current();
-        let proxy = pipeline.proxy(key).ok_or_else(|| {
-            RegistryError::new(
-                503,
-                "UNAVAILABLE",
-                "the running pipeline no longer declares this proxy",
-            )
-        })?;
+        let proxy = pipeline.proxy(key).ok_or_else(proxy_gone)?;
         let Some(tokens) = self.tokens_of(proxy) else {
             return Err(RegistryError::new(
                 404,
