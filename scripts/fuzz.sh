@@ -8,8 +8,12 @@
 # The committed corpus is only read: new inputs go to a temporary directory that is removed
 # afterwards (grow the corpus by hand: fuzz/Cargo.toml says how). A crash leaves its input in
 # fuzz/artifacts/TARGET/ (ignored by git) and fails the run; keep the minimised reproducer in
-# fuzz/regressions/TARGET/. Without a nightly toolchain and cargo-fuzz this prints a notice
-# and succeeds (fuzzing needs nightly; nothing here installs it).
+# fuzz/regressions/TARGET/.
+#
+# It needs nothing installed by hand: the fuzzers build with the machine's one toolchain (the
+# sanitizer flags are unstable, so RUSTC_BOOTSTRAP=1 lets that stable compiler take them; a
+# nightly is neither needed nor used), and cargo-fuzz, when `cargo fuzz` is not already there,
+# is installed from crates.io into target/fuzz-tools (pinned, about 40 s once per clone).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -31,16 +35,20 @@ if [ "$per_target" -lt 1 ]; then
   exit 2
 fi
 
-# Never let `cargo +nightly` install a toolchain.
-export RUSTUP_AUTO_INSTALL=0
-if ! command -v rustup >/dev/null 2>&1 ||
-  ! rustup toolchain list 2>/dev/null | grep -q '^nightly' ||
-  ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-  echo "fuzz: skipped (needs a nightly toolchain and cargo-fuzz: rustup toolchain install nightly; cargo install cargo-fuzz --locked)"
-  exit 0
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  tools="$ROOT/target/fuzz-tools"
+  if [ ! -x "$tools/bin/cargo-fuzz" ] ||
+    ! "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
+    echo "fuzz: installing cargo-fuzz $CARGO_FUZZ_VERSION into target/fuzz-tools"
+    cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION" --root "$tools" --quiet
+  fi
+  export PATH="$tools/bin:$PATH"
 fi
+# The fuzz workspace only: lets the stable compiler take -Zsanitizer and friends.
+export RUSTC_BOOTSTRAP=1
 
-fuzz() { cargo +nightly fuzz "$1" --fuzz-dir "$ROOT/fuzz" "${@:2}"; }
+fuzz() { cargo fuzz "$1" --fuzz-dir "$ROOT/fuzz" "${@:2}"; }
 
 # What went wrong, from a libFuzzer log: the panic (or sanitizer report) and the input.
 explain() {
@@ -58,7 +66,7 @@ trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 
 start=$(date +%s)
-echo "fuzz: building the targets (nightly, address sanitizer)"
+echo "fuzz: building the targets ($(rustc --version | cut -d" " -f1-2), address sanitizer)"
 fuzz build
 mapfile -t targets < <(fuzz list)
 
@@ -86,7 +94,7 @@ for t in "${targets[@]}"; do
   else
     echo "fuzz: $t: FAILED while fuzzing:"
     explain "$WORK/$t.log"
-    echo "fuzz:   minimise: cargo +nightly fuzz tmin $t fuzz/artifacts/$t/<file>, then copy it to fuzz/regressions/$t/"
+    echo "fuzz:   minimise: RUSTC_BOOTSTRAP=1 cargo fuzz tmin $t fuzz/artifacts/$t/<file>, then copy it to fuzz/regressions/$t/"
     failed+=("$t")
   fi
 done

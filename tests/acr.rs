@@ -1062,6 +1062,48 @@ fn short_lived_tokens_are_renewed_without_az_too() {
 
 /// acr restarted after its refresh token expired logs in again instead of using the stale
 /// `access_token`.
+/// `mirror start --id 6` on the default pipeline starts at `6: install "access_token"` (as the
+/// old tool's README says): no login, the token of the last run confirmed where `.login` reads
+/// it, then `7: mirror` serves.
+#[test]
+fn mirror_start_id_6_begins_at_install() {
+    let reg = AcrRegistry::start(&AcrStandinOptions::default());
+    let digest = reg.seed_test();
+    let m = AcrMirror::start(&reg, AcrMirrorOptions::default());
+    assert_eq!(skopeo_pull(&m.host(), "library/test:1"), digest);
+    let token =
+        m.ws.access_token()
+            .expect("access_token after the first start");
+    let az_before = m.ws.az_calls().len();
+
+    let m = m.restart_with(&["--id", "6"]);
+    let calls: Vec<String> = m
+        .log()
+        .lines()
+        .filter(|l| l.contains(" call ") && l.contains("plugin="))
+        .map(str::to_string)
+        .collect();
+    assert!(calls.len() >= 2, "no call lines in the log:\n{}", m.log());
+    assert!(
+        calls[0].contains("id=6") && calls[0].contains("plugin=\"install\""),
+        "the first call run is not 6: install: {calls:#?}"
+    );
+    assert!(
+        calls[1].contains("id=7") && calls[1].contains("plugin=\"mirror\""),
+        "the second call run is not 7: mirror: {calls:#?}"
+    );
+    assert!(
+        !calls.iter().any(|l| l.contains("plugin=\"login-acr\"")),
+        "--id 6 ran the login: {calls:#?}"
+    );
+    assert_eq!(m.ws.az_calls().len(), az_before, "--id 6 ran az again");
+    assert!(m.log().contains("already installed"), "{}", m.log());
+    // The token of the first run, untouched, still serves the pull.
+    assert_eq!(m.ws.access_token().as_deref(), Some(token.as_str()));
+    assert_token_file_is_private(&m.ws);
+    assert_eq!(skopeo_pull(&m.host(), "library/test:1"), digest);
+}
+
 #[test]
 fn a_restart_after_the_refresh_token_expired_logs_in_again() {
     let reg = AcrRegistry::start(&AcrStandinOptions {

@@ -438,7 +438,7 @@ fn init_options_end_up_in_the_file() {
     );
     dump.success();
     assert!(
-        dump.stdout.contains("6: mirror \"reg.example.com\""),
+        dump.stdout.contains("7: mirror \"reg.example.com\""),
         "{dump}"
     );
     assert!(dump.stdout.contains("      host 0.0.0.0:9000\n"), "{dump}");
@@ -476,59 +476,66 @@ fn dump_of_the_default_pipeline() {
     run(dir.path(), &["--registry", "example", "init"]).success();
     let done = run(dir.path(), &["--registry", "example", "dump"]);
     done.success();
-    let out = lines(&done.stdout);
-    // In this order, each exactly once.
+    // The whole tree, line by line: the ids are the ones the old tool's README documents
+    // (5 login-acr, 6 install, 7 mirror) and users pass to `mirror start --id`.
     let expected = [
         "1: mirror",
+        "",
         "  2: install mirror",
+        "\t# current_dir: .world/azurecr.io/example",
         "    3: process \"sh\"",
         "      arg setup-env.sh",
+        "      env [ACR_OPERATING_SYSTEM=ubuntu, ACR_TELEPORT_FORMAT=overlaybd]",
+        "",
         "  4: start mirror",
         "\t# file_src: .world/azurecr.io/example/access_token",
         "\t# src_dir: .",
         "\t# work_dir: .world/azurecr.io/example",
         "    5: login-acr \"example\"",
         "      login-server https://example.azurecr.io",
-        "    6: mirror \"example.azurecr.io\"",
+        "    6: install \"access_token\"",
+        "    7: mirror \"example.azurecr.io\"",
         "      host localhost:8578",
         "      capability [resolve, pull]",
         "      header x-ms-upgrade-if-streamable=overlaybd",
+        "",
         "Engine control block: ``` mirror @ 1",
         "  events: install, start",
         "  Loop(1)",
+        "",
         "Proxy routes:",
         "  localhost:8578 (block 4)",
-        "    7: HEAD, GET /v2/<name>/manifests",
-        "      8: login \"access_token\"",
-        "      9: authn \"oauth2\"",
-        "      10: resolve \"application/vnd.oci.image.manifest.v1+json\"",
-        "      11: discover \"application/vnd.azure.artifact.streaming.link.v1\"",
-        "      12: teleport \"overlaybd\"",
-        "    13: HEAD, GET /v2/<name>/blobs",
-        "      14: login \"access_token\"",
-        "      15: authn \"oauth2\"",
-        "      16: pull",
-        "    17: GET /v2/<name>/tags",
-        "    21: GET /v2/<name>/referrers",
+        "    8: HEAD, GET /v2/<name>/manifests",
+        "      9: login \"access_token\"",
+        "      10: authn \"oauth2\"",
+        "      11: resolve \"application/vnd.oci.image.manifest.v1+json\"",
+        "      12: discover \"application/vnd.azure.artifact.streaming.link.v1\"",
+        "      13: teleport \"overlaybd\"",
+        "    14: HEAD, GET /v2/<name>/blobs",
+        "      15: login \"access_token\"",
+        "      16: authn \"oauth2\"",
+        "      17: pull",
+        "    18: GET /v2/<name>/tags",
+        "      19: login \"access_token\"",
+        "      20: authn \"oauth2\"",
+        "      21: resolve",
+        "    22: GET /v2/<name>/referrers",
+        "      23: login \"access_token\"",
+        "      24: authn \"oauth2\"",
+        "      25: resolve",
     ];
-    let mut at = 0;
-    for want in expected {
-        let found = out[at..]
-            .iter()
-            .position(|l| *l == want)
-            .unwrap_or_else(|| panic!("{want:?} missing (or out of order) in\n{}", done.stdout));
-        at += found + 1;
-        assert_eq!(
-            count(&done.stdout, want),
-            1,
-            "{want:?} twice in\n{}",
-            done.stdout
-        );
+    let out = lines(&done.stdout);
+    for (n, (got, want)) in out.iter().zip(expected.iter()).enumerate() {
+        assert_eq!(got, want, "line {} of the dump:\n{}", n + 1, done.stdout);
     }
-    // `.host` properties follow `6: mirror` directly.
-    let six = out.iter().position(|l| l.contains("6: mirror")).unwrap();
-    assert_eq!(out[six + 1], "      host localhost:8578");
-    assert_eq!(out[six + 2], "      capability [resolve, pull]");
+    assert_eq!(
+        out.len(),
+        expected.len(),
+        "the dump has {} lines, not {}:\n{}",
+        out.len(),
+        expected.len(),
+        done.stdout
+    );
 }
 
 #[test]

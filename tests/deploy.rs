@@ -1080,6 +1080,21 @@ fn builder_version() -> (u32, u32, String) {
     (major, minor, distro.to_string())
 }
 
+/// This machine's target triple, from `rustc -vV`.
+fn host_target() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let out = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or_else(|| panic!("no host line in rustc -vV:\n{text}"))
+        .trim()
+        .to_string()
+}
+
 fn cargo_rust_version() -> (u32, u32) {
     let text = read(&repo_root().join("Cargo.toml"));
     let line = text
@@ -1107,8 +1122,17 @@ fn the_dockerfile_builder_is_the_rust_version_of_cargo_toml() {
 #[test]
 fn the_dockerfile_builder_is_new_enough_for_the_locked_dependencies() {
     let (major, minor, _) = builder_version();
+    // The builder compiles for Linux on the machine's architecture: the crates of that target
+    // are the ones it builds (and the ones `cargo build` here has downloaded, so this runs
+    // offline on a machine that never built for Windows or macOS).
+    let host = host_target();
+    assert!(
+        host.contains("-linux-"),
+        "the Dockerfile's builder is Linux; this test runs on {host}"
+    );
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", &host])
         .current_dir(repo_root());
     let out = run_cmd(cmd, Duration::from_secs(300));
     assert!(out.success(), "cargo metadata: {out:?}");

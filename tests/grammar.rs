@@ -1013,7 +1013,7 @@ fn entity_ids_are_in_file_order() {
         ids,
         vec![
             (2, vec![(3, "process")]),
-            (4, vec![(5, "login-acr"), (6, "mirror")])
+            (4, vec![(5, "login-acr"), (6, "install"), (7, "mirror")])
         ]
     );
     let routes: Vec<(u32, Vec<u32>)> = p.proxies()[0]
@@ -1024,16 +1024,17 @@ fn entity_ids_are_in_file_order() {
     assert_eq!(
         routes,
         vec![
-            (7, vec![8, 9, 10, 11, 12]),
-            (13, vec![14, 15, 16]),
-            (17, vec![18, 19, 20]),
-            (21, vec![22, 23, 24])
+            (8, vec![9, 10, 11, 12, 13]),
+            (14, vec![15, 16, 17]),
+            (18, vec![19, 20, 21]),
+            (22, vec![23, 24, 25])
         ]
     );
     // `locate` finds calls and event blocks of engines, not route calls.
     assert_eq!(p.locate(6), Some(("mirror".to_string(), 1, 1)));
+    assert_eq!(p.locate(7), Some(("mirror".to_string(), 1, 2)));
     assert_eq!(p.locate(4), Some(("mirror".to_string(), 1, 0)));
-    assert_eq!(p.locate(8), None);
+    assert_eq!(p.locate(9), None);
     // Compiling twice gives the same ids.
     assert_eq!(dump(&p), dump(&ok(&rendered_template())));
 }
@@ -1056,7 +1057,8 @@ fn dump_of_the_template() {
 \t# work_dir: .world/azurecr.io/example
     5: login-acr \"example\"
       login-server https://example.azurecr.io
-    6: mirror \"example.azurecr.io\"
+    6: install \"access_token\"
+    7: mirror \"example.azurecr.io\"
       host localhost:8578
       capability [resolve, pull]
       header x-ms-upgrade-if-streamable=overlaybd
@@ -1067,24 +1069,24 @@ Engine control block: ``` mirror @ 1
 
 Proxy routes:
   localhost:8578 (block 4)
-    7: HEAD, GET /v2/<name>/manifests
-      8: login \"access_token\"
-      9: authn \"oauth2\"
-      10: resolve \"application/vnd.oci.image.manifest.v1+json\"
-      11: discover \"application/vnd.azure.artifact.streaming.link.v1\"
-      12: teleport \"overlaybd\"
-    13: HEAD, GET /v2/<name>/blobs
-      14: login \"access_token\"
-      15: authn \"oauth2\"
-      16: pull
-    17: GET /v2/<name>/tags
-      18: login \"access_token\"
-      19: authn \"oauth2\"
-      20: resolve
-    21: GET /v2/<name>/referrers
-      22: login \"access_token\"
-      23: authn \"oauth2\"
-      24: resolve
+    8: HEAD, GET /v2/<name>/manifests
+      9: login \"access_token\"
+      10: authn \"oauth2\"
+      11: resolve \"application/vnd.oci.image.manifest.v1+json\"
+      12: discover \"application/vnd.azure.artifact.streaming.link.v1\"
+      13: teleport \"overlaybd\"
+    14: HEAD, GET /v2/<name>/blobs
+      15: login \"access_token\"
+      16: authn \"oauth2\"
+      17: pull
+    18: GET /v2/<name>/tags
+      19: login \"access_token\"
+      20: authn \"oauth2\"
+      21: resolve
+    22: GET /v2/<name>/referrers
+      23: login \"access_token\"
+      24: authn \"oauth2\"
+      25: resolve
 ";
     assert_eq!(text, expected);
 }
@@ -1101,8 +1103,8 @@ fn template_with_other_options_compiles() {
     let p = ok(&text);
     assert_eq!(p.proxies()[0].address, "0.0.0.0:9000");
     let text = dump(&p);
-    assert!(text.contains("      11: discover\n"), "{text}");
-    assert!(text.contains("6: mirror \"r.example.com\""), "{text}");
+    assert!(text.contains("      12: discover\n"), "{text}");
+    assert!(text.contains("7: mirror \"r.example.com\""), "{text}");
     // A login server given as a URL (a stand-in, a private endpoint) is used as it is.
     let text = acr::cli::render(
         "r",
@@ -1116,7 +1118,7 @@ fn template_with_other_options_compiles() {
         "{text}"
     );
     assert!(
-        text.contains("6: mirror \"http://127.0.0.1:5000\""),
+        text.contains("7: mirror \"http://127.0.0.1:5000\""),
         "{text}"
     );
 }

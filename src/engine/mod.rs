@@ -136,7 +136,7 @@ pub async fn run(
             }
             let skip = if e == from.event { from.call } else { 0 };
             for call in event.calls.iter().skip(skip) {
-                tracing::debug!(id = call.id, plugin = call.spec.name, event = %event.name, "call");
+                tracing::info!(id = call.id, plugin = call.spec.name, event = %event.name, "call");
                 cx.vars = (*call.control).clone();
                 catalogue::run(call.spec, &call.invocation, &mut cx).await?;
                 summary.calls += 1;

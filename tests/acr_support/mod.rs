@@ -861,11 +861,18 @@ impl AcrMirror {
 
     /// `mirror start` again in the same workspace (after [`stop`](Self::stop)), without a
     /// new `init`: the same mirror address, the files of the last run still there.
-    pub fn restart(mut self) -> AcrMirror {
+    pub fn restart(self) -> AcrMirror {
+        self.restart_with(&[])
+    }
+
+    /// [`restart`](Self::restart) with more arguments for `mirror start` (`--id N`).
+    pub fn restart_with(mut self, args: &[&str]) -> AcrMirror {
         self.proc.stop();
         let addr = self.host();
         let hosts = self.ws.hosts_dir().display().to_string();
-        let cmd = self.ws.command(&["mirror", "start", "--hosts-dir", &hosts]);
+        let mut all = vec!["mirror", "start", "--hosts-dir", &hosts];
+        all.extend_from_slice(args);
+        let cmd = self.ws.command(&all);
         let log = self.ws.dir().join("acr-restart.log");
         let proc = Proc::spawn("acr mirror start", cmd, &log);
         let mut up = false;
