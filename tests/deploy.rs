@@ -1661,7 +1661,8 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
     // A shared the layer through the bucket; with Docker Hub down, B serves it from there.
     let layer_hex = digest_of(&layer).trim_start_matches("sha256:").to_string();
     assert!(
-        wait_until(Duration::from_secs(30), || s3.holds(&layer_hex)),
+        wait_until(Duration::from_secs(30), || s3
+            .holds(&format!("blobs/sha256/{layer_hex}"))),
         "the layer never reached the bucket:\n{}",
         a.log()
     );
@@ -1675,9 +1676,10 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
     assert_eq!(
         r.status,
         200,
-        "replica B, Docker Hub down: {}\n{}",
+        "replica B, Docker Hub down: {}\nB:\n{}\nA:\n{}",
         r.text(),
-        b.log()
+        b.log(),
+        a.log()
     );
     assert!(r.body == layer, "B served the layer A fetched");
     // (A `GET /v2/` ping, which `.authn` may send, is no content.)

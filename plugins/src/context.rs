@@ -54,6 +54,9 @@ pub struct Context {
     pub referrers: Option<crate::registry::referrers::Referrers>,
     /// The injection a client asked for with a container token (`/v2/wt/TOKEN/...`).
     pub client_injection: Option<std::sync::Arc<crate::inject_layer::Injection>>,
+    /// The id of the container token the request came through (never the token itself): the
+    /// scope of what acr made for that token (see `access`).
+    pub client_scope: Option<String>,
 }
 
 impl std::fmt::Debug for Context {

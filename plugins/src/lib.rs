@@ -4,6 +4,7 @@
 //! crate) knows them only through [`catalogue`]: a name, the modifiers a call of it accepts, a
 //! compile-time check of its input, and the function that runs it over a [`Context`].
 
+pub mod access;
 pub mod catalogue;
 pub mod context;
 pub mod registry;

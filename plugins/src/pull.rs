@@ -47,11 +47,23 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
         if let Some(store) = cx.store.clone() {
             // A layer acr injects is served from the store; if the store lost it (evicted, or
             // another replica made the manifest), it is put back from its source first.
-            if store.blob_size(&digest).is_none()
-                && crate::inject_layer::layer::known_layer(&digest).is_some()
-            {
+            if store.blob_size(&digest).is_none() {
                 let http = crate::inject_layer::http_of(cx);
-                crate::inject_layer::restore_layer(&http, &store, &digest).await;
+                let client_layer = cx
+                    .client_injection
+                    .as_ref()
+                    .and_then(|i| i.layers.iter().find(|l| l.gzip_digest == digest).cloned());
+                match client_layer {
+                    Some(l) => {
+                        if let Err(e) = crate::inject_layer::ensure_layer(&http, &store, &l).await {
+                            tracing::warn!(digest = %digest, "could not restore a container token's layer: {}", e.message);
+                        }
+                    }
+                    None if crate::inject_layer::layer::known_layer(&digest).is_some() => {
+                        crate::inject_layer::restore_layer(&http, &store, &digest).await;
+                    }
+                    None => {}
+                }
             }
             if let Some(reply) = through_store(cx, &store, &req, &digest, &path).await? {
                 cx.reply = Some(reply);
@@ -214,6 +226,7 @@ async fn through_store(
     if req.method == Method::Head {
         return match store.blob_size_anywhere(digest).await {
             Some(size) => {
+                crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
                 Metrics::inc(&store.metrics.hits);
                 ranged(req, digest, size, |_, _| Body::Empty).map(Some)
             }
@@ -226,6 +239,7 @@ async fn through_store(
     let hit_bytes = Some(store.metrics.clone());
     match store.lookup_blob(digest).map_err(store_error)? {
         BlobLookup::Hit(hit) => {
+            crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
             Metrics::inc(&store.metrics.hits);
             let size = hit.size;
             ranged(req, digest, size, |start, end| {
@@ -234,11 +248,16 @@ async fn through_store(
             .map(Some)
         }
         BlobLookup::Follow(f) => {
+            crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
             Metrics::inc(&store.metrics.hits);
             follow(req, digest, f, hit_bytes).await.map(Some)
         }
         BlobLookup::Lead(lead) => {
             if let Some((size, body)) = store.remote_blob(digest).await {
+                if let Err(e) = crate::access::may_serve(cx, store, Resource::Blobs, digest).await {
+                    store.fail(lead, e.clone());
+                    return Err(e);
+                }
                 Metrics::inc(&store.metrics.hits);
                 let f = store.start_from_remote(lead, body, size, digest.clone());
                 return follow(req, digest, f, hit_bytes).await.map(Some);
@@ -256,7 +275,11 @@ async fn through_store(
             detached.request = cx.request.clone();
             detached.credentials = cx.credentials.clone();
             detached.authn = cx.authn;
+            detached.forward_auth = cx.forward_auth;
             detached.authorization = cx.authorization.clone();
+            detached.client_scope = cx.client_scope.clone();
+            // Followers from this same repository need not ask the upstream while it answers.
+            let pending = crate::access::pending_fetch(cx, store, digest);
             let (fetch_store, fetch_digest, fetch_path) =
                 (store.clone(), digest.clone(), path.to_string());
             tokio::spawn(async move {
@@ -278,8 +301,11 @@ async fn through_store(
                 };
                 if resp.status().as_u16() != 200 {
                     let e = upstream_error(cx, resp, Resource::Blobs).await;
+                    drop(pending);
                     return store.fail(lead, e);
                 }
+                crate::access::record(cx, &store, &digest);
+                drop(pending);
                 let total = resp.content_length();
                 if let Some(t) = total {
                     if !store.make_room(t) {

@@ -316,7 +316,7 @@ async fn tag_reply(
 /// A manifest the store lacks: a miss, fetched from the upstream (and counted) and stored.
 async fn fetch_and_store(
     cx: &mut Context,
-    store: &Store,
+    store: &std::sync::Arc<Store>,
     req: &crate::registry::ClientRequest,
     extra: &str,
     reference: &Reference,
@@ -327,6 +327,7 @@ async fn fetch_and_store(
     if let Err(e) = store.put_manifest(&digest, &bytes, &media_type).await {
         tracing::warn!(digest = %digest, "could not store the manifest: {e}");
     }
+    crate::access::record(cx, store, &digest);
     Ok((bytes, media_type, digest))
 }
 
@@ -344,6 +345,7 @@ async fn cached_manifest(
     let tag = match &reference {
         Reference::Digest(d) => {
             if let Some((bytes, media_type)) = store.manifest(d).await {
+                crate::access::may_serve(cx, store, Resource::Manifests, d).await?;
                 return Ok(stored_reply(store, req.method, d, bytes, &media_type));
             }
             let (bytes, media_type, digest) =
@@ -364,6 +366,11 @@ async fn cached_manifest(
     }
     if let Some((entry, digest, bytes, media_type)) = cached {
         if entry.age() < store.config.ttl_for(&ns) {
+            // The tag record is this repository's; a client's own credentials (`.forward-auth`)
+            // still need the upstream's yes for it.
+            if cx.forward_auth {
+                crate::access::may_serve(cx, store, Resource::Manifests, &digest).await?;
+            }
             return tag_reply(cx, store, req, inject, true, digest, bytes, media_type).await;
         }
         match revalidate(cx, req, extra, &entry.digest).await {
@@ -375,6 +382,10 @@ async fn cached_manifest(
                     tracing::warn!("could not record the tag: {e}");
                 }
                 return tag_reply(cx, store, req, inject, true, digest, bytes, media_type).await;
+            }
+            Revalidation::Unavailable(e) if cx.forward_auth => {
+                // Without the upstream, nothing can say this client may read the repository.
+                return Err(e);
             }
             Revalidation::Unavailable(e) => {
                 Metrics::inc(&store.metrics.stale_serves);
@@ -429,6 +440,7 @@ pub(crate) async fn manifest_by_digest(
     let store = cx.store.clone();
     if let Some(store) = &store {
         if let Some((bytes, mt)) = store.manifest(digest).await {
+            crate::access::may_serve(cx, store, Resource::Manifests, digest).await?;
             return Ok(crate::inject_layer::Resolved {
                 bytes,
                 media_type: if mt.is_empty() {
@@ -464,6 +476,7 @@ pub(crate) async fn manifest_by_digest(
         if let Err(e) = store.put_manifest(digest, &bytes, &media_type).await {
             tracing::warn!(digest = %digest, "could not store the manifest: {e}");
         }
+        crate::access::record(cx, store, digest);
     }
     Ok(crate::inject_layer::Resolved {
         bytes,

@@ -11,7 +11,8 @@
 //! Tokens are HS256 JWTs signed with `: .token-secret FILE` (share the file between replicas)
 //! or a key made at start. They last five minutes and name the repositories they open.
 //! Passwords checked once are remembered (as a hash) for five minutes, so bcrypt's cost is not
-//! paid per request.
+//! paid per request. bcrypt runs on the blocking pool, at most [`BCRYPT_SLOTS`] at a time, and
+//! an unknown user costs the same bcrypt as a wrong password (no oracle for user names).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,10 +25,32 @@ use sha2::{Digest as _, Sha256};
 
 use super::upstream::glob;
 
+/// The message of a 401 for credentials that are wrong (not missing, not short of a scope):
+/// what the failed-login limit counts.
+pub const BAD_CREDENTIALS: &str = "the credentials are not valid for this mirror";
+
+/// Whether `e` refused wrong credentials.
+pub fn is_bad_credentials(e: &RegistryError) -> bool {
+    e.status == 401 && (e.message == BAD_CREDENTIALS || e.message == WRONG_PASSWORD)
+}
+
+const WRONG_PASSWORD: &str = "wrong user name or password for this mirror";
+
 /// The service name acr's tokens are for.
 pub const SERVICE: &str = "acr";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 const REMEMBER: Duration = Duration::from_secs(300);
+/// How many bcrypt verifications run at once (each takes a core for tens of milliseconds).
+pub const BCRYPT_SLOTS: usize = 2;
+
+/// The hash an unknown user's password is checked against, so that answering "no such user"
+/// takes as long as "wrong password" (cost 10, as `htpasswd -B` writes).
+fn dummy_hash() -> String {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY
+        .get_or_init(|| bcrypt::hash("acr: no such user", 10).unwrap_or_default())
+        .clone()
+}
 
 #[derive(Debug)]
 pub struct ClientAuth {
@@ -36,6 +59,7 @@ pub struct ClientAuth {
     rules: Vec<(String, String)>,
     key: ring::hmac::Key,
     verified: Mutex<HashMap<(String, [u8; 32]), Instant>>,
+    bcrypt_slots: tokio::sync::Semaphore,
 }
 
 /// The settings that make a `ClientAuth`, as read from the proxy block.
@@ -76,6 +100,7 @@ impl ClientAuth {
             rules: settings.rules.clone(),
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes),
             verified: Mutex::new(HashMap::new()),
+            bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_SLOTS),
         };
         auth.reload()?;
         Ok(auth)
@@ -98,7 +123,7 @@ impl ClientAuth {
         Ok(())
     }
 
-    fn password_ok(&self, user: &str, password: &str) -> bool {
+    async fn password_ok(&self, user: &str, password: &str) -> bool {
         if let Err(e) = self.reload() {
             tracing::warn!("client users: {e}");
         }
@@ -113,7 +138,18 @@ impl ClientAuth {
             Ok(u) => u.1.get(user).cloned(),
             Err(_) => None,
         };
-        let ok = hash.is_some_and(|h| bcrypt::verify(password, &h).unwrap_or(false));
+        let known = hash.is_some();
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+            return false;
+        };
+        let password = password.to_string();
+        let verified = tokio::task::spawn_blocking(move || {
+            let hash = hash.unwrap_or_else(dummy_hash);
+            bcrypt::verify(password, &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        let ok = known && verified;
         if ok {
             if let Ok(mut v) = self.verified.lock() {
                 v.retain(|_, at| at.elapsed() < REMEMBER);
@@ -121,6 +157,17 @@ impl ClientAuth {
             }
         }
         ok
+    }
+
+    /// Whether `user` is (still) a user of the htpasswd file.
+    pub fn has_user(&self, user: &str) -> bool {
+        if let Err(e) = self.reload() {
+            tracing::warn!("client users: {e}");
+        }
+        self.users
+            .lock()
+            .map(|u| u.1.contains_key(user))
+            .unwrap_or(false)
     }
 
     /// Whether `user` may pull `repo` (the name as the client sent it, or with its `ns`).
@@ -134,7 +181,11 @@ impl ClientAuth {
     /// The user of a request, checked: Basic against the file, Bearer against acr's
     /// signature, with whether the credentials cover `repos` (a token names what it opens).
     /// `None`: no (valid) credentials.
-    fn user_of(&self, authorization: Option<&str>, repos: &[String]) -> Option<(String, bool)> {
+    async fn user_of(
+        &self,
+        authorization: Option<&str>,
+        repos: &[String],
+    ) -> Option<(String, bool)> {
         let value = authorization?.trim();
         let (scheme, rest) = value.split_once(' ')?;
         match scheme.to_ascii_lowercase().as_str() {
@@ -145,6 +196,7 @@ impl ClientAuth {
                 let text = String::from_utf8(raw).ok()?;
                 let (user, password) = text.split_once(':')?;
                 self.password_ok(user, password)
+                    .await
                     .then(|| (user.to_string(), true))
             }
             "bearer" => self.verify_token(rest.trim(), repos),
@@ -154,7 +206,7 @@ impl ClientAuth {
 
     /// Checks a request for `repos` (empty for `/v2/` itself). The error is what the client
     /// gets: 401 with the challenge, or 403.
-    pub fn check(
+    pub async fn check(
         &self,
         authorization: Option<&str>,
         repos: &[String],
@@ -165,9 +217,9 @@ impl ClientAuth {
             .map(|r| format!(",scope=\"repository:{r}:pull\""))
             .unwrap_or_default();
         let challenge = format!("Bearer realm=\"{realm}\",service=\"{SERVICE}\"{scope}");
-        let Some((user, covered)) = self.user_of(authorization, repos) else {
+        let Some((user, covered)) = self.user_of(authorization, repos).await else {
             let message = if authorization.is_some() {
-                "the credentials are not valid for this mirror"
+                BAD_CREDENTIALS
             } else {
                 "this mirror needs credentials: log in to it (docker login / podman login / skopeo login)"
             };
@@ -194,16 +246,14 @@ impl ClientAuth {
 
     /// `/token`: a token for a user who gives the right password, covering the requested
     /// scopes the rules allow (others are left out, as the token spec says).
-    pub fn issue(
+    pub async fn issue(
         &self,
         user: &str,
         password: &str,
         scopes: &[String],
     ) -> Result<serde_json::Value, RegistryError> {
-        if !self.password_ok(user, password) {
-            return Err(RegistryError::unauthorized(
-                "wrong user name or password for this mirror",
-            ));
+        if !self.password_ok(user, password).await {
+            return Err(RegistryError::unauthorized(WRONG_PASSWORD));
         }
         let mut access = Vec::new();
         for scope in scopes {
@@ -339,8 +389,8 @@ mod tests {
         )
     }
 
-    #[test]
-    fn basic_tokens_rules_and_challenges() {
+    #[tokio::test]
+    async fn basic_tokens_rules_and_challenges() {
         let (_d, a) = auth(&[("alice", "library/*"), ("*", "public/*")]);
         let repo = |r: &str| vec![r.to_string()];
         assert_eq!(
@@ -349,11 +399,13 @@ mod tests {
                 &repo("library/x"),
                 "http://h/token"
             )
+            .await
             .unwrap(),
             "alice"
         );
         let e = a
             .check(None, &repo("library/x"), "http://h/token")
+            .await
             .unwrap_err();
         assert_eq!(e.status, 401);
         assert!(
@@ -366,18 +418,21 @@ mod tests {
             .contains("scope=\"repository:library/x:pull\""));
         assert_eq!(
             a.check(Some(&basic("alice", "wrong")), &repo("library/x"), "r")
+                .await
                 .unwrap_err()
                 .status,
             401
         );
         assert_eq!(
             a.check(Some(&basic("bob", "secret")), &repo("library/x"), "r")
+                .await
                 .unwrap_err()
                 .status,
             403
         );
         assert!(a
             .check(Some(&basic("bob", "secret")), &repo("public/y"), "r")
+            .await
             .is_ok());
         // Tokens: signed, scoped, and only for what the rules allow.
         let t = a
@@ -386,22 +441,27 @@ mod tests {
                 "secret",
                 &["repository:library/x:pull,push".into()],
             )
+            .await
             .unwrap();
         let token = t["token"].as_str().unwrap();
         let bearer = format!("Bearer {token}");
         assert_eq!(
-            a.check(Some(&bearer), &repo("library/x"), "r").unwrap(),
+            a.check(Some(&bearer), &repo("library/x"), "r")
+                .await
+                .unwrap(),
             "alice"
         );
-        assert_eq!(a.check(Some(&bearer), &[], "r").unwrap(), "alice");
+        assert_eq!(a.check(Some(&bearer), &[], "r").await.unwrap(), "alice");
         assert_eq!(
             a.check(Some(&bearer), &repo("library/y"), "r")
+                .await
                 .unwrap_err()
                 .status,
             401
         );
         assert_eq!(
             a.check(Some(&bearer), &repo("private/z"), "r")
+                .await
                 .unwrap_err()
                 .status,
             403
@@ -409,22 +469,25 @@ mod tests {
         let forged = format!("Bearer {}x", token);
         assert_eq!(
             a.check(Some(&forged), &repo("library/x"), "r")
+                .await
                 .unwrap_err()
                 .status,
             401
         );
         let t = a
             .issue("bob", "secret", &["repository:library/x:pull".into()])
+            .await
             .unwrap();
         assert_eq!(t["token"].as_str().map(|_| ()), Some(()));
         let bob = format!("Bearer {}", t["token"].as_str().unwrap());
         assert_eq!(
             a.check(Some(&bob), &repo("library/x"), "r")
+                .await
                 .unwrap_err()
                 .status,
             403
         );
-        assert!(a.issue("bob", "nope", &[]).is_err());
+        assert!(a.issue("bob", "nope", &[]).await.is_err());
     }
 
     #[test]

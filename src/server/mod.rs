@@ -7,9 +7,11 @@
 
 pub mod clients;
 pub mod observe;
+pub mod peer;
 pub mod route;
 pub mod status;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 pub mod upstream;
 
@@ -65,6 +67,8 @@ pub struct ProxyHost {
     sampling: std::sync::atomic::AtomicBool,
     /// The last readiness check: when, and its answer.
     readiness: Mutex<Option<(Instant, Result<String, String>)>>,
+    /// Per-client limits of logins, credential checks and container tokens.
+    throttles: throttle::Throttles,
 }
 
 impl ProxyHost {
@@ -88,6 +92,7 @@ impl ProxyHost {
             active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             sampling: std::sync::atomic::AtomicBool::new(false),
             readiness: Mutex::new(None),
+            throttles: throttle::Throttles::default(),
         })
     }
 
@@ -194,13 +199,15 @@ impl ProxyHost {
     }
 
     /// Client authentication of a registry request, when the proxy has `: .users`. A path
-    /// under a container token (`/v2/wt/TOKEN/...`) needs none: the token is its credential.
-    fn admit(
+    /// under a container token (`/v2/wt/TOKEN/...`) is checked where the token is looked up:
+    /// the user who made it must still be allowed to pull its repository.
+    async fn admit(
         &self,
         key: &(String, String),
         headers: &hyper::HeaderMap,
         target: &Target,
         ns: Option<&str>,
+        peer: std::net::IpAddr,
     ) -> Result<(), RegistryError> {
         let pipeline = self.current();
         let Some(proxy) = pipeline.proxy(key) else {
@@ -231,17 +238,47 @@ impl ProxyHost {
                 r
             }
         };
+        let realm = self.realm_of(proxy, headers);
+        drop(pipeline);
+        self.client_user(&auth, headers, &repos, &realm, peer)
+            .await
+            .map(|_| ())
+    }
+
+    /// The realm of acr's own `/token` as the client reaches it.
+    fn realm_of(&self, proxy: &crate::world::ProxyPlan, headers: &hyper::HeaderMap) -> String {
         let host = headers
             .get(hyper::header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or(&proxy.address)
             .to_string();
         let scheme = if self.tls_of(proxy) { "https" } else { "http" };
-        let realm = format!("{scheme}://{host}/token");
+        format!("{scheme}://{host}/token")
+    }
+
+    /// The user of a request's credentials, checked for `repos` (none: any valid user), with
+    /// the failed-login limit of its address.
+    async fn client_user(
+        &self,
+        auth: &clients::ClientAuth,
+        headers: &hyper::HeaderMap,
+        repos: &[String],
+        realm: &str,
+        peer: std::net::IpAddr,
+    ) -> Result<String, RegistryError> {
         let authorization = headers
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        auth.check(authorization, &repos, &realm).map(|_| ())
+        if authorization.is_some() {
+            self.throttles.failed_logins.check(peer)?;
+        }
+        auth.check(authorization, repos, realm)
+            .await
+            .inspect_err(|e| {
+                if clients::is_bad_credentials(e) {
+                    self.throttles.failed_logins.count(peer);
+                }
+            })
     }
 
     /// With `.forward-auth`, clients authenticate to the upstream, and they learn that from
@@ -299,7 +336,9 @@ impl ProxyHost {
         key: &(String, String),
         req: Request<Incoming>,
         query: &str,
+        peer: std::net::IpAddr,
     ) -> Result<Reply, RegistryError> {
+        self.throttles.failed_logins.check(peer)?;
         let pipeline = self.current();
         let proxy = pipeline.proxy(key).ok_or_else(proxy_gone)?;
         let auth = self
@@ -362,7 +401,14 @@ impl ProxyHost {
             .filter(|(k, _)| k == "scope")
             .map(|(_, v)| v.clone())
             .collect();
-        let grant = auth.issue(&user, &password, &scopes)?;
+        let grant = auth
+            .issue(&user, &password, &scopes)
+            .await
+            .inspect_err(|e| {
+                if clients::is_bad_credentials(e) {
+                    self.throttles.failed_logins.count(peer);
+                }
+            })?;
         tracing::info!(user = %user, scopes = scopes.len(), "token issued to a client");
         Ok(json_reply(&grant))
     }
@@ -519,6 +565,21 @@ impl ProxyHost {
         }
     }
 
+    /// Serves one client connection given as a byte stream (HTTP/1.1 or h2c), as `proxy`
+    /// would serve a connection from `peer`: for the HTTP entry's fuzz target and tests.
+    pub async fn serve_stream<S>(
+        self: Arc<Self>,
+        key: (String, String),
+        stream: S,
+        peer: std::net::SocketAddr,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let stopping = self.stopping.subscribe();
+        self.serve_io(key, TokioIo::new(stream), peer, stopping)
+            .await
+    }
+
     /// Answers a request without a network: what `acr warm` pulls through, so the store
     /// fills exactly as a client's pull would fill it. `path` may carry a query.
     pub async fn in_process(
@@ -530,7 +591,8 @@ impl ProxyHost {
     ) -> Result<Reply, RegistryError> {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let ns = route::query_value(query, "ns");
-        self.answer(key, headers, method, path, query, ns.as_deref())
+        let peer = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        self.answer(key, headers, method, path, query, ns.as_deref(), peer)
             .await
             .0
     }
@@ -672,18 +734,27 @@ impl ProxyHost {
         let query = req.uri().query().unwrap_or("").to_string();
         let ns = route::query_value(&query, "ns");
         let (result, upstream) = if method == "POST" && is_service_path(&path) {
-            (self.answer_post(key, req, &path).await, None)
+            (self.answer_post(key, req, &path, peer.ip()).await, None)
         } else if method == "GET" && path == "/auth" {
             (self.answer_auth(key, &query, peer).await, None)
         } else if (method == "GET" || method == "POST") && path == "/token" {
-            (self.answer_token(key, req, &query).await, None)
+            (self.answer_token(key, req, &query, peer.ip()).await, None)
         } else {
-            self.answer(key, req.headers(), &method, &path, &query, ns.as_deref())
-                .await
+            let headers = req.headers();
+            self.answer(
+                key,
+                headers,
+                &method,
+                &path,
+                &query,
+                ns.as_deref(),
+                peer.ip(),
+            )
+            .await
         };
         let mut line = RequestLine {
             method,
-            path: loggable(&path),
+            path: loggable(&redact_path(&path)),
             ns: ns.as_deref().map(loggable).unwrap_or_else(|| "-".into()),
             upstream: upstream
                 .as_deref()
@@ -714,6 +785,7 @@ impl ProxyHost {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn answer(
         &self,
         key: &(String, String),
@@ -722,6 +794,7 @@ impl ProxyHost {
         path: &str,
         query: &str,
         ns: Option<&str>,
+        peer: std::net::IpAddr,
     ) -> (Result<Reply, RegistryError>, Option<String>) {
         if method == "GET" || method == "HEAD" {
             match path {
@@ -766,7 +839,7 @@ impl ProxyHost {
             Ok(t) => t,
             Err(e) => return (Err(e), None),
         };
-        if let Err(e) = self.admit(key, headers, &target, ns) {
+        if let Err(e) = self.admit(key, headers, &target, ns, peer).await {
             return (Err(e), None);
         }
         let (method, resource, name, reference) = match target {
@@ -802,6 +875,7 @@ impl ProxyHost {
         let mut ns = ns.map(String::from);
         let mut token_prefix = None;
         let mut client_injection = None;
+        let mut client_scope = None;
         if let (Some(rest), Some(tokens)) = (name.strip_prefix("wt/"), self.tokens_of(proxy)) {
             let (token, repo) = rest.split_once('/').unwrap_or((rest, ""));
             let granted = match tokens.lookup(token) {
@@ -811,12 +885,17 @@ impl ProxyHost {
             if repo != granted.record.image.name {
                 return (
                     Err(RegistryError::denied(format!(
-                        "container token {token} opens {} only, not `{repo}`",
+                        "container token {} opens {} only, not `{repo}`",
+                        container_token::token_id(token),
                         granted.record.image.name
                     ))),
                     None,
                 );
             }
+            if let Err(e) = self.token_user_may_pull(proxy, &granted) {
+                return (Err(e), None);
+            }
+            client_scope = Some(container_token::token_id(token));
             token_prefix = Some(format!("/v2/wt/{token}/{repo}"));
             ns = Some(granted.record.image.ns.clone());
             client_injection = Some(granted.injection.clone());
@@ -906,6 +985,7 @@ impl ProxyHost {
         cx.request = Some(request);
         cx.upstream = Some(choice.upstream);
         cx.client_injection = client_injection;
+        cx.client_scope = client_scope;
         let calls = route.calls.clone();
         drop(pipeline);
         for call in &calls {
@@ -1006,12 +1086,15 @@ fn json_reply(value: &serde_json::Value) -> Reply {
 
 impl ProxyHost {
     /// `POST /container-token` and `POST /validate-creds`, when the proxy has
-    /// `: .container-tokens TTL`.
+    /// `: .container-tokens TTL`. With `: .users`, both need a user's credentials (a token is
+    /// made for that user, for an image the user may pull); both are limited per client
+    /// address (see `throttle`).
     async fn answer_post(
         &self,
         key: &(String, String),
         req: Request<Incoming>,
         path: &str,
+        peer: std::net::IpAddr,
     ) -> Result<Reply, RegistryError> {
         let pipeline = self.current();
         let proxy = pipeline.proxy(key).ok_or_else(proxy_gone)?;
@@ -1024,28 +1107,33 @@ impl ProxyHost {
         };
         let proxy = proxy.clone();
         drop(pipeline);
+        let validate = path.ends_with("validate-creds");
+        if validate {
+            self.throttles.credential_checks.take(peer)?;
+        } else {
+            self.throttles.tokens_made.check(peer)?;
+        }
+        let auth = self
+            .auth_of(&proxy)
+            .map_err(|e| RegistryError::new(503, "UNAVAILABLE", e))?;
+        let user = match &auth {
+            Some(auth) => {
+                let realm = self.realm_of(&proxy, req.headers());
+                Some(
+                    self.client_user(auth, req.headers(), &[], &realm, peer)
+                        .await?,
+                )
+            }
+            None => None,
+        };
         let host = req
             .headers()
             .get(hyper::header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(String::from)
             .unwrap_or_else(|| proxy.address.clone());
-        let body = http_body_util::Limited::new(req.into_body(), MAX_POST_BODY)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    RegistryError::new(
-                        413,
-                        "SIZE_INVALID",
-                        format!("the request body is larger than {MAX_POST_BODY} bytes"),
-                    )
-                } else {
-                    RegistryError::new(400, "UNSUPPORTED", format!("reading the request body: {e}"))
-                }
-            })?
-            .to_bytes();
-        if path.ends_with("validate-creds") {
+        let body = read_post_body(req).await?;
+        if validate {
             let check = container_token::CredentialsCheck::parse(&body)?;
             let choice =
                 upstream::choose(&proxy, Some(&check.registry), "library/x").map_err(|e| {
@@ -1067,20 +1155,124 @@ impl ProxyHost {
             .await;
             return Ok(json_reply(&serde_json::Value::Bool(ok)));
         }
-        let (token, record) = tokens.create(&body, |image| {
-            upstream::choose(&proxy, Some(&image.ns), &image.name).map(|_| ())
-        })?;
+        self.throttles.tokens_made.count(peer);
+        let made_for = user.clone();
+        let (token, record) = tokio::task::spawn_blocking(move || {
+            tokens.create(&body, made_for.clone(), |image| {
+                upstream::choose(&proxy, Some(&image.ns), &image.name)?;
+                match (&auth, &made_for) {
+                    (Some(auth), Some(user)) if !auth.may_pull(user, &image_repos(image)) => Err(
+                        RegistryError::denied(format!("user {user} may not pull {}", image.name)),
+                    ),
+                    _ => Ok(()),
+                }
+            })
+        })
+        .await
+        .map_err(|e| RegistryError::new(500, "UNKNOWN", format!("the token task failed: {e}")))??;
         let target = format!(
             "{host}/wt/{token}/{}:{}",
             record.image.name, record.image.tag
         );
-        tracing::info!(image = %record.image, expires = %container_token::rfc3339(record.expires_ms), "container token issued");
+        tracing::info!(
+            token = %container_token::token_id(&token),
+            user = user.as_deref().unwrap_or("-"),
+            image = %record.image,
+            expires = %container_token::rfc3339(record.expires_ms),
+            "container token issued"
+        );
         Ok(json_reply(&serde_json::json!({
             "containerToken": token,
             "targetImage": target,
             "expiration": container_token::rfc3339(record.expires_ms),
             "containerImage": record.image.to_string(),
         })))
+    }
+
+    /// With `: .users`, a container token serves only while the user who made it is still a
+    /// user allowed to pull its image; a token made before the mirror had users serves none.
+    fn token_user_may_pull(
+        &self,
+        proxy: &crate::world::ProxyPlan,
+        granted: &container_token::Granted,
+    ) -> Result<(), RegistryError> {
+        let auth = match self.auth_of(proxy) {
+            Ok(Some(a)) => a,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(RegistryError::new(503, "UNAVAILABLE", e)),
+        };
+        let image = &granted.record.image;
+        match &granted.record.user {
+            Some(u) if auth.has_user(u) && auth.may_pull(u, &image_repos(image)) => Ok(()),
+            Some(u) => Err(RegistryError::denied(format!(
+                "this container token was made by {u}, who may no longer pull {}",
+                image.name
+            ))),
+            None => Err(RegistryError::unauthorized(
+                "this container token was made without credentials and this mirror now has users: ask /container-token for a new one with your credentials",
+            )),
+        }
+    }
+}
+
+/// The names `.allow-pull` rules match for an image: its repository, and with its registry.
+fn image_repos(image: &container_token::ImageRef) -> Vec<String> {
+    vec![image.name.clone(), format!("{}/{}", image.ns, image.name)]
+}
+
+/// How long a client may take between two pieces of a POST body.
+const POST_BODY_IDLE: Duration = Duration::from_secs(20);
+
+/// A POST body, at most [`MAX_POST_BODY`] bytes, each piece within [`POST_BODY_IDLE`].
+async fn read_post_body(req: Request<Incoming>) -> Result<Bytes, RegistryError> {
+    let mut body = http_body_util::Limited::new(req.into_body(), MAX_POST_BODY);
+    let mut bytes = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(POST_BODY_IDLE, body.frame()).await {
+            Err(_) => {
+                return Err(RegistryError::new(
+                    408,
+                    "UNSUPPORTED",
+                    format!(
+                        "the request body stalled for {} s",
+                        POST_BODY_IDLE.as_secs()
+                    ),
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => {
+                return Err(if e.is::<http_body_util::LengthLimitError>() {
+                    RegistryError::new(
+                        413,
+                        "SIZE_INVALID",
+                        format!("the request body is larger than {MAX_POST_BODY} bytes"),
+                    )
+                } else {
+                    RegistryError::new(400, "UNSUPPORTED", format!("reading the request body: {e}"))
+                })
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes.freeze())
+}
+
+/// A path as logs and `/status` show it: a container token replaced by its id.
+fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/v2/wt/") {
+        Some(rest) => {
+            let (token, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            let id = container_token::token_id(token);
+            std::borrow::Cow::Owned(if tail.is_empty() {
+                format!("/v2/wt/token-{id}")
+            } else {
+                format!("/v2/wt/token-{id}/{tail}")
+            })
+        }
+        None => std::borrow::Cow::Borrowed(path),
     }
 }
 
@@ -1102,10 +1294,11 @@ impl ProxyHost {
             r.status = status;
             Ok(r)
         };
-        if !peer.ip().is_loopback() {
+        if !peer::is_trusted_local(peer) {
+            tracing::warn!(%peer, "/auth refused: not a loopback client owned by root or by acr's user");
             return refuse(
                 403,
-                "acr answers /auth only on this node (the overlaybd snapshotter asks from 127.0.0.1)".into(),
+                "acr answers /auth only to this node's root (the overlaybd snapshotter) or to the user acr runs as".into(),
             );
         }
         let Some(remote) = route::query_value(query, "remote_url") else {

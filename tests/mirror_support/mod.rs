@@ -83,7 +83,10 @@ impl Acr {
                 }
             }
             cmd.env("HOME", dir.path())
-                .env("RUST_LOG", "info")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("ACR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                )
                 .env("NO_COLOR", "1");
             for (k, v) in &opts.env {
                 cmd.env(k, v);

@@ -230,6 +230,9 @@ def make_handler(authority):
 
         def reply(self, status, obj, headers=None, **fields):
             body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+            # Logged before the reply leaves: a test that reads the log after its client got
+            # what this reply made possible must find the line.
+            self.log_request_line(status, **fields)
             self.send_response(status)
             self.send_header("Content-Type",
                              "text/plain" if isinstance(obj, bytes) else "application/json")
@@ -240,7 +243,6 @@ def make_handler(authority):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
-            self.log_request_line(status, **fields)
 
         def deny(self, status, code, message, **fields):
             authority.count("denied")

@@ -224,6 +224,30 @@ pub fn gunzip_digest(reader: impl Read) -> io::Result<Digest> {
     Ok(Digest::from_sha256(hasher.finalize().into()))
 }
 
+/// [`gunzip_digest`] for bytes a client sent: refuses once the inflated stream passes `limit`
+/// bytes (a few MiB of gzip can inflate to gigabytes). Returns the digest and the inflated size.
+pub fn gunzip_digest_limited(reader: impl Read, limit: u64) -> io::Result<(Digest, u64)> {
+    let mut dec = flate2::read::MultiGzDecoder::new(reader);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = dec.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("it inflates to more than {} MiB", limit / (1024 * 1024)),
+            ));
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok((Digest::from_sha256(hasher.finalize().into()), total))
+}
+
 /// The digests and size of a `.tar.gz` file, streamed (the file may be large).
 pub fn read_file(path: &Path) -> io::Result<(Digest, u64, Digest)> {
     let mut file = std::fs::File::open(path)?;

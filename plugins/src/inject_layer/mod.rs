@@ -380,8 +380,11 @@ pub async fn apply(
     let key = (original.digest.clone(), fingerprint);
     let memo = derived().lock().ok().and_then(|m| m.get(&key).cloned());
     if let Some(known) = memo {
-        // The bytes are in memory; the store must still hold them for requests by digest.
-        let stored = if store.has_manifest(&known.digest) {
+        // The bytes are in memory; the store must still hold them for requests by digest, and
+        // they must have been made for this scope (else the slow way links what it makes).
+        let stored = if store.has_manifest(&known.digest)
+            && crate::access::made_here(cx, &store, &known.digest)
+        {
             Some((known.bytes.clone(), known.media_type.clone()))
         } else {
             None
@@ -506,6 +509,7 @@ async fn augment_manifest(
         .put_blob(&new_config_digest, &new_config)
         .await
         .map_err(store_failed)?;
+    crate::access::record_own(cx, store, &new_config_digest);
     let with_sizes: Vec<(&Layer, u64)> = layers.iter().copied().zip(sizes).collect();
     let new_manifest = rewrite::manifest(
         &original.bytes,
@@ -528,6 +532,7 @@ async fn augment_manifest(
         .put_manifest(&digest, &new_manifest, &media_type)
         .await
         .map_err(store_failed)?;
+    crate::access::record_own(cx, store, &digest);
     tracing::info!(
         name = %req.name,
         from = %original.digest,
@@ -610,6 +615,7 @@ async fn augment_index(
         .put_manifest(&digest, &new_index, &media_type)
         .await
         .map_err(store_failed)?;
+    crate::access::record_own(cx, store, &digest);
     tracing::info!(name = %req.name, from = %original.digest, to = %digest, platforms = replaced.len(), "injected into an index");
     Ok(Some(Resolved {
         bytes: Bytes::from(new_index),
@@ -642,6 +648,7 @@ async fn fetch_config(
     if let Err(e) = store.put_blob(digest, &bytes).await {
         tracing::warn!(digest = %digest, "could not store the config: {e}");
     }
+    crate::access::record(cx, store, digest);
     Ok(bytes)
 }
 

@@ -1,19 +1,27 @@
 //! Container tokens: a client asks acr (`POST /container-token`) to serve one image with its
 //! own injection, and gets a token; `/v2/wt/TOKEN/<repo>/...` then serves that image with it.
 //!
-//! A token is 128 random bits in hex. Its record (image, config, platform, expiry) is a file in
-//! the world directory (mode 0600), so tokens survive a restart; an expired one is removed
-//! when it is next asked for. A token opens one repository only.
+//! A token is 128 random bits in hex. Its record (image, config, platform, expiry, and the
+//! user who made it when the mirror has users) is a file in the world directory (mode 0600,
+//! its mtime set to the expiry), so tokens survive a restart. Expired tokens are swept at most
+//! once a [`SWEEP_EVERY`]; at most [`MAX_LIVE_TOKENS`] live at once, and decoded layers are
+//! kept in memory for at most [`MAX_LOADED`] tokens and [`MAX_LOADED_BYTES`]. A token opens one
+//! repository only. Logs and pages name a token by its [`token_id`], never by itself.
+//!
+//! A token request's layers inflate to at most [`MAX_INFLATED`] bytes in all (a gzip bomb is
+//! a 400, not gigabytes of work), and the request is handled off the async runtime.
 //!
 //! The layers of a token request are `data:` locations, checked against their declared
 //! digests and size when the token is made. acr does not fetch URLs that an unauthenticated
 //! client names (that would make it a fetcher of anything it can reach); layers on the web
 //! belong in the pipeline (`.inject-layer https://...`), where the operator names them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::Digest as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -118,10 +126,30 @@ impl std::fmt::Display for ImageRef {
     }
 }
 
+/// The most tokens alive at once, per proxy.
+pub const MAX_LIVE_TOKENS: usize = 10_000;
+/// The most bytes a token request's layers inflate to, in all.
+pub const MAX_INFLATED: u64 = 256 * 1024 * 1024;
+/// How often expired token files are removed.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Tokens whose decoded layers are kept in memory.
+pub const MAX_LOADED: usize = 256;
+/// The most bytes of decoded layers kept in memory.
+pub const MAX_LOADED_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A token's name in logs, pages and paths shown to others: a hash of it, never itself.
+pub fn token_id(token: &str) -> String {
+    let d = sha2::Sha256::digest(token.as_bytes());
+    hex::encode(&d[..8])
+}
+
 /// What a token stands for, as kept on disk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenRecord {
+    /// The mirror's user who made it (`: .users`); checked again on every use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub image: ImageRef,
     pub config: ContainerConfig,
     #[serde(default)]
@@ -143,7 +171,54 @@ pub struct Granted {
 pub struct ContainerTokens {
     dir: PathBuf,
     ttl: Duration,
-    loaded: Mutex<HashMap<String, Arc<Granted>>>,
+    loaded: Mutex<Loaded>,
+    /// When expired files were last swept, and how many tokens were live then (plus those made
+    /// since).
+    live: Mutex<Option<(Instant, usize)>>,
+}
+
+/// Grants with their decoded layers, oldest first, bounded by count and bytes.
+#[derive(Debug, Default)]
+struct Loaded {
+    by_token: HashMap<String, Arc<Granted>>,
+    order: VecDeque<String>,
+    bytes: u64,
+}
+
+fn layer_bytes(g: &Granted) -> u64 {
+    g.injection
+        .layers
+        .iter()
+        .map(|l| l.gzip_size.unwrap_or(0))
+        .sum()
+}
+
+impl Loaded {
+    fn get(&self, token: &str) -> Option<Arc<Granted>> {
+        self.by_token.get(token).cloned()
+    }
+
+    fn insert(&mut self, token: String, g: Arc<Granted>) {
+        self.remove(&token);
+        self.bytes += layer_bytes(&g);
+        self.order.push_back(token.clone());
+        self.by_token.insert(token, g);
+        while self.order.len() > MAX_LOADED || self.bytes > MAX_LOADED_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(g) = self.by_token.remove(&old) {
+                self.bytes = self.bytes.saturating_sub(layer_bytes(&g));
+            }
+        }
+    }
+
+    fn remove(&mut self, token: &str) {
+        if let Some(g) = self.by_token.remove(token) {
+            self.bytes = self.bytes.saturating_sub(layer_bytes(&g));
+            self.order.retain(|t| t != token);
+        }
+    }
 }
 
 fn bad(message: impl Into<String>) -> RegistryError {
@@ -154,7 +229,10 @@ fn unknown(token: &str) -> RegistryError {
     RegistryError::new(
         404,
         "NAME_UNKNOWN",
-        format!("container token {token} is unknown or has expired: ask for a new one at /container-token"),
+        format!(
+            "container token {} is unknown or has expired: ask for a new one at /container-token",
+            token_id(token)
+        ),
     )
 }
 
@@ -171,7 +249,8 @@ impl ContainerTokens {
         Self {
             dir,
             ttl,
-            loaded: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(Loaded::default()),
+            live: Mutex::new(None),
         }
     }
 
@@ -183,11 +262,63 @@ impl ContainerTokens {
         self.dir.join(format!("{token}.json"))
     }
 
-    /// Makes a token from a request body. `allowed` says whether the mirror serves the
-    /// image's registry (acr is never an open proxy).
+    /// Removes expired token files (at most once a [`SWEEP_EVERY`], or `now`), and counts the
+    /// live ones.
+    fn sweep(&self, force: bool) -> usize {
+        let Ok(mut live) = self.live.lock() else {
+            return 0;
+        };
+        if let Some((at, n)) = *live {
+            if !force && at.elapsed() < SWEEP_EVERY {
+                return n;
+            }
+        }
+        let now = SystemTime::now();
+        let mut count = 0;
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Some(token) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let expired = match entry.metadata().and_then(|m| m.modified()) {
+                Ok(m) if m > now => false,
+                // A file written before expiries were kept in its mtime says so itself.
+                _ => std::fs::read(&path)
+                    .ok()
+                    .and_then(|t| serde_json::from_slice::<TokenRecord>(&t).ok())
+                    .is_none_or(|r| r.expires_ms <= now_ms()),
+            };
+            if expired {
+                if std::fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                }
+                if let Ok(mut l) = self.loaded.lock() {
+                    l.remove(&token);
+                }
+            } else {
+                count += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, live = count, "expired container tokens removed");
+        }
+        *live = Some((Instant::now(), count));
+        count
+    }
+
+    /// Makes a token from a request body for `user` (the mirror's user who asked, when it has
+    /// users). `allowed` says whether the mirror serves the image's registry (acr is never an
+    /// open proxy) and whether that user may pull it. Blocking: call it off the runtime.
     pub fn create(
         &self,
         body: &[u8],
+        user: Option<String>,
         allowed: impl Fn(&ImageRef) -> Result<(), RegistryError>,
     ) -> Result<(String, TokenRecord), RegistryError> {
         let req: TokenRequest = serde_json::from_slice(body).map_err(|e| {
@@ -202,7 +333,20 @@ impl ContainerTokens {
             Some(p) if !p.trim().is_empty() => Some(Platform::parse(p).map_err(bad)?.to_string()),
             _ => None,
         };
+        let mut live = self.sweep(false);
+        if live >= MAX_LIVE_TOKENS {
+            live = self.sweep(true);
+        }
+        if live >= MAX_LIVE_TOKENS {
+            return Err(RegistryError::new(
+                503,
+                "UNAVAILABLE",
+                format!("this mirror holds {MAX_LIVE_TOKENS} live container tokens, its most; try again when some expire"),
+            )
+            .with_header("Retry-After", &SWEEP_EVERY.as_secs().to_string()));
+        }
         let record = TokenRecord {
+            user,
             image,
             config: req.container_config.unwrap_or_default(),
             platform,
@@ -219,8 +363,10 @@ impl ContainerTokens {
         self.write(&token, &record).map_err(|e| {
             RegistryError::new(500, "UNKNOWN", format!("cannot keep the token: {e}"))
         })?;
-        for l in &injection.layers {
-            layer::remember(l);
+        if let Ok(mut live) = self.live.lock() {
+            if let Some((_, n)) = live.as_mut() {
+                *n += 1;
+            }
         }
         let granted = Arc::new(Granted {
             token: token.clone(),
@@ -246,6 +392,9 @@ impl ContainerTokens {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(&text)?;
+        // The expiry, where a sweep reads it without opening the file.
+        let expires = std::time::UNIX_EPOCH + Duration::from_millis(record.expires_ms);
+        f.set_modified(expires)?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.path(token))
     }
@@ -255,17 +404,18 @@ impl ContainerTokens {
         if !well_formed(token) {
             return Err(unknown(token));
         }
-        let cached = self.loaded.lock().ok().and_then(|m| m.get(token).cloned());
+        let cached = self.loaded.lock().ok().and_then(|m| m.get(token));
         let granted = match cached {
             Some(g) => g,
             None => {
                 let text = std::fs::read(self.path(token)).map_err(|_| unknown(token))?;
                 let record: TokenRecord =
                     serde_json::from_slice(&text).map_err(|_| unknown(token))?;
-                let injection = injection_of(&record).map_err(|_| unknown(token))?;
-                for l in &injection.layers {
-                    layer::remember(l);
+                if record.expires_ms <= now_ms() {
+                    let _ = std::fs::remove_file(self.path(token));
+                    return Err(unknown(token));
                 }
+                let injection = injection_of(&record).map_err(|_| unknown(token))?;
                 let g = Arc::new(Granted {
                     token: token.to_string(),
                     record,
@@ -298,6 +448,7 @@ fn injection_of(record: &TokenRecord) -> Result<Injection, RegistryError> {
         .transpose()
         .map_err(bad)?;
     let mut layers = Vec::new();
+    let mut inflated = 0u64;
     for (i, spec) in c.layers.iter().enumerate() {
         let n = i + 1;
         let gzip_digest = Digest::parse(&spec.gzip_digest).map_err(|e| {
@@ -348,8 +499,19 @@ fn injection_of(record: &TokenRecord) -> Result<Injection, RegistryError> {
                 ),
             ));
         }
-        let tar = layer::gunzip_digest(&gz[..])
-            .map_err(|e| bad(format!("layer {n}: not a gzipped tar: {e}")))?;
+        let left = MAX_INFLATED.saturating_sub(inflated);
+        let (tar, size) = layer::gunzip_digest_limited(&gz[..], left).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData && e.to_string().contains("inflates") {
+                RegistryError::new(
+                    400,
+                    "SIZE_INVALID",
+                    format!("layer {n}: {e}: the layers of a token request inflate to at most {} MiB in all", MAX_INFLATED / (1024 * 1024)),
+                )
+            } else {
+                bad(format!("layer {n}: not a gzipped tar: {e}"))
+            }
+        })?;
+        inflated += size;
         if tar != tar_digest {
             return Err(RegistryError::new(
                 400,
@@ -507,24 +669,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tokens = ContainerTokens::new(dir.path().to_path_buf(), Duration::from_millis(300));
         let ok = |_: &ImageRef| Ok(());
-        let e = tokens.create(b"{", ok).unwrap_err();
+        let e = tokens.create(b"{", None, ok).unwrap_err();
         assert_eq!(e.status, 400);
         let e = tokens
             .create(
                 br#"{"containerImage":"a/b:1","containerPlatform":"linux/mips99"}"#,
+                None,
                 ok,
             )
             .unwrap_err();
         assert!(e.message.contains("mips99"), "{}", e.message);
         let e = tokens
-            .create(br#"{"containerImage":"a/b:1","containerConfig":{"layers":[{"location":"data:H4sIAAAAAAAA/wMAAAAAAAAAAAA=","gzipDigest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","gzipSize":20,"tarDigest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}]}}"#, ok)
+            .create(br#"{"containerImage":"a/b:1","containerConfig":{"layers":[{"location":"data:H4sIAAAAAAAA/wMAAAAAAAAAAAA=","gzipDigest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","gzipSize":20,"tarDigest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}]}}"#, None, ok)
             .unwrap_err();
         assert_eq!(e.code, "DIGEST_INVALID");
         let (token, record) = tokens
-            .create(br#"{"containerImage":"127.0.0.1:5000/library/test:1","containerConfig":{"env":["A=1"]}}"#, ok)
+            .create(br#"{"containerImage":"127.0.0.1:5000/library/test:1","containerConfig":{"env":["A=1"]}}"#, Some("alice".into()), ok)
             .unwrap();
         assert_eq!(token.len(), 32);
         assert_eq!(record.image.name, "library/test");
+        assert_eq!(record.user.as_deref(), Some("alice"));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join(format!("{token}.json")))
             .unwrap()
@@ -541,5 +705,66 @@ mod tests {
         std::thread::sleep(Duration::from_millis(400));
         assert_eq!(again.lookup(&token).unwrap_err().status, 404);
         assert!(!dir.path().join(format!("{token}.json")).exists());
+    }
+
+    /// A data: layer of a few KiB of gzip that inflates past the bound is a 400, quickly.
+    #[test]
+    fn a_gzip_bomb_is_refused() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1024 * 1024];
+        for _ in 0..(MAX_INFLATED / (1024 * 1024) + 2) {
+            gz.write_all(&zeros).unwrap();
+        }
+        let gz = gz.finish().unwrap();
+        assert!(gz.len() < 2 * 1024 * 1024, "{}", gz.len());
+        use base64::Engine as _;
+        let body = serde_json::json!({
+            "containerImage": "127.0.0.1:5000/library/test:1",
+            "containerConfig": {"layers": [{
+                "location": format!("data:application/gzip;base64,{}", base64::engine::general_purpose::STANDARD.encode(&gz)),
+                "gzipDigest": Digest::of(&gz).to_string(),
+                "gzipSize": gz.len(),
+                "tarDigest": Digest::of(b"whatever").to_string(),
+            }]},
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = ContainerTokens::new(dir.path().to_path_buf(), Duration::from_secs(60));
+        let started = std::time::Instant::now();
+        let e = tokens
+            .create(body.to_string().as_bytes(), None, |_| Ok(()))
+            .unwrap_err();
+        assert_eq!(e.status, 400);
+        assert_eq!(e.code, "SIZE_INVALID");
+        assert!(e.message.contains("inflate"), "{}", e.message);
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0
+        );
+    }
+
+    /// Expired token files go at the next sweep, without anyone asking for them.
+    #[test]
+    fn expired_tokens_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = ContainerTokens::new(dir.path().to_path_buf(), Duration::from_millis(200));
+        let body = br#"{"containerImage":"127.0.0.1:5000/library/test:1"}"#;
+        for _ in 0..3 {
+            tokens.create(body, None, |_| Ok(())).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(tokens.sweep(true), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn token_ids_hide_the_token() {
+        let id = token_id("0123456789abcdef0123456789abcdef");
+        assert_eq!(id.len(), 16);
+        assert!(!"0123456789abcdef0123456789abcdef".contains(&id));
     }
 }

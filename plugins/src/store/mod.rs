@@ -12,6 +12,7 @@
 //!   leftovers are removed when the store opens.
 
 pub mod flight;
+pub mod links;
 pub mod metrics;
 pub mod remote;
 
