@@ -378,3 +378,109 @@ fn auth_answers_root_on_this_node_and_no_other_local_user() {
     assert!(!body.contains(UP_PASS), "{body}");
     assert!(body.contains("\"success\":false"), "{body}");
 }
+
+// ------------------------------------------------------------------------------------------
+// bounds on what anyone may ask
+
+/// A token request whose layer is a few hundred KiB of gzip that inflates to 300 MiB: 400
+/// `SIZE_INVALID` (acr stops inflating at its bound), and acr goes on serving.
+#[test]
+fn a_gzip_bomb_in_a_token_request_is_refused() {
+    use base64::Engine as _;
+    let reg = private_upstream();
+    let settings = [".container-tokens 1h", ".cache store"];
+    let acr = Mirror::start(
+        &pipeline(&reg.url(), &[], &settings, &routes("")),
+        MirrorOptions {
+            env: vec![(acr_auth_var(&reg), format!("{UP_USER}:{UP_PASS}"))],
+            ..MirrorOptions::default()
+        },
+    );
+    let dir = temp_dir("acr-bomb-");
+    let gz_path = dir.path().join("bomb.gz");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "head -c 314572800 /dev/zero | gzip -9 > {}",
+        gz_path.display()
+    ));
+    run_cmd(cmd, std::time::Duration::from_secs(120)).ok();
+    let gz = std::fs::read(&gz_path).expect("bomb");
+    assert!(gz.len() < 1024 * 1024, "{} bytes of gzip", gz.len());
+    let request = serde_json::json!({
+        "containerImage": format!("{}/library/test:1", reg.host()),
+        "containerConfig": {"layers": [{
+            "location": format!("data:application/gzip;base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(&gz)),
+            "gzipDigest": digest_of(&gz),
+            "gzipSize": gz.len(),
+            "tarDigest": digest_of(b"not what it inflates to"),
+        }]},
+    });
+    let body_path = dir.path().join("request.json");
+    std::fs::write(&body_path, request.to_string()).expect("request");
+    let at_body = format!("@{}", body_path.display());
+    let (status, body) = curl_status(
+        &["-X", "POST", "--data-binary", &at_body],
+        &format!("{}/container-token", acr.url()),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(oci_code(&body), "SIZE_INVALID");
+    assert!(body.contains("inflate"), "{body}");
+    let (status, _) = curl_status(&[], &format!("{}/healthz", acr.url()));
+    assert_eq!(status, 200);
+}
+
+/// Password guessing is limited per client address: after 20 wrong passwords a minute, 429
+/// with Retry-After (even for the right password), while another address still logs in.
+/// `/validate-creds`, an oracle for the upstream's passwords, allows 10 checks a minute.
+#[test]
+fn password_guessing_is_limited_per_address() {
+    let reg = private_upstream();
+    let acr = users_mirror(&reg, &[".container-tokens 1h"]);
+    let token_url = format!(
+        "{}/token?service=acr&scope=repository:library/test:pull",
+        acr.url()
+    );
+    let wrong = format!("{}:guess", ALICE.0);
+    let mut statuses = Vec::new();
+    for _ in 0..22 {
+        statuses.push(curl_status(&["-u", &wrong], &token_url).0);
+    }
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses[21], 429, "{statuses:?}");
+    let right = creds(ALICE);
+    let out = curl(&["-i", "-u", &right, &token_url]);
+    assert!(out.stdout.starts_with("HTTP/1.1 429"), "{out:?}");
+    assert!(
+        out.stdout.to_ascii_lowercase().contains("retry-after: "),
+        "{out:?}"
+    );
+    // The same login from another loopback address works.
+    let (status, body) = curl_status(&["--interface", "127.0.0.2", "-u", &right], &token_url);
+    assert_eq!(status, 200, "{body}");
+
+    let check = format!(
+        "{{\"registry\":\"{}\",\"userName\":\"{UP_USER}\",\"password\":\"guess\"}}",
+        reg.host()
+    );
+    let checks: Vec<u16> = (0..12)
+        .map(|_| {
+            curl_status(
+                &[
+                    "--interface",
+                    "127.0.0.3",
+                    "-u",
+                    &right,
+                    "-X",
+                    "POST",
+                    "-d",
+                    &check,
+                ],
+                &format!("{}/validate-creds", acr.url()),
+            )
+            .0
+        })
+        .collect();
+    assert!(checks[..10].iter().all(|s| *s == 200), "{checks:?}");
+    assert_eq!(checks[11], 429, "{checks:?}");
+}

@@ -374,13 +374,7 @@ impl ProxyHost {
             });
         let mut params = route::query_pairs(query);
         if is_post {
-            let body = http_body_util::Limited::new(req.into_body(), 64 * 1024)
-                .collect()
-                .await
-                .map_err(|_| {
-                    RegistryError::new(400, "UNSUPPORTED", "the token request body is too large")
-                })?
-                .to_bytes();
+            let body = read_post_body(req, MAX_TOKEN_BODY).await?;
             params.extend(route::query_pairs(
                 &String::from_utf8_lossy(&body).replace('+', "%20"),
             ));
@@ -1132,7 +1126,7 @@ impl ProxyHost {
             .and_then(|h| h.to_str().ok())
             .map(String::from)
             .unwrap_or_else(|| proxy.address.clone());
-        let body = read_post_body(req).await?;
+        let body = read_post_body(req, MAX_POST_BODY).await?;
         if validate {
             let check = container_token::CredentialsCheck::parse(&body)?;
             let choice =
@@ -1223,9 +1217,12 @@ fn image_repos(image: &container_token::ImageRef) -> Vec<String> {
 /// How long a client may take between two pieces of a POST body.
 const POST_BODY_IDLE: Duration = Duration::from_secs(20);
 
-/// A POST body, at most [`MAX_POST_BODY`] bytes, each piece within [`POST_BODY_IDLE`].
-async fn read_post_body(req: Request<Incoming>) -> Result<Bytes, RegistryError> {
-    let mut body = http_body_util::Limited::new(req.into_body(), MAX_POST_BODY);
+/// The largest `/token` form a client may send.
+const MAX_TOKEN_BODY: usize = 64 * 1024;
+
+/// A POST body, at most `limit` bytes, each piece within [`POST_BODY_IDLE`].
+async fn read_post_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, RegistryError> {
+    let mut body = http_body_util::Limited::new(req.into_body(), limit);
     let mut bytes = bytes::BytesMut::new();
     loop {
         let frame = match tokio::time::timeout(POST_BODY_IDLE, body.frame()).await {
@@ -1246,7 +1243,7 @@ async fn read_post_body(req: Request<Incoming>) -> Result<Bytes, RegistryError> 
                     RegistryError::new(
                         413,
                         "SIZE_INVALID",
-                        format!("the request body is larger than {MAX_POST_BODY} bytes"),
+                        format!("the request body is larger than {limit} bytes"),
                     )
                 } else {
                     RegistryError::new(400, "UNSUPPORTED", format!("reading the request body: {e}"))
