@@ -147,7 +147,29 @@ pub fn namespace_and_server(host: &str) -> (String, String) {
     }
 }
 
-/// The text of a hosts.toml: `server`, then acr as the one host, with its capabilities.
+/// containerd's `hosts.toml` for one namespace, as it reads it (`config_path` of its CRI
+/// registry settings): the upstream `server`, then the hosts to try first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HostsToml {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub host: std::collections::BTreeMap<String, HostEntry>,
+}
+
+/// One `[host."URL"]` table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HostEntry {
+    pub capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub header: std::collections::BTreeMap<String, String>,
+}
+
+/// The text of a hosts.toml: `server`, then acr as the one host, with its capabilities,
+/// serialized by the `toml` crate (any value, a quote or a backslash included, reads back as
+/// it was written).
 pub fn hosts_toml(
     server: Option<&str>,
     mirror: &str,
@@ -155,30 +177,23 @@ pub fn hosts_toml(
     ca: Option<&str>,
     headers: &[(String, String)],
 ) -> String {
-    let mut out = String::from(
-        "# Written by acr (.mirror). containerd reads it when its config_path points here.\n",
-    );
-    if let Some(server) = server {
-        out.push_str(&format!("server = \"{server}\"\n"));
-    }
-    out.push('\n');
     let scheme = if ca.is_some() { "https" } else { "http" };
-    let key = format!("{scheme}://{mirror}");
-    let caps: Vec<String> = capabilities.iter().map(|c| format!("\"{c}\"")).collect();
-    out.push_str(&format!(
-        "[host.\"{key}\"]\n  capabilities = [{}]\n",
-        caps.join(", ")
-    ));
-    if let Some(ca) = ca {
-        out.push_str(&format!("  ca = \"{ca}\"\n"));
-    }
-    if !headers.is_empty() {
-        out.push_str(&format!("  [host.\"{key}\".header]\n"));
-        for (k, v) in headers {
-            out.push_str(&format!("    {k} = \"{v}\"\n"));
-        }
-    }
-    out
+    let doc = HostsToml {
+        server: server.map(str::to_string),
+        host: std::iter::once((
+            format!("{scheme}://{mirror}"),
+            HostEntry {
+                capabilities: capabilities.to_vec(),
+                ca: ca.map(str::to_string),
+                header: headers.iter().cloned().collect(),
+            },
+        ))
+        .collect(),
+    };
+    let body = toml::to_string(&doc).unwrap_or_default();
+    format!(
+        "# Written by acr (.mirror). containerd reads it when its config_path points here.\n{body}"
+    )
 }
 
 /// Writes `text` to `path`, keeping a different existing file as a timestamped backup.
@@ -284,11 +299,36 @@ mod tests {
             None,
             &[("x-ms-upgrade-if-streamable".into(), "overlaybd".into())],
         );
+        assert!(text.starts_with("# Written by acr"));
         assert!(text.contains("server = \"https://example.azurecr.io\"\n"));
         assert!(text.contains(
-            "[host.\"http://localhost:8578\"]\n  capabilities = [\"resolve\", \"pull\"]\n"
+            "[host.\"http://localhost:8578\"]\ncapabilities = [\"resolve\", \"pull\"]\n"
         ));
-        assert!(text.contains("  [host.\"http://localhost:8578\".header]\n    x-ms-upgrade-if-streamable = \"overlaybd\"\n"));
+        assert!(text.contains(
+            "[host.\"http://localhost:8578\".header]\nx-ms-upgrade-if-streamable = \"overlaybd\"\n"
+        ));
+    }
+
+    /// A header value with a quote and a CA path with a backslash read back as written.
+    #[test]
+    fn hosts_toml_values_read_back() {
+        let headers = vec![
+            ("x-quote".to_string(), "say \"hi\" \\ bye".to_string()),
+            ("Authorization".to_string(), "Bearer a=b".to_string()),
+        ];
+        let text = hosts_toml(
+            Some("https://r.example"),
+            "127.0.0.1:8578",
+            &["pull".into()],
+            Some("C:\\certs\\ca \"x\".pem"),
+            &headers,
+        );
+        let back: HostsToml = toml::from_str(&text).unwrap();
+        let entry = &back.host["https://127.0.0.1:8578"];
+        assert_eq!(entry.ca.as_deref(), Some("C:\\certs\\ca \"x\".pem"));
+        assert_eq!(entry.header["x-quote"], "say \"hi\" \\ bye");
+        assert_eq!(entry.header["Authorization"], "Bearer a=b");
+        assert_eq!(back.server.as_deref(), Some("https://r.example"));
     }
 
     #[test]
