@@ -4,7 +4,8 @@
 //! way; if the bytes do not match the digest the stream ends in an error, so the client sees a
 //! broken transfer, never a complete-looking 200 with wrong bytes. The client's `Range` is
 //! passed on (206). Redirects to storage are followed without sending Authorization to
-//! another host.
+//! another host (the rules are `registry::destination`'s), and a body that pauses longer
+//! than the upstream idle bound breaks off.
 
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
@@ -93,9 +94,7 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
                 .as_ref()
                 .map(|u| u.ns.clone())
                 .unwrap_or_default();
-            let stream: BodyStream = Box::pin(resp.bytes_stream().map(|r| {
-                r.map_err(|e| std::io::Error::other(format!("upstream transfer failed: {e}")))
-            }));
+            let stream: BodyStream = crate::registry::client::body_stream(cx, resp);
             if status == 200 {
                 Body::Stream(Box::pin(Verified::new(stream, digest, ns)))
             } else {
@@ -257,6 +256,7 @@ async fn through_store(
             detached.credentials = cx.credentials.clone();
             detached.authn = cx.authn;
             detached.authorization = cx.authorization.clone();
+            detached.upstream_unavailable = cx.upstream_unavailable.clone();
             let (fetch_store, fetch_digest, fetch_path) =
                 (store.clone(), digest.clone(), path.to_string());
             tokio::spawn(async move {
@@ -297,10 +297,7 @@ async fn through_store(
                         );
                     }
                 }
-                let body: BodyStream = Box::pin(
-                    resp.bytes_stream()
-                        .map(|r| r.map_err(std::io::Error::other)),
-                );
+                let body: BodyStream = crate::registry::client::body_stream(cx, resp);
                 drop(store.start_stream(lead, body, total, digest));
             });
             follow(req, digest, own, None).await.map(Some)
