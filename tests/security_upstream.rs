@@ -590,6 +590,66 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 // ------------------------------------------------------------------------------------------
+// 7. a token belongs to the credential that got it
+
+#[test]
+fn two_identities_with_one_user_name_never_share_an_upstream_token() {
+    // The token service answers `t-<refresh token>`: which identity got a token shows.
+    let realm = Hostile::start("127.0.0.1", |req: &FakeRequest| {
+        let form = String::from_utf8_lossy(&req.body).into_owned();
+        let refresh = form
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("refresh_token="))
+            .unwrap_or("anonymous")
+            .to_string();
+        FakeReply::new(
+            200,
+            &[],
+            format!(r#"{{"token":"t-{refresh}","expires_in":300}}"#),
+        )
+    });
+    let challenge = format!(r#"Bearer realm="{}/token",service="svc""#, realm.url());
+    let blob = b"a blob".to_vec();
+    let served = blob.clone();
+    let up = Hostile::start("127.0.0.1", move |req: &FakeRequest| {
+        if !req
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("Bearer t-"))
+        {
+            return FakeReply::new(401, &[("WWW-Authenticate", &challenge)], "");
+        }
+        if req.path.contains("/blobs/") {
+            return FakeReply::new(200, &[], served.clone());
+        }
+        manifest_reply()
+    });
+    // Two routes, two credential files: both ACR-style identity tokens, so both are user
+    // 00000000-0000-0000-0000-000000000000.
+    let routes = ": .manifests head, get\n:   .login identity-a\n:   .authn\n:   .resolve\n\
+                  : .blobs head, get\n:   .login identity-b\n:   .authn\n:   .pull\n";
+    let acr = acr_with(
+        &pipeline(&up.url(), &[], &[], routes),
+        short_waits(),
+        vec![
+            ("identity-a".into(), "refresh-token-aaa\n".into()),
+            ("identity-b".into(), "refresh-token-bbb\n".into()),
+        ],
+    );
+    assert_eq!(get(&acr, "/v2/app/manifests/1").status, 200);
+    let r = get(&acr, &format!("/v2/app/blobs/{}", digest_of(&blob)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let auth_of = |what: &str| -> Vec<String> {
+        up.received()
+            .iter()
+            .filter(|r| r.path.contains(what))
+            .filter_map(|r| r.header("authorization").map(String::from))
+            .collect()
+    };
+    assert_eq!(auth_of("/manifests/"), ["Bearer t-refresh-token-aaa"]);
+    assert_eq!(auth_of("/blobs/"), ["Bearer t-refresh-token-bbb"]);
+}
+
+// ------------------------------------------------------------------------------------------
 // 8. secrets in errors
 
 #[test]
