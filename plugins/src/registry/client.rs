@@ -301,11 +301,15 @@ pub async fn send_with(
     }
 }
 
-/// A body stream that fails when `idle` passes without a piece of it.
+/// A body stream that fails when the upstream sends nothing for `idle` while it is being
+/// read. The wait starts when the reader asks for the next piece, not when it got the last
+/// one: a client that reads slowly (so acr stops reading) never makes the upstream look idle.
 pub struct IdleBounded {
     inner: BodyStream,
     idle: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// A read is in progress and the deadline runs for it.
+    waiting: bool,
     done: bool,
 }
 
@@ -315,6 +319,7 @@ impl IdleBounded {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            waiting: false,
             done: false,
         }
     }
@@ -328,13 +333,17 @@ impl Stream for IdleBounded {
         if this.done {
             return Poll::Ready(None);
         }
+        if !this.waiting {
+            this.waiting = true;
+            let until = tokio::time::Instant::now() + this.idle;
+            this.deadline.as_mut().reset(until);
+        }
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(item) => {
+                this.waiting = false;
                 if item.is_none() {
                     this.done = true;
                 }
-                let next = tokio::time::Instant::now() + this.idle;
-                this.deadline.as_mut().reset(next);
                 Poll::Ready(item)
             }
             Poll::Pending => match std::future::Future::poll(this.deadline.as_mut(), cx) {
@@ -613,6 +622,54 @@ pub async fn error_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_idle_body_fails_but_a_slow_reader_does_not() {
+        let ms = Duration::from_millis;
+        // Pieces 300 ms apart: fine under a 2 s bound, broken under a 100 ms one.
+        let paced = || -> BodyStream {
+            Box::pin(futures_util::stream::unfold(0u8, |n| async move {
+                if n == 3 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Some((Ok(Bytes::from(vec![n])), n + 1))
+            }))
+        };
+        let mut ok = IdleBounded::new(paced(), ms(2000));
+        let mut got = Vec::new();
+        while let Some(piece) = ok.next().await {
+            got.extend_from_slice(&piece.unwrap());
+        }
+        assert_eq!(got, [0, 1, 2]);
+        let mut idle = IdleBounded::new(paced(), ms(100));
+        let e = idle.next().await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(idle.next().await.is_none());
+        // A reader that pauses 300 ms between pieces of a prompt upstream (each piece one
+        // scheduler turn away) is not idle.
+        let prompt: BodyStream = Box::pin(futures_util::stream::unfold(0u8, |n| async move {
+            if n == 3 {
+                return None;
+            }
+            tokio::task::yield_now().await;
+            Some((Ok(Bytes::from(vec![n])), n + 1))
+        }));
+        let mut slow_reader = IdleBounded::new(prompt, ms(100));
+        for _ in 0..3 {
+            tokio::time::sleep(ms(300)).await;
+            assert!(slow_reader.next().await.unwrap().is_ok());
+        }
+    }
+
+    #[test]
+    fn blob_paths_are_told_from_documents() {
+        assert!(is_blob_path("/v2/a/blobs/sha256:x"));
+        assert!(is_blob_path("/v2/a/b/blobs/sha256:x?hop=1"));
+        assert!(!is_blob_path("/v2/blobs/x/manifests/1"));
+        assert!(!is_blob_path("/v2/a/tags/list"));
+        assert!(!is_blob_path("/v2/a/referrers/sha256:x"));
+    }
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {
