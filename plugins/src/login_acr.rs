@@ -195,15 +195,9 @@ impl Login {
                 );
             }
         }
-        // The service names the registry in the token; only the login server's own name is
-        // taken from the challenge.
-        let own = host_of(&self.server).to_string();
-        let service = service
-            .filter(|s| {
-                s.eq_ignore_ascii_case(&own)
-                    || s.eq_ignore_ascii_case(own.split(':').next().unwrap_or(&own))
-            })
-            .unwrap_or(own);
+        // The service is only a name in the form the login server receives, not a place
+        // anything is sent.
+        let service = service.unwrap_or_else(|| host_of(&self.server).to_string());
         let mut form = vec![
             ("grant_type", "access_token".to_string()),
             ("service", service),
