@@ -43,7 +43,7 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
         cx.credentials = shared.credentials.find(&query).await?;
         match &cx.credentials {
             Some(c) => {
-                tracing::debug!(upstream = %upstream.ns, source = %c.source, "credentials found")
+                tracing::debug!(upstream = %upstream.ns, user = %c.username, source = %c.source, "credentials found")
             }
             None if !upstream.named_by_pipeline => {
                 tracing::debug!(upstream = %upstream.ns, "an upstream chosen through an `.allow` glob: only credentials kept for its own host apply, and there are none")
