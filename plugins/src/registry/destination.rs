@@ -11,8 +11,12 @@
 //!   and then without `Authorization`.
 //! - A realm is https, or plain http on the upstream's own host when the upstream itself is
 //!   plain http (a local registry and its token service).
+//! - A host *name* that resolves only to link-local or metadata addresses is never connected
+//!   to ([`GuardedResolver`], the upstream client's DNS): a redirect to a name an attacker
+//!   points at 169.254.169.254 is refused like the address itself. A pipeline that means such
+//!   a host names it by address.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use reqwest::Url;
 
@@ -61,6 +65,45 @@ pub fn is_metadata(url: &Url) -> bool {
     }
     let name = host.trim_end_matches('.').to_ascii_lowercase();
     METADATA_HOSTS.contains(&name.as_str())
+}
+
+/// The upstream client's DNS: the system resolver, minus link-local and metadata addresses.
+#[derive(Debug, Default)]
+pub struct GuardedResolver;
+
+/// The addresses acr may connect to among those a name resolved to.
+pub fn usable_addresses(resolved: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    resolved
+        .into_iter()
+        .filter(|a| !is_metadata_ip(a.ip()))
+        .collect()
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let lookup = host.clone();
+            let resolved = tokio::task::spawn_blocking(move || {
+                use std::net::ToSocketAddrs as _;
+                (lookup.as_str(), 0)
+                    .to_socket_addrs()
+                    .map(Iterator::collect)
+            })
+            .await
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?
+            .map_err(|e: std::io::Error| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+            let resolved: Vec<SocketAddr> = resolved;
+            let usable = usable_addresses(resolved);
+            if usable.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to link-local or metadata addresses: refused"
+                )
+                .into());
+            }
+            Ok(Box::new(usable.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// Same scheme, host and port.
@@ -264,6 +307,28 @@ mod tests {
         ] {
             assert!(!is_metadata(&url(ok)), "{ok}");
         }
+    }
+
+    #[test]
+    fn names_that_resolve_to_metadata_addresses_are_unusable() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(
+            usable_addresses([addr("169.254.169.254:80"), addr("[fd00:ec2::254]:80")]).is_empty()
+        );
+        assert_eq!(
+            usable_addresses([addr("169.254.169.254:80"), addr("10.0.0.1:80")]),
+            [addr("10.0.0.1:80")]
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let resolved = rt
+            .block_on(reqwest::dns::Resolve::resolve(
+                &GuardedResolver,
+                "localhost".parse().unwrap(),
+            ))
+            .unwrap();
+        assert!(resolved.into_iter().any(|a| a.ip().is_loopback()));
     }
 
     #[test]

@@ -182,6 +182,7 @@ impl Shared {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(limits.connect)
+            .dns_resolver(Arc::new(destination::GuardedResolver))
             .read_timeout(limits.header.max(limits.body_idle))
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .user_agent(concat!("acr/", env!("CARGO_PKG_VERSION")))
