@@ -139,6 +139,37 @@ fn a_silent_upstream_is_a_504_within_the_bound_and_waits_for_no_other_request() 
 }
 
 #[test]
+fn cache_hits_never_wait_for_a_silent_upstream() {
+    let silent = Arc::new(AtomicBool::new(false));
+    let up = stalling_upstream(silent.clone());
+    let runmd = pipeline(&up.url(), &[], &[".cache cache", ".ttl 1s"], &routes(""));
+    let acr = Arc::new(acr_with(&runmd, short_waits(), vec![]));
+    let (_, digest) = tiny_manifest();
+    assert_eq!(get(&acr, "/v2/ok/manifests/1").status, 200);
+    silent.store(true, Ordering::SeqCst);
+    let stalled_done = Arc::new(AtomicBool::new(false));
+    let stalled = {
+        let (acr, done) = (acr.clone(), stalled_done.clone());
+        thread::spawn(move || {
+            let r = get(&acr, "/v2/stall/manifests/1");
+            done.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    // By digest: a hit, answered while the upstream holds the other request.
+    let r = get(&acr, &format!("/v2/ok/manifests/{digest}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!stalled_done.load(Ordering::SeqCst), "the hit waited");
+    // By tag past its TTL: the revalidation gives up within the bound, the cached one is served.
+    thread::sleep(Duration::from_millis(1200));
+    let (r, took) = timed_get(&acr, "/v2/ok/manifests/1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(took < 3 * BOUND, "{took:?}");
+    assert_oci_error(&stalled.join().expect("stalled"), 504);
+}
+
+#[test]
 fn a_silent_upstream_on_a_cold_start_holds_no_queue_of_probes() {
     let silent = Arc::new(AtomicBool::new(true));
     let up = stalling_upstream(silent.clone());
