@@ -47,6 +47,9 @@ pub struct Context {
     pub forward_auth: bool,
     /// The `Authorization` header for the upstream. Never logged.
     pub authorization: Option<String>,
+    /// `.authn` could not reach the upstream (or its token service) in time: what it found,
+    /// which the request's upstream calls answer at once instead of waiting again.
+    pub upstream_unavailable: Option<crate::RegistryError>,
     pub reply: Option<Reply>,
     /// What `.inject-layer` calls of the route declared; `.resolve` applies it.
     pub injection: crate::inject_layer::Injection,

@@ -6,6 +6,10 @@
 //! `credsStore`), the containers `auth.json`, `docker-credential-*` helpers, and the
 //! environment (`ACR_AUTH_<HOST>=user:password`, `ACR_UPSTREAM_USERNAME`/`_PASSWORD`).
 //! No credentials is not an error: the pull goes on anonymously.
+//!
+//! FILE and `ACR_UPSTREAM_*` name no host, so they count only for an upstream the pipeline
+//! names itself (`.mirror`, `.endpoint`, an exact `.allow`); an upstream a client chose with
+//! `?ns=` through an `.allow` glob gets only credentials kept for its own host.
 
 use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
 use crate::registry::credentials::LoginQuery;
@@ -34,10 +38,17 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
             host: upstream.host().to_string(),
             ns: upstream.ns.clone(),
             file,
+            named_by_pipeline: upstream.named_by_pipeline,
         };
         cx.credentials = shared.credentials.find(&query).await?;
-        if let Some(c) = &cx.credentials {
-            tracing::debug!(upstream = %upstream.ns, user = %c.username, source = %c.source, "credentials found");
+        match &cx.credentials {
+            Some(c) => {
+                tracing::debug!(upstream = %upstream.ns, user = %c.username, source = %c.source, "credentials found")
+            }
+            None if !upstream.named_by_pipeline => {
+                tracing::debug!(upstream = %upstream.ns, "an upstream chosen through an `.allow` glob: only credentials kept for its own host apply, and there are none")
+            }
+            None => {}
         }
         cx.calls_run += 1;
         Ok(())

@@ -178,15 +178,25 @@ impl Login {
     }
 
     /// Trades an AAD access token for an ACR refresh token at `/oauth2/exchange`.
+    ///
+    /// The POST goes to the login server's own origin, whatever realm the registry's
+    /// challenge names: the AAD token is a credential for every registry the identity may
+    /// reach, and a challenge is an upstream's answer, not something acr trusts. The login
+    /// server is https unless the pipeline wrote an http URL itself (`.login-server`).
     async fn exchange(&self, aad: &str) -> Result<String, LoginError> {
         let (realm, service) = self.challenge().await;
-        let url = realm
-            .as_deref()
-            .and_then(|r| {
-                r.strip_suffix("/oauth2/token")
-                    .map(|b| format!("{b}/oauth2/exchange"))
-            })
-            .unwrap_or_else(|| format!("{}/oauth2/exchange", self.server));
+        let url = format!("{}/oauth2/exchange", self.server);
+        if let Some(realm) = realm.as_deref() {
+            if !same_origin(realm, &self.server) {
+                tracing::warn!(
+                    registry = %self.server,
+                    realm = %crate::registry::destination::redact_url(realm),
+                    "the registry's challenge names a token realm off the login server: the Azure AD token goes to the login server only"
+                );
+            }
+        }
+        // The service is only a name in the form the login server receives, not a place
+        // anything is sent.
         let service = service.unwrap_or_else(|| host_of(&self.server).to_string());
         let mut form = vec![
             ("grant_type", "access_token".to_string()),
@@ -204,6 +214,7 @@ impl Login {
             .http
             .post(&url)
             .form(&form)
+            .timeout(crate::registry::limits::TOKEN_TIMEOUT)
             .send()
             .await
             .map_err(|e| LoginError(format!("cannot reach {url}: {e}")))?;
@@ -220,7 +231,13 @@ impl Login {
 
     /// The registry's Bearer challenge: its realm and service.
     async fn challenge(&self) -> (Option<String>, Option<String>) {
-        let Ok(resp) = self.http.get(format!("{}/v2/", self.server)).send().await else {
+        let Ok(resp) = self
+            .http
+            .get(format!("{}/v2/", self.server))
+            .timeout(crate::registry::limits::TOKEN_TIMEOUT)
+            .send()
+            .await
+        else {
             return (None, None);
         };
         let bearer = resp
@@ -328,11 +345,21 @@ fn claim(token: &str, name: &str) -> Option<String> {
     }
 }
 
-/// A JSON reply body (a `Value::Null` when it is not JSON), read up to 1 MiB.
+/// A JSON reply body (a `Value::Null` when it is not JSON), read up to 1 MiB with bounded
+/// pauses.
 async fn json_body(resp: reqwest::Response) -> serde_json::Value {
-    match resp.bytes().await {
-        Ok(b) if b.len() <= 1024 * 1024 => serde_json::from_slice(&b).unwrap_or_default(),
-        _ => serde_json::Value::Null,
+    use crate::registry::{client, limits};
+    match client::read_body(resp, 1024 * 1024, limits::BODY_IDLE_TIMEOUT).await {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+/// Same scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => crate::registry::destination::same_origin(&a, &b),
+        _ => false,
     }
 }
 

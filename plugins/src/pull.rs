@@ -4,7 +4,8 @@
 //! way; if the bytes do not match the digest the stream ends in an error, so the client sees a
 //! broken transfer, never a complete-looking 200 with wrong bytes. The client's `Range` is
 //! passed on (206). Redirects to storage are followed without sending Authorization to
-//! another host.
+//! another host (the rules are `registry::destination`'s), and a body that pauses longer
+//! than the upstream idle bound breaks off.
 
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
@@ -105,9 +106,7 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
                 .as_ref()
                 .map(|u| u.ns.clone())
                 .unwrap_or_default();
-            let stream: BodyStream = Box::pin(resp.bytes_stream().map(|r| {
-                r.map_err(|e| std::io::Error::other(format!("upstream transfer failed: {e}")))
-            }));
+            let stream: BodyStream = crate::registry::client::body_stream(cx, resp);
             if status == 200 {
                 Body::Stream(Box::pin(Verified::new(stream, digest, ns)))
             } else {
@@ -278,6 +277,7 @@ async fn through_store(
             detached.forward_auth = cx.forward_auth;
             detached.authorization = cx.authorization.clone();
             detached.client_scope = cx.client_scope.clone();
+            detached.upstream_unavailable = cx.upstream_unavailable.clone();
             // Followers from this same repository need not ask the upstream while it answers.
             let pending = crate::access::pending_fetch(cx, store, digest);
             let (fetch_store, fetch_digest, fetch_path) =
@@ -323,10 +323,7 @@ async fn through_store(
                         );
                     }
                 }
-                let body: BodyStream = Box::pin(
-                    resp.bytes_stream()
-                        .map(|r| r.map_err(std::io::Error::other)),
-                );
+                let body: BodyStream = crate::registry::client::body_stream(cx, resp);
                 drop(store.start_stream(lead, body, total, digest));
             });
             follow(req, digest, own, None).await.map(Some)

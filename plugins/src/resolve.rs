@@ -5,7 +5,7 @@
 //! manifest's bytes are checked: by digest they must hash to that digest, by tag to the
 //! upstream's `Docker-Content-Digest`; a mismatch is a 502 and is never served.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, LINK};
 
 use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
@@ -162,7 +162,7 @@ async fn get_manifest(
     }
     let content_type = header(&resp, "content-type").unwrap_or_default();
     let upstream_digest = header(&resp, "docker-content-digest");
-    let body = read_limited(&ns_of(cx), resp, MAX_MANIFEST_BYTES).await?;
+    let body = read_limited(cx, resp, MAX_MANIFEST_BYTES).await?;
     let digest = Digest::of(&body);
     let expected = match reference {
         Reference::Digest(d) => Some(d.to_string()),
@@ -464,7 +464,7 @@ pub(crate) async fn manifest_by_digest(
         return Err(upstream_error(cx, resp, Resource::Manifests).await);
     }
     let media_type = header(&resp, "content-type").unwrap_or_else(|| accept.to_string());
-    let bytes = read_limited(&ns_of(cx), resp, MAX_MANIFEST_BYTES).await?;
+    let bytes = read_limited(cx, resp, MAX_MANIFEST_BYTES).await?;
     if Digest::of(&bytes) != *digest {
         return Err(mismatch(
             cx,
@@ -569,7 +569,7 @@ async fn document(
         header(&resp, CONTENT_TYPE.as_str()).unwrap_or_else(|| default_type.to_string());
     let link = header(&resp, LINK.as_str());
     let filters = header(&resp, "oci-filters-applied");
-    let mut body = read_limited(&ns_of(cx), resp, MAX_MANIFEST_BYTES).await?;
+    let mut body = read_limited(cx, resp, MAX_MANIFEST_BYTES).await?;
     let mut link = link.map(|l| rewrite_link(&l, req));
     if req.resource == Resource::Tags && link.is_none() {
         if let Some((page, next)) = paginate_tags(&body, req) {
@@ -681,30 +681,29 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
         .map(String::from)
 }
 
-/// Reads a document from the upstream, refusing one larger than `limit` bytes.
-pub(crate) async fn read_limited(
-    ns: &str,
-    mut resp: reqwest::Response,
+/// Reads a document from the upstream, refusing one larger than `limit` bytes or one that
+/// pauses longer than the upstream idle bound (a 504). (The future holds no borrow of the
+/// context, which is not `Sync`.)
+pub(crate) fn read_limited(
+    cx: &Context,
+    resp: reqwest::Response,
     limit: usize,
-) -> Result<Bytes, RegistryError> {
-    let mut buf = BytesMut::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > limit {
-                    return Err(RegistryError::bad_gateway(format!(
-                        "upstream {ns} sent a document larger than {limit} bytes"
-                    )));
-                }
-                buf.extend_from_slice(&chunk);
+) -> impl std::future::Future<Output = Result<Bytes, RegistryError>> + Send + 'static {
+    use crate::registry::client::{idle_of, read_body, BodyError};
+    let (ns, idle) = (ns_of(cx), idle_of(cx));
+    async move {
+        read_body(resp, limit, idle).await.map_err(|e| match e {
+            BodyError::TooLarge(limit) => RegistryError::bad_gateway(format!(
+                "upstream {ns} sent a document larger than {limit} bytes"
+            )),
+            BodyError::Idle(idle) => RegistryError::gateway_timeout(format!(
+                "upstream {ns} stopped sending the document for {} s",
+                idle.as_secs_f32()
+            )),
+            BodyError::Broken(why) => {
+                RegistryError::bad_gateway(format!("reading from upstream {ns}: {why}"))
             }
-            Ok(None) => return Ok(buf.freeze()),
-            Err(e) => {
-                return Err(RegistryError::bad_gateway(format!(
-                    "reading from upstream {ns}: {e}"
-                )));
-            }
-        }
+        })
     }
 }
 

@@ -30,6 +30,35 @@ pub struct StartArgs {
     /// before acr exits anyway.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// How long to wait for a connection to an upstream or token service (`10s`, `500ms`).
+    #[arg(long, env = "ACR_UPSTREAM_CONNECT_TIMEOUT", default_value = "10s", value_parser = upstream_wait)]
+    pub upstream_connect_timeout: std::time::Duration,
+    /// How long to wait for the status line and headers of an upstream's answer.
+    #[arg(long, env = "ACR_UPSTREAM_HEADER_TIMEOUT", default_value = "30s", value_parser = upstream_wait)]
+    pub upstream_header_timeout: std::time::Duration,
+    /// How long an upstream's body may pause before the transfer is given up.
+    #[arg(long, env = "ACR_UPSTREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = upstream_wait)]
+    pub upstream_idle_timeout: std::time::Duration,
+}
+
+/// A wait of at least 100 ms (`10s`, `500ms`, `1min`).
+fn upstream_wait(text: &str) -> Result<std::time::Duration, String> {
+    let d = acr_plugins::parse_duration(text).map_err(|e| e.message)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("`{text}` is too short: at least 100ms"));
+    }
+    Ok(d)
+}
+
+impl StartArgs {
+    /// The upstream waits these arguments give.
+    pub fn upstream_limits(&self) -> acr_plugins::registry::limits::UpstreamLimits {
+        acr_plugins::registry::limits::UpstreamLimits {
+            connect: self.upstream_connect_timeout,
+            header: self.upstream_header_timeout,
+            body_idle: self.upstream_idle_timeout,
+        }
+    }
 }
 
 /// The error for a pipeline file that does not exist.
@@ -75,7 +104,7 @@ pub async fn start(cli: &Cli, args: &StartArgs) -> Result<(), CliError> {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| base.clone());
-    let shared = Shared::new().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let shared = Shared::with_limits(args.upstream_limits()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let host = ProxyHost::new(rx.clone(), shared, base.clone(), world_dir.clone());
     let mut seed = engine::Seed::new(base);
     seed.world_dir = world_dir;

@@ -21,8 +21,9 @@ fn mirror_upstream(host: &str) -> Upstream {
         Some((_, rest)) => Upstream {
             ns: rest.split('/').next().unwrap_or(rest).to_string(),
             base: host.trim_end_matches('/').to_string(),
+            named_by_pipeline: true,
         },
-        None => Upstream::for_ns(host),
+        None => Upstream::for_ns(host).named(true),
     }
 }
 
@@ -141,6 +142,7 @@ pub fn choose(proxy: &ProxyPlan, ns: Option<&str>, name: &str) -> Result<Choice,
         Upstream {
             ns: target.clone(),
             base,
+            named_by_pipeline: true,
         }
     } else if let Some(m) = proxy
         .mirror_hosts
@@ -151,13 +153,17 @@ pub fn choose(proxy: &ProxyPlan, ns: Option<&str>, name: &str) -> Result<Choice,
         Upstream {
             ns: target.clone(),
             base: m.base,
+            named_by_pipeline: true,
         }
-    } else if setting(proxy, "allow")
+    } else if let Some(pattern) = setting(proxy, "allow")
         .flat_map(|v| v.split([',', ' ']))
         .map(str::trim)
-        .any(|p| !p.is_empty() && glob(p, &target))
+        .find(|p| !p.is_empty() && glob(p, &target))
     {
-        Upstream::for_ns(&target)
+        // An exact `.allow HOST` names the host; a glob lets a client choose it, and such an
+        // upstream is never sent the credentials that name no host.
+        let exact = !pattern.contains(['*', '?']);
+        Upstream::for_ns(&target).named(exact)
     } else {
         return Err(RegistryError::denied(format!(
             "upstream {target} is not one this mirror serves: add `: .allow {target}` under `+ .proxy`"
@@ -211,8 +217,26 @@ mod tests {
             (c.upstream.base.as_str(), c.name.as_str()),
             ("http://127.0.0.1:6000", "library/alpine")
         );
+        assert!(c.upstream.named_by_pipeline);
         let c = choose(&p, Some("a.example.com"), "x").unwrap();
         assert_eq!(c.upstream.base, "https://a.example.com");
+        // Chosen by the client through a glob: not named by the pipeline.
+        assert!(!c.upstream.named_by_pipeline);
+        let c = choose(&p, None, "library/test").unwrap();
+        assert!(c.upstream.named_by_pipeline);
+        let exact = proxy(&[], &[("allow", "ghcr.io, *.example.com")]);
+        assert!(
+            choose(&exact, Some("ghcr.io"), "x")
+                .unwrap()
+                .upstream
+                .named_by_pipeline
+        );
+        assert!(
+            !choose(&exact, Some("b.example.com"), "x")
+                .unwrap()
+                .upstream
+                .named_by_pipeline
+        );
         assert_eq!(choose(&p, Some("evil.com"), "x").unwrap_err().status, 403);
         // Path routing is off: the first segment is part of the name.
         let c = choose(&p, None, "ghcr.io/org/app").unwrap();

@@ -445,13 +445,6 @@ pub async fn apply(
     Ok(new)
 }
 
-fn ns_of(cx: &Context) -> String {
-    cx.upstream
-        .as_ref()
-        .map(|u| u.ns.clone())
-        .unwrap_or_default()
-}
-
 /// The HTTP client for layer URLs: the mirror's, else a new one.
 pub fn http_of(cx: &Context) -> reqwest::Client {
     match &cx.registry {
@@ -639,7 +632,7 @@ async fn fetch_config(
     if !resp.status().is_success() {
         return Err(upstream_error(cx, resp, Resource::Blobs).await);
     }
-    let bytes = read_limited(&ns_of(cx), resp, MAX_CONFIG as usize).await?;
+    let bytes = read_limited(cx, resp, MAX_CONFIG as usize).await?;
     if Digest::of(&bytes) != *digest {
         return Err(RegistryError::bad_gateway(format!(
             "the upstream sent a config that does not match its digest {digest}; not used"

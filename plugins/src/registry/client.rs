@@ -1,12 +1,25 @@
 //! Requests to the upstream, with auth: the cached `Authorization` is sent; a 401 renews the
-//! token once (from the challenge in that 401) and retries; redirects are followed by hand so
-//! `Authorization` never goes to another host.
+//! token once (from the challenge in that 401) and retries; redirects are followed by hand,
+//! by the rules of `destination` (no scheme downgrade, no metadata address, documents only
+//! within the upstream's origin, `Authorization` never to another host, at most
+//! `limits::MAX_REDIRECTS` hops).
+//!
+//! Every wait is bounded (`limits`): the connection, the status line and headers of each
+//! answer, and each pause of a body. An upstream that does not answer in time is a 504 with
+//! the OCI error body; messages built from upstream data never carry a URL's query.
 
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
 
 use super::challenge::{self, Challenge};
 use super::credentials::Credentials;
-use super::{RegistryError, Resource};
+use super::{destination, limits, BodyStream, RegistryError, Resource};
 use crate::Context;
 
 /// The pull scope of the request's repository.
@@ -40,13 +53,15 @@ fn challenges_of(headers: &HeaderMap) -> Option<Challenge> {
 /// `.authn`: learns the upstream's challenge (one `GET /v2/` per upstream, cached) and gets
 /// the `Authorization` for this request's scope, from the cache when it can.
 ///
-/// An upstream that cannot be reached is not an error here: the request that follows finds
-/// out for itself, and a cached manifest can still be served (stale-if-error).
+/// An upstream that cannot be reached is not an error here: a cached manifest can still be
+/// served (stale-if-error). The failure is kept in the context, and `send` answers it
+/// without asking the silent upstream a second time.
 pub async fn authenticate(cx: &mut Context) -> Result<(), RegistryError> {
     match try_authenticate(cx).await {
         Err(e) if e.status >= 500 => {
             tracing::debug!("cannot authenticate to the upstream now: {}", e.message);
             cx.authorization = None;
+            cx.upstream_unavailable = Some(e);
             Ok(())
         }
         other => other,
@@ -59,24 +74,35 @@ async fn try_authenticate(cx: &mut Context) -> Result<(), RegistryError> {
     let challenge = match shared.auth.challenge(&upstream.base) {
         Some(c) => c,
         None => {
-            // Many cold requests at once probe the upstream once; the rest wait for the answer.
+            // Many cold requests at once probe the upstream once; the rest wait for the answer,
+            // and take the probe's error when it failed (never a probe each, one after another).
             let lock = shared.auth.probe_lock(&upstream.base);
-            let _probe = lock.lock().await;
+            let waited_from = Instant::now();
+            let mut last_failure = lock.lock().await;
+            if let Some((at, e)) = last_failure.as_ref() {
+                if *at >= waited_from {
+                    return Err(e.clone());
+                }
+            }
             match shared.auth.challenge(&upstream.base) {
                 Some(c) => c,
                 None => {
                     crate::store::Metrics::inc(&shared.metrics.upstream_requests);
-                    let resp = shared
-                        .http
-                        .get(upstream.url("/v2/"))
-                        .send()
-                        .await
-                        .map_err(|e| unreachable(&upstream.ns, &upstream.base, e))?;
+                    let probe = shared.http.get(upstream.url("/v2/"));
+                    let resp = match timed_send(&shared, &upstream.ns, &upstream.base, probe).await
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            *last_failure = Some((Instant::now(), e.clone()));
+                            return Err(e);
+                        }
+                    };
                     let c = if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
                         challenges_of(resp.headers())
                     } else {
                         None
                     };
+                    *last_failure = None;
                     shared.auth.set_challenge(&upstream.base, c.clone());
                     c
                 }
@@ -102,13 +128,14 @@ fn authorize(
 ) -> impl std::future::Future<Output = Result<Option<String>, RegistryError>> + Send + 'static {
     let scope = scope(cx);
     let creds = cx.credentials.clone();
-    let (shared, ns, challenge) = (shared.clone(), upstream.ns.clone(), challenge.clone());
+    let (shared, upstream, challenge) = (shared.clone(), upstream.clone(), challenge.clone());
     async move {
         shared
             .auth
             .authorization(
                 &shared.http,
-                &ns,
+                &shared.limits,
+                &upstream,
                 &challenge,
                 &scope,
                 creds.as_ref(),
@@ -130,17 +157,50 @@ fn parts(cx: &Context) -> Result<(std::sync::Arc<super::Shared>, super::Upstream
     Ok((shared, upstream))
 }
 
+/// A transport error as the client hears it: 504 for a timeout, else 502; never the URL's
+/// query (reqwest's message names the URL, which may be a pre-signed one).
 fn unreachable(ns: &str, base: &str, e: reqwest::Error) -> RegistryError {
-    let what = if e.is_timeout() {
-        "timed out"
+    let timed_out = e.is_timeout();
+    let why = destination::redact_text(&e.without_url().to_string());
+    let base = destination::redact_url(base);
+    if timed_out {
+        RegistryError::gateway_timeout(format!("upstream {ns} ({base}) timed out: {why}"))
     } else {
-        "is unreachable"
-    };
-    RegistryError::bad_gateway(format!("upstream {ns} ({base}) {what}: {e}"))
+        RegistryError::bad_gateway(format!("upstream {ns} ({base}) is unreachable: {why}"))
+    }
 }
 
-/// Sends `method path` to the upstream with `headers`, following redirects (at most 5, without
-/// Authorization across hosts). A 401 after `.authn` renews the token once and retries.
+/// Sends `req` and waits for the status line and headers, at most the connect and header
+/// bounds together.
+async fn timed_send(
+    shared: &super::Shared,
+    ns: &str,
+    base: &str,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, RegistryError> {
+    let bound = shared.limits.connect + shared.limits.header;
+    match tokio::time::timeout(bound, req.send()).await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => Err(unreachable(ns, base, e)),
+        Err(_) => Err(RegistryError::gateway_timeout(format!(
+            "upstream {ns} ({}) did not answer in {} s",
+            destination::redact_url(base),
+            bound.as_secs_f32()
+        ))),
+    }
+}
+
+/// Whether `path` (`/v2/<name>/<resource>/<reference>[?query]`) asks for a blob: its
+/// second-to-last segment is `blobs` (a repository may have `blobs` in its name).
+fn is_blob_path(path: &str) -> bool {
+    let bare = path.split('?').next().unwrap_or(path);
+    let mut segments = bare.rsplit('/');
+    segments.next();
+    segments.next() == Some("blobs")
+}
+
+/// Sends `method path` to the upstream with `headers`, following redirects by the rules of
+/// `destination`. A 401 after `.authn` renews the token once and retries.
 pub async fn send(
     cx: &mut Context,
     method: reqwest::Method,
@@ -160,6 +220,14 @@ pub async fn send_with(
     wait_to_retry: bool,
 ) -> Result<reqwest::Response, RegistryError> {
     let (shared, upstream) = parts(cx)?;
+    // `.authn` found the upstream silent or unreachable a moment ago: do not wait for it twice.
+    if let Some(e) = &cx.upstream_unavailable {
+        return Err(e.clone());
+    }
+    let origin = reqwest::Url::parse(&upstream.base).map_err(|_| {
+        RegistryError::bad_gateway(format!("upstream {} has no usable address", upstream.ns))
+    })?;
+    let blob = is_blob_path(path);
     let mut renewed = false;
     let mut retries = 0;
     loop {
@@ -175,10 +243,7 @@ pub async fn send_with(
                 req = req.header(AUTHORIZATION, a);
             }
             crate::store::Metrics::inc(&shared.metrics.upstream_requests);
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| unreachable(&upstream.ns, &upstream.base, e))?;
+            let resp = timed_send(&shared, &upstream.ns, &upstream.base, req).await?;
             if !resp.status().is_redirection() {
                 break resp;
             }
@@ -186,18 +251,21 @@ pub async fn send_with(
                 break resp;
             };
             hops += 1;
-            if hops > 5 {
+            if hops > limits::MAX_REDIRECTS {
                 return Err(RegistryError::bad_gateway(format!(
-                    "upstream {} redirected more than 5 times",
-                    upstream.ns
+                    "upstream {} redirected more than {} times",
+                    upstream.ns,
+                    limits::MAX_REDIRECTS
                 )));
             }
             let next = resp.url().join(location).map_err(|_| {
                 RegistryError::bad_gateway(format!("upstream {} sent a bad redirect", upstream.ns))
             })?;
-            if next.host_str() != resp.url().host_str()
-                || next.port_or_known_default() != resp.url().port_or_known_default()
-            {
+            destination::check_redirect(&upstream.ns, &origin, resp.url(), &next, blob)
+                .inspect_err(|e| tracing::warn!(upstream = %upstream.ns, "{}", e.message))?;
+            // Authorization is for the upstream's own origin only; once dropped it stays
+            // dropped.
+            if !destination::same_origin(&next, &origin) {
                 auth = None;
             }
             url = next.to_string();
@@ -220,13 +288,142 @@ pub async fn send_with(
             let Some(challenge) = challenges_of(resp.headers()) else {
                 return Err(refused(&upstream.ns, cx.credentials.as_ref()));
             };
+            // Kept for the upstream only once it worked: a challenge acr refuses (a realm
+            // off limits) must not replace the good one for every other request.
+            let authorization = authorize(cx, &shared, &upstream, &challenge, true).await?;
             shared
                 .auth
                 .set_challenge(&upstream.base, Some(challenge.clone()));
-            cx.authorization = authorize(cx, &shared, &upstream, &challenge, true).await?;
+            cx.authorization = authorization;
             continue;
         }
         return Ok(resp);
+    }
+}
+
+/// A body stream that fails when the upstream sends nothing for `idle` while it is being
+/// read. The wait starts when the reader asks for the next piece, not when it got the last
+/// one: a client that reads slowly (so acr stops reading) never makes the upstream look idle.
+pub struct IdleBounded {
+    inner: BodyStream,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// A read is in progress and the deadline runs for it.
+    waiting: bool,
+    done: bool,
+}
+
+impl IdleBounded {
+    pub fn new(inner: BodyStream, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            waiting: false,
+            done: false,
+        }
+    }
+}
+
+impl Stream for IdleBounded {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.waiting {
+            this.waiting = true;
+            let until = tokio::time::Instant::now() + this.idle;
+            this.deadline.as_mut().reset(until);
+        }
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(item) => {
+                this.waiting = false;
+                if item.is_none() {
+                    this.done = true;
+                }
+                Poll::Ready(item)
+            }
+            Poll::Pending => match std::future::Future::poll(this.deadline.as_mut(), cx) {
+                Poll::Ready(()) => {
+                    this.done = true;
+                    Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "the upstream sent nothing for {} s",
+                            this.idle.as_secs_f32()
+                        ),
+                    ))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// The body of an upstream answer as a stream whose pauses are bounded by the body idle wait;
+/// errors never carry the URL.
+pub fn body_stream(cx: &Context, resp: reqwest::Response) -> BodyStream {
+    let idle = idle_of(cx);
+    let raw: BodyStream = Box::pin(resp.bytes_stream().map(|r| {
+        r.map_err(|e| {
+            std::io::Error::other(format!(
+                "upstream transfer failed: {}",
+                destination::redact_text(&e.without_url().to_string())
+            ))
+        })
+    }));
+    Box::pin(IdleBounded::new(raw, idle))
+}
+
+/// The body idle wait of this request's upstream client.
+pub fn idle_of(cx: &Context) -> Duration {
+    cx.registry
+        .as_ref()
+        .map_or(limits::BODY_IDLE_TIMEOUT, |s| s.limits.body_idle)
+}
+
+/// Why a whole body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("nothing arrived for {} s", .0.as_secs_f32())]
+    Idle(Duration),
+    #[error("{0}")]
+    Broken(String),
+}
+
+/// Reads a whole body of at most `limit` bytes, each pause at most `idle`.
+pub async fn read_body(
+    mut resp: reqwest::Response,
+    limit: usize,
+    idle: Duration,
+) -> Result<Bytes, BodyError> {
+    if resp.content_length().is_some_and(|l| l > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut buf = BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, resp.chunk()).await {
+            Err(_) => return Err(BodyError::Idle(idle)),
+            Ok(Ok(Some(chunk))) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge(limit));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(Ok(None)) => return Ok(buf.freeze()),
+            // The client's own read bound (the backstop) may fire first.
+            Ok(Err(e)) if e.is_timeout() => return Err(BodyError::Idle(idle)),
+            Ok(Err(e)) => {
+                return Err(BodyError::Broken(destination::redact_text(
+                    &e.without_url().to_string(),
+                )))
+            }
+        }
     }
 }
 
@@ -277,14 +474,16 @@ fn parse_http_date(text: &str) -> Option<u64> {
     u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()
 }
 
+/// The credentials were refused: the client hears which upstream, never whose credentials or
+/// where acr keeps them; the log names the source (never the secret).
 fn refused(ns: &str, creds: Option<&Credentials>) -> RegistryError {
     match creds {
-        Some(c) => RegistryError::unauthorized(format!(
-            "upstream {ns} refused the credentials (user {} from {})",
-            c.username, c.source
-        )),
+        Some(c) => {
+            tracing::warn!(upstream = %ns, source = %c.source, "the upstream refused acr's credentials");
+            RegistryError::unauthorized(format!("upstream {ns} refused acr's credentials"))
+        }
         None => RegistryError::unauthorized(format!(
-            "upstream {ns} needs credentials and none were found: add `.login` and `.authn` to the route, and a credential source"
+            "upstream {ns} needs credentials and acr has none for it"
         )),
     }
 }
@@ -302,6 +501,7 @@ pub fn upstream_error(
         .map(|u| u.ns.clone())
         .unwrap_or_default();
     let creds = cx.credentials.clone();
+    let idle = idle_of(cx);
     // With `.forward-auth` the client authenticates to the upstream itself: it needs the
     // upstream's challenge.
     let challenges: Vec<String> = if cx.forward_auth && resp.status().as_u16() == 401 {
@@ -314,7 +514,7 @@ pub fn upstream_error(
         Vec::new()
     };
     async move {
-        let mut e = error_from(&ns, creds.as_ref(), resp, resource).await;
+        let mut e = error_from(&ns, creds.as_ref(), resp, resource, idle).await;
         if !challenges.is_empty() {
             e.message = format!("upstream {ns} needs the client's own credentials");
             for c in &challenges {
@@ -325,12 +525,15 @@ pub fn upstream_error(
     }
 }
 
-/// Like `upstream_error`, for callers that hold no context.
+/// Like `upstream_error`, for callers that hold no context. At most
+/// `limits::MAX_ERROR_BODY_BYTES` of the body are read, each pause at most `idle`; the
+/// upstream's message has the query of every URL in it removed (a pre-signed URL's signature).
 pub async fn error_from(
     ns: &str,
     creds: Option<&Credentials>,
     resp: reqwest::Response,
     resource: Resource,
+    idle: Duration,
 ) -> RegistryError {
     let status = resp.status().as_u16();
     let retry_after = resp
@@ -338,7 +541,9 @@ pub async fn error_from(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let body = resp.bytes().await.unwrap_or_default();
+    let body = read_body(resp, limits::MAX_ERROR_BODY_BYTES, idle)
+        .await
+        .unwrap_or_default();
     let (code, message) = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|j| {
@@ -352,6 +557,12 @@ pub async fn error_from(
             ))
         })
         .unwrap_or_default();
+    let message = destination::redact_text(&message);
+    let code: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect();
     match status {
         401 => refused(ns, creds),
         403 => RegistryError::denied(format!("upstream {ns} denied access: {message}")),
@@ -411,6 +622,54 @@ pub async fn error_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_idle_body_fails_but_a_slow_reader_does_not() {
+        let ms = Duration::from_millis;
+        // Pieces 300 ms apart: fine under a 2 s bound, broken under a 100 ms one.
+        let paced = || -> BodyStream {
+            Box::pin(futures_util::stream::unfold(0u8, |n| async move {
+                if n == 3 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Some((Ok(Bytes::from(vec![n])), n + 1))
+            }))
+        };
+        let mut ok = IdleBounded::new(paced(), ms(2000));
+        let mut got = Vec::new();
+        while let Some(piece) = ok.next().await {
+            got.extend_from_slice(&piece.unwrap());
+        }
+        assert_eq!(got, [0, 1, 2]);
+        let mut idle = IdleBounded::new(paced(), ms(100));
+        let e = idle.next().await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(idle.next().await.is_none());
+        // A reader that pauses 300 ms between pieces of a prompt upstream (each piece one
+        // scheduler turn away) is not idle.
+        let prompt: BodyStream = Box::pin(futures_util::stream::unfold(0u8, |n| async move {
+            if n == 3 {
+                return None;
+            }
+            tokio::task::yield_now().await;
+            Some((Ok(Bytes::from(vec![n])), n + 1))
+        }));
+        let mut slow_reader = IdleBounded::new(prompt, ms(100));
+        for _ in 0..3 {
+            tokio::time::sleep(ms(300)).await;
+            assert!(slow_reader.next().await.unwrap().is_ok());
+        }
+    }
+
+    #[test]
+    fn blob_paths_are_told_from_documents() {
+        assert!(is_blob_path("/v2/a/blobs/sha256:x"));
+        assert!(is_blob_path("/v2/a/b/blobs/sha256:x?hop=1"));
+        assert!(!is_blob_path("/v2/blobs/x/manifests/1"));
+        assert!(!is_blob_path("/v2/a/tags/list"));
+        assert!(!is_blob_path("/v2/a/referrers/sha256:x"));
+    }
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {

@@ -3,8 +3,11 @@
 //! a `docker-credential-*` helper, and environment variables.
 //!
 //! Secrets never reach a log line: `Credentials`' Debug shows the user and the source only.
+//!
+//! Credentials that name no host (a `.login FILE`, `ACR_UPSTREAM_USERNAME`/`_PASSWORD`) are
+//! bound to the upstreams the pipeline names itself: an upstream a client chose through an
+//! `.allow` glob never gets them (it gets only what a source keyed by its own host holds).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,7 +17,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tokio::io::AsyncWriteExt;
 
-use super::RegistryError;
+use super::bounded::BoundedMap;
+use super::{limits, RegistryError};
 
 /// The user name ACR and docker use for a refresh (identity) token.
 pub const TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
@@ -44,6 +48,16 @@ impl Credentials {
         self.username == "<token>" || self.username == TOKEN_USER
     }
 
+    /// Which secret this is, for cache keys: sha256 of the user and secret, never the secret.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(self.username.as_bytes());
+        h.update([0]);
+        h.update(self.secret.as_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+
     /// `Basic base64(user:secret)`
     pub fn basic(&self) -> String {
         let user = if self.username == "<token>" {
@@ -65,12 +79,24 @@ pub struct LoginQuery {
     pub host: String,
     pub ns: String,
     pub file: Option<PathBuf>,
+    /// The pipeline names this upstream itself (see `Upstream::named_by_pipeline`): only then
+    /// do credentials that name no host (the file, `ACR_UPSTREAM_*`) apply.
+    pub named_by_pipeline: bool,
 }
 
-/// Credentials by query, kept for a minute so a helper is not run on every request.
-#[derive(Debug, Default)]
+/// Credentials by query, kept for a minute so a helper is not run on every request; at most
+/// `limits::MAX_CACHED_UPSTREAMS` queries.
+#[derive(Debug)]
 pub struct CredentialCache {
-    entries: Mutex<HashMap<LoginQuery, (Option<Credentials>, Instant)>>,
+    entries: Mutex<BoundedMap<LoginQuery, (Option<Credentials>, Instant)>>,
+}
+
+impl Default for CredentialCache {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(BoundedMap::new(limits::MAX_CACHED_UPSTREAMS)),
+        }
+    }
 }
 
 const CACHE_FOR: Duration = Duration::from_secs(60);
@@ -79,12 +105,12 @@ impl CredentialCache {
     pub async fn find(&self, query: &LoginQuery) -> Result<Option<Credentials>, RegistryError> {
         // A credential file is read every time: `.login-acr` renews the token in it, and a
         // renewed token must be used at once (reading a small file costs little).
-        if let Some(file) = &query.file {
+        if let Some(file) = query.file.as_ref().filter(|_| query.named_by_pipeline) {
             if let Some(c) = from_file(file)? {
                 return Ok(Some(c));
             }
         }
-        if let Ok(entries) = self.entries.lock() {
+        if let Ok(mut entries) = self.entries.lock() {
             if let Some((creds, at)) = entries.get(query) {
                 if at.elapsed() < CACHE_FOR {
                     return Ok(creds.clone());
@@ -97,11 +123,21 @@ impl CredentialCache {
         }
         Ok(found)
     }
+
+    /// How many lookups are cached.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
-/// Looks in every source, first hit wins.
+/// Looks in every source, first hit wins. The sources that name no host count only for an
+/// upstream the pipeline names.
 pub async fn find(query: &LoginQuery) -> Result<Option<Credentials>, RegistryError> {
-    if let Some(file) = &query.file {
+    if let Some(file) = query.file.as_ref().filter(|_| query.named_by_pipeline) {
         if let Some(c) = from_file(file)? {
             return Ok(Some(c));
         }
@@ -119,7 +155,8 @@ pub async fn find(query: &LoginQuery) -> Result<Option<Credentials>, RegistryErr
             }
         }
     }
-    Ok(from_env(&query.host).or_else(|| from_env(&query.ns)))
+    Ok(from_env(&query.host, query.named_by_pipeline)
+        .or_else(|| from_env(&query.ns, query.named_by_pipeline)))
 }
 
 /// The credential helper a cloud registry's own tooling installs, by host: Amazon ECR
@@ -351,9 +388,10 @@ pub async fn run_helper(name: &str, ns: &str) -> Result<Option<Credentials>, Reg
     }))
 }
 
-/// `ACR_AUTH_<HOST>=user:password` (HOST upper-cased, other characters as `_`), else
-/// `ACR_UPSTREAM_USERNAME` and `ACR_UPSTREAM_PASSWORD`.
-fn from_env(host: &str) -> Option<Credentials> {
+/// `ACR_AUTH_<HOST>=user:password` (HOST upper-cased, other characters as `_`), else, for an
+/// upstream the pipeline names (`any_host`), `ACR_UPSTREAM_USERNAME` and
+/// `ACR_UPSTREAM_PASSWORD`.
+fn from_env(host: &str, any_host: bool) -> Option<Credentials> {
     let key: String = host
         .chars()
         .map(|c| {
@@ -373,6 +411,9 @@ fn from_env(host: &str) -> Option<Credentials> {
                 source: format!("environment {var}"),
             });
         }
+    }
+    if !any_host {
+        return None;
     }
     match (
         std::env::var("ACR_UPSTREAM_USERNAME"),
@@ -427,6 +468,61 @@ mod tests {
         assert!(c.is_identity_token());
         assert!(from_file(&dir.join("missing")).unwrap().is_none());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn host_less_credentials_only_for_named_upstreams() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("creds");
+        std::fs::write(&f, "alice:s3cret\n").unwrap();
+        let query = |named| LoginQuery {
+            host: "127.0.0.1:1".into(),
+            ns: "127.0.0.1:1".into(),
+            file: Some(f.clone()),
+            named_by_pipeline: named,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let cache = CredentialCache::default();
+        let named = rt.block_on(cache.find(&query(true))).unwrap();
+        assert_eq!(named.map(|c| c.username), Some("alice".to_string()));
+        let chosen = rt.block_on(cache.find(&query(false))).unwrap();
+        assert!(chosen.is_none(), "{chosen:?}");
+    }
+
+    #[test]
+    fn fingerprints_tell_secrets_apart_and_hide_them() {
+        let c = |s: &str| Credentials {
+            username: TOKEN_USER.into(),
+            secret: s.into(),
+            source: "x".into(),
+        };
+        assert_ne!(c("a").fingerprint(), c("b").fingerprint());
+        assert_eq!(c("a").fingerprint(), c("a").fingerprint());
+        assert!(!c("sekrit").fingerprint().contains("sekrit"));
+    }
+
+    #[test]
+    fn ten_thousand_hosts_stay_under_the_cap() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let cache = CredentialCache::default();
+        for i in 0..10_000 {
+            let q = LoginQuery {
+                host: format!("host-{i}.invalid"),
+                ns: format!("host-{i}.invalid"),
+                file: None,
+                named_by_pipeline: false,
+            };
+            rt.block_on(cache.find(&q)).unwrap();
+        }
+        assert!(
+            cache.len() <= limits::MAX_CACHED_UPSTREAMS,
+            "{}",
+            cache.len()
+        );
     }
 
     #[test]

@@ -55,6 +55,11 @@ impl RegistryError {
         Self::new(502, "UNAVAILABLE", message)
     }
 
+    /// The upstream did not answer within a bound: a gateway timeout.
+    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "UNAVAILABLE", message)
+    }
+
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
         self

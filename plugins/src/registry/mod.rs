@@ -2,10 +2,13 @@
 //! reply being built, and the state that outlives one request (the HTTP client, cached
 //! challenges and tokens, credentials).
 
+pub mod bounded;
 pub mod challenge;
 pub mod client;
 pub mod credentials;
+pub mod destination;
 pub mod error;
+pub mod limits;
 pub mod media;
 pub mod reference;
 pub mod referrers;
@@ -28,6 +31,11 @@ pub struct Upstream {
     pub ns: String,
     /// Where acr sends the requests: `scheme://host[:port][/path]`, no trailing slash.
     pub base: String,
+    /// The pipeline names this upstream itself (its `.mirror`, an `.endpoint`, an exact
+    /// `.allow`), rather than a client choosing it through an `.allow` glob. Only such an
+    /// upstream is sent the credentials that name no host (a `.login FILE`,
+    /// `ACR_UPSTREAM_USERNAME`/`_PASSWORD`).
+    pub named_by_pipeline: bool,
 }
 
 impl Upstream {
@@ -41,7 +49,14 @@ impl Upstream {
         Self {
             ns: ns.to_string(),
             base: format!("https://{host}"),
+            named_by_pipeline: false,
         }
+    }
+
+    /// The same upstream, as named by the pipeline (or not).
+    pub fn named(mut self, by_pipeline: bool) -> Self {
+        self.named_by_pipeline = by_pipeline;
+        self
     }
 
     /// `base` + `/v2/...`
@@ -146,6 +161,8 @@ impl Reply {
 #[derive(Debug)]
 pub struct Shared {
     pub http: reqwest::Client,
+    /// The waits of every upstream request (connect, headers, body).
+    pub limits: limits::UpstreamLimits,
     pub auth: token::AuthCache,
     pub credentials: credentials::CredentialCache,
     /// The process's counters (`GET /metrics`), shared with the stores.
@@ -154,9 +171,19 @@ pub struct Shared {
 
 impl Shared {
     pub fn new() -> Result<Arc<Self>, RegistryError> {
+        Self::with_limits(limits::UpstreamLimits::default())
+    }
+
+    /// Redirects are never followed by the client itself (`client::send` follows them by
+    /// hand, by the rules of `destination`). Every read from a connection is bounded by the
+    /// longer of the header and idle waits, a backstop behind the finer bounds `client` puts
+    /// on the wait for headers and between two pieces of a body.
+    pub fn with_limits(limits: limits::UpstreamLimits) -> Result<Arc<Self>, RegistryError> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_timeout(limits.connect)
+            .dns_resolver(Arc::new(destination::GuardedResolver))
+            .read_timeout(limits.header.max(limits.body_idle))
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .user_agent(concat!("acr/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -165,6 +192,7 @@ impl Shared {
             })?;
         Ok(Arc::new(Self {
             http,
+            limits,
             auth: token::AuthCache::default(),
             credentials: credentials::CredentialCache::default(),
             metrics: Arc::new(crate::store::Metrics::default()),

@@ -56,7 +56,7 @@ pub async fn lookup(
     let status = resp.status().as_u16();
     let (descriptors, upstream_filtered, source) = if resp.status().is_success() {
         let filtered = resp.headers().contains_key("oci-filters-applied");
-        let body = crate::resolve::read_limited(&ns(cx), resp, media::MAX_MANIFEST_BYTES).await?;
+        let body = crate::resolve::read_limited(cx, resp, media::MAX_MANIFEST_BYTES).await?;
         (manifests_of(&body)?, filtered, "api")
     } else if status == 404 || status == 405 || status == 400 {
         // No referrers API here: the tag schema.
@@ -68,8 +68,7 @@ pub async fn lookup(
         } else if !resp.status().is_success() {
             return Err(upstream_error(cx, resp, Resource::Manifests).await);
         } else {
-            let body =
-                crate::resolve::read_limited(&ns(cx), resp, media::MAX_MANIFEST_BYTES).await?;
+            let body = crate::resolve::read_limited(cx, resp, media::MAX_MANIFEST_BYTES).await?;
             (manifests_of(&body)?, false, "tag")
         }
     } else {
@@ -87,13 +86,6 @@ pub async fn lookup(
         out.filtered = true;
     }
     Ok(out)
-}
-
-fn ns(cx: &Context) -> String {
-    cx.upstream
-        .as_ref()
-        .map(|u| u.ns.clone())
-        .unwrap_or_default()
 }
 
 /// The `manifests` of an index document.
