@@ -12,6 +12,7 @@
 //! instead of following a fetch that will never finish.
 
 use std::io::{self, SeekFrom};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -52,6 +53,9 @@ pub struct InFlight {
     state: watch::Sender<FlightState>,
     /// Copied down from the S3 tier: no need to share it back.
     from_remote: std::sync::atomic::AtomicBool,
+    /// Bytes reserved in the store for this fetch (see `space`), and how many are written.
+    reserved: AtomicU64,
+    written: AtomicU64,
 }
 
 /// Marks an object as being read until dropped, so eviction leaves it alone.
@@ -169,6 +173,8 @@ impl Store {
             path: temp,
             state: tx,
             from_remote: std::sync::atomic::AtomicBool::new(false),
+            reserved: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         });
         inflight.insert(hex.clone(), flight.clone());
         Ok(BlobLookup::Lead(Lead {
@@ -216,8 +222,16 @@ impl Store {
                 }
             } else {
                 let _ = std::fs::remove_file(&flight.path);
+                if matches!(&state, FlightState::Failed(e) if e.status == 507) {
+                    Metrics::inc(&self.metrics.store_refused);
+                }
             }
             inflight.remove(hex);
+            // Committed bytes are counted by the index now; failed ones are gone.
+            self.unreserve(
+                flight.reserved.swap(0, Ordering::SeqCst),
+                flight.written.swap(0, Ordering::SeqCst),
+            );
         }
         flight.state.send_replace(state);
     }
@@ -259,9 +273,19 @@ impl Store {
             follow,
             mut abandon,
         } = lead;
-        // From here the detached task below always ends the flight.
+        // From here the flight always ends here or in the detached task below.
         abandon.armed = false;
         drop(abandon);
+        // The room for a body of known size is reserved before its first byte; one that
+        // cannot fit is refused before anything is evicted for it.
+        if let Some(t) = total {
+            if let Err(e) = self.reserve(t, t) {
+                tracing::warn!(digest = %digest, size = t, "no room in the store: {}", e.message);
+                self.finish(&hex, &flight, FlightState::Failed(e));
+                return follow;
+            }
+            flight.reserved.store(t, Ordering::SeqCst);
+        }
         flight
             .from_remote
             .store(from_remote, std::sync::atomic::Ordering::Relaxed);
@@ -366,11 +390,24 @@ async fn write_body(
                 chunk = b.freeze();
             }
         }
+        let len = chunk.len() as u64;
+        match total {
+            Some(t) if written + len > t => {
+                return Err(RegistryError::bad_gateway(format!(
+                    "{source} sent more than the {t} bytes it announced for {digest}; nothing was stored"
+                )))
+            }
+            Some(_) => {}
+            // No length announced: the body must keep within the room it can reserve.
+            None => grow_reservation(store, flight, written + len)?,
+        }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(io_err)?;
         // The bytes must be in the file before followers are told they are.
         file.flush().await.map_err(io_err)?;
-        written += chunk.len() as u64;
+        written += len;
+        flight.written.fetch_add(len, Ordering::SeqCst);
+        store.reserved_written(len);
         if !from_remote {
             Metrics::add(&store.metrics.bytes_from_upstream, chunk.len() as u64);
         }
@@ -402,6 +439,24 @@ async fn write_body(
         .send_replace(FlightState::Verified { size: written });
     file.sync_all().await.map_err(io_err)?;
     Ok(written)
+}
+
+/// Makes a body without a length's reservation cover `needed` bytes: [`space::GROW_STEP`]
+/// more at a time (or just what is missing, near the bound). Refused: the body is cut off.
+fn grow_reservation(store: &Store, flight: &InFlight, needed: u64) -> Result<(), RegistryError> {
+    let have = flight.reserved.load(Ordering::SeqCst);
+    if needed <= have {
+        return Ok(());
+    }
+    let missing = needed - have;
+    let step = missing.max(super::space::GROW_STEP);
+    let granted = match store.reserve(step, needed) {
+        Ok(()) => step,
+        Err(_) if step > missing => store.reserve(missing, needed).map(|()| missing)?,
+        Err(e) => return Err(e),
+    };
+    flight.reserved.fetch_add(granted, Ordering::SeqCst);
+    Ok(())
 }
 
 impl Follow {
@@ -653,6 +708,7 @@ mod flight_tests {
             ttl_by_ns: vec![],
             remote: None,
             idle_timeout: Duration::from_millis(300),
+            max_blob_size: None,
         };
         (
             Store::open(config, Arc::new(Metrics::default())).unwrap(),
