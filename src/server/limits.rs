@@ -32,6 +32,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// streaming (a large blob to a slow client) is a request in progress.
 pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long a connection closed for idleness may take to end once told (an HTTP/2 peer
+/// must answer the closing PING) before it is dropped, if it is still idle by then.
+pub const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// How long a request that carries a body (POST, PUT, PATCH) may take to be answered, its
 /// body read included (`ACR_REQUEST_BODY_TIMEOUT`): the bodies acr accepts are small (at
 /// most 64 KiB), so a client that starts one and stalls is cut off with a 408.

@@ -565,6 +565,8 @@ impl ProxyHost {
             (idle_bound / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)),
         );
         let mut closing = false;
+        // Set when the connection was told to close for idleness: past it, still idle, dropped.
+        let mut idle_deadline: Option<Instant> = None;
         let ended = loop {
             tokio::select! {
                 r = conn.as_mut() => break r,
@@ -573,11 +575,17 @@ impl ProxyHost {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                _ = idle_check.tick(), if !closing => {
-                    if activity.idle_for() >= idle_bound {
+                _ = idle_check.tick(), if !closing || idle_deadline.is_some() => {
+                    if let Some(deadline) = idle_deadline {
+                        if Instant::now() >= deadline && !activity.idle_for().is_zero() {
+                            tracing::debug!(%peer, "dropping an idle connection that did not close");
+                            return;
+                        }
+                    } else if activity.idle_for() >= idle_bound {
                         tracing::debug!(%peer, "closing a connection idle for {idle_bound:?}");
                         conn.as_mut().graceful_shutdown();
                         closing = true;
+                        idle_deadline = Some(Instant::now() + limits::IDLE_CLOSE_GRACE);
                     }
                 }
             }

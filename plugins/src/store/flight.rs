@@ -444,15 +444,17 @@ async fn write_body(
 /// Makes a body without a length's reservation cover `needed` bytes: [`space::GROW_STEP`]
 /// more at a time (or just what is missing, near the bound). Refused: the body is cut off.
 fn grow_reservation(store: &Store, flight: &InFlight, needed: u64) -> Result<(), RegistryError> {
+    // Checked on every piece: a reservation made ahead must not let the body past the cap.
+    store.check_blob_size(needed)?;
     let have = flight.reserved.load(Ordering::SeqCst);
     if needed <= have {
         return Ok(());
     }
     let missing = needed - have;
     let step = missing.max(super::space::GROW_STEP);
-    let granted = match store.reserve(step, needed) {
+    let granted = match store.reserve_deferred(step, needed) {
         Ok(()) => step,
-        Err(_) if step > missing => store.reserve(missing, needed).map(|()| missing)?,
+        Err(_) if step > missing => store.reserve_deferred(missing, needed).map(|()| missing)?,
         Err(e) => return Err(e),
     };
     flight.reserved.fetch_add(granted, Ordering::SeqCst);

@@ -839,7 +839,15 @@ impl Store {
         use sha2::Digest as _;
         use tokio::io::AsyncWriteExt;
         let failed = |e: io::Error| RemoteCopy::Failed(e.to_string());
-        let mut file = tokio::fs::File::create(tmp).await.map_err(failed)?;
+        // Read and write: the stream handed on reads this same file.
+        let mut file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)
+            .await
+            .map_err(failed)?;
         let mut hasher = sha2::Sha256::new();
         let mut written = 0u64;
         let idle = self.config.idle_timeout;

@@ -84,7 +84,7 @@ pub fn remove_abandoned(root: &Path) -> usize {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             // `<what>.<owner>.<n>`
-            let owner = name.rsplitn(3, '.').nth(1).unwrap_or("").to_string();
+            let owner = name.rsplit('.').nth(1).unwrap_or("").to_string();
             let live = *seen
                 .entry(owner.clone())
                 .or_insert_with(|| !owner.is_empty() && alive(root, &owner));

@@ -42,6 +42,18 @@ fn no_room(reason: String) -> RegistryError {
 }
 
 impl Store {
+    /// Whether a blob of `size` bytes is within [`StoreConfig::max_blob_size`].
+    ///
+    /// [`StoreConfig::max_blob_size`]: super::StoreConfig::max_blob_size
+    pub(crate) fn check_blob_size(&self, size: u64) -> Result<(), RegistryError> {
+        match self.config.max_blob_size {
+            Some(max) if size > max => Err(no_room(format!(
+                "the mirror's store takes blobs up to {max} bytes; this one is {size} bytes or more"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether `need` more bytes, making a blob of `blob_size` bytes, can be stored (evicting
     /// what nobody reads if need be). Evicts nothing.
     pub(crate) fn check_room(&self, need: u64, blob_size: u64) -> Result<(), RegistryError> {
@@ -53,13 +65,7 @@ impl Store {
     }
 
     fn room_given(&self, space: &Reserved, need: u64, blob_size: u64) -> Result<(), RegistryError> {
-        if let Some(max) = self.config.max_blob_size {
-            if blob_size > max {
-                return Err(no_room(format!(
-                    "the mirror's store takes blobs up to {max} bytes; this one is {blob_size} bytes or more"
-                )));
-            }
-        }
+        self.check_blob_size(blob_size)?;
         let (committed, evictable) = self.committed_bytes();
         if let Some(max) = self.config.max_size {
             let kept = committed.saturating_sub(evictable) + space.bytes;
@@ -86,16 +92,34 @@ impl Store {
     /// refused, with nothing evicted, when they cannot fit; otherwise the least recently used
     /// objects go until they do.
     pub(crate) fn reserve(&self, need: u64, blob_size: u64) -> Result<(), RegistryError> {
-        {
-            let mut space = self
-                .space
-                .lock()
-                .map_err(|_| RegistryError::new(500, "UNKNOWN", "the store's lock is poisoned"))?;
-            self.room_given(&space, need, blob_size)?;
-            space.bytes += need;
-        }
+        self.add_reservation(need, blob_size)?;
         self.evict();
         Ok(())
+    }
+
+    /// Like [`Store::reserve`] for a body without a length, which may yet be cut off: evicts
+    /// only when the disk itself is short, and leaves `max-size` to the eviction at its
+    /// commit. A body cut off at the bound has then evicted nothing for its bytes.
+    pub(crate) fn reserve_deferred(&self, need: u64, blob_size: u64) -> Result<(), RegistryError> {
+        let outstanding = self.add_reservation(need, blob_size)?;
+        if self
+            .free_bytes()
+            .is_some_and(|free| free < outstanding.saturating_add(DISK_SLACK))
+        {
+            self.evict();
+        }
+        Ok(())
+    }
+
+    /// Checks and records a reservation; returns what all fetches still have to write.
+    fn add_reservation(&self, need: u64, blob_size: u64) -> Result<u64, RegistryError> {
+        let mut space = self
+            .space
+            .lock()
+            .map_err(|_| RegistryError::new(500, "UNKNOWN", "the store's lock is poisoned"))?;
+        self.room_given(&space, need, blob_size)?;
+        space.bytes += need;
+        Ok(space.outstanding())
     }
 
     /// `n` reserved bytes reached the disk.
