@@ -82,11 +82,7 @@ impl BlobUpstream {
     }
 }
 
-fn serve_blob(
-    mut stream: TcpStream,
-    blobs: &Mutex<BlobTable>,
-    requests: &Mutex<Vec<String>>,
-) {
+fn serve_blob(mut stream: TcpStream, blobs: &Mutex<BlobTable>, requests: &Mutex<Vec<String>>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let Some(req) = read_request(&mut stream) else {
         return;

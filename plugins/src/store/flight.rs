@@ -980,4 +980,87 @@ mod flight_tests {
         ));
         std::fs::remove_dir_all(root).unwrap();
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blob_that_cannot_fit_is_refused_before_anything_is_evicted() {
+        let (store, root) = store(Some(250));
+        let kept = put(&store, vec![1; 100]).await;
+        let also = put(&store, vec![2; 100]).await;
+        assert!(!store.make_room(300), "a blob larger than max-size fits");
+        let data = vec![9u8; 300];
+        let digest = Digest::of(&data);
+        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+            panic!()
+        };
+        let body: BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
+        let mut f = store.start_stream(lead, body, Some(300), digest.clone());
+        let refused = f.started().await.expect_err("refused");
+        assert_eq!(refused.status, 507);
+        assert!(store.blob_path(kept.hex()).exists() && store.blob_path(also.hex()).exists());
+        assert_eq!(store.metrics.evictions.load(Ordering::Relaxed), 0);
+        assert_eq!(store.metrics.store_refused.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_without_a_length_is_cut_off_at_the_room_left() {
+        let (store, root) = store(Some(250));
+        let kept = put(&store, vec![1; 100]).await;
+        let data = vec![7u8; 400];
+        let digest = Digest::of(&data);
+        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+            panic!()
+        };
+        let pieces: Vec<Result<Bytes, io::Error>> = data
+            .chunks(50)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let f = store.start_stream(
+            lead,
+            Box::pin(futures_util::stream::iter(pieces)),
+            None,
+            digest.clone(),
+        );
+        let got = collect(f.stream(0, None)).await;
+        assert!(got.is_err(), "an over-size body ended cleanly");
+        settle(&store, &digest).await;
+        assert!(!store.blob_path(digest.hex()).exists());
+        assert!(
+            store.blob_path(kept.hex()).exists(),
+            "evicted for a body that was cut off"
+        );
+        assert!(std::fs::read_dir(root.join("tmp"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert_eq!(
+            store.space.lock().unwrap().bytes,
+            0,
+            "the reservation was released"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_a_store_in_use_leaves_its_fetches_alone() {
+        let (store, root) = store(None);
+        let digest = Digest::of(b"in flight");
+        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+            panic!()
+        };
+        let in_flight = std::fs::read_dir(root.join("tmp")).unwrap().count();
+        assert_eq!(in_flight, 1);
+        // A leftover of a process that is gone (no lock held), and one of an older acr.
+        std::fs::write(root.join("tmp").join("abc.999-dead.0"), b"x").unwrap();
+        std::fs::write(root.join("tmp").join("abc.12345.0"), b"x").unwrap();
+        let second = Store::open(store.config.clone(), Arc::new(Metrics::default())).unwrap();
+        let left: Vec<_> = std::fs::read_dir(root.join("tmp"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        drop(second);
+        store.fail(lead, RegistryError::bad_gateway("done"));
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }
