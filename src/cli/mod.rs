@@ -120,14 +120,42 @@ pub fn write_stdout(text: &str) -> Result<(), CliError> {
     }
 }
 
+/// Checks that `value` (of `--registry` or `--registry-host`) names one directory inside
+/// `.world/`: not empty, not `.` or `..`, no `/` or `\` (so no absolute path either), only
+/// letters, digits, `-`, `.`, `_`, `:`, `[`, `]`, and at most 253 characters.
+pub fn check_world_name(what: &str, value: &str) -> Result<(), CliError> {
+    let only_dots = value.chars().all(|c| c == '.');
+    let allowed = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c));
+    if value.is_empty() || only_dots || !allowed || value.len() > 253 {
+        return Err(anyhow::anyhow!(
+            "{what} `{value}` is not a valid name: it must name one directory under .world/ \
+             (letters, digits, '-', '.', '_', ':', not `.` or `..`, no `/`)"
+        )
+        .into());
+    }
+    Ok(())
+}
+
 impl Cli {
-    /// `.world/{host}/{name}`, relative to the current directory.
+    /// `.world/{host}/{name}`, relative to the current directory (names checked by
+    /// [`Cli::check_names`] before any command runs).
     pub fn world_dir(&self) -> Option<PathBuf> {
         self.registry.as_ref().map(|name| {
             Path::new(".world")
                 .join(host_dir(&self.registry_host))
                 .join(name)
         })
+    }
+
+    /// Refuses a `--registry` or `--registry-host` that would put the world directory
+    /// anywhere but one level each under `.world/`.
+    pub fn check_names(&self) -> Result<(), CliError> {
+        if let Some(name) = &self.registry {
+            check_world_name("--registry", name)?;
+        }
+        check_world_name("--registry-host", host_dir(&self.registry_host))
     }
 
     /// The runmd file a command works on: `--runmd-path`, else the world's `mirror.runmd`.
@@ -146,6 +174,9 @@ impl Cli {
 
     /// Runs the command.
     pub async fn run(self) -> Result<(), CliError> {
+        if !matches!(self.command, Command::Layer { .. }) {
+            self.check_names()?;
+        }
         match &self.command {
             Command::Init(args) => init::run(&self, args),
             Command::Dump => dump::run(&self),

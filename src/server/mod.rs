@@ -6,6 +6,7 @@
 //! what new requests do without a restart.
 
 pub mod clients;
+pub mod limits;
 pub mod observe;
 pub mod peer;
 pub mod route;
@@ -458,11 +459,32 @@ impl ProxyHost {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or(address.clone());
-        tracing::info!(address = %local, block = %format!("{} {}", key.0, key.1), https = tls.is_some(), "proxy ready");
+        let limits =
+            Arc::new(
+                limits::ServerLimits::from_env().map_err(|message| PluginError::Failed {
+                    plugin: "mirror",
+                    id: 0,
+                    message,
+                })?,
+            );
+        // At the bound, connections wait in the listen queue (see `limits`).
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        tracing::info!(address = %local, block = %format!("{} {}", key.0, key.1), https = tls.is_some(), max_connections = limits.max_connections, "proxy ready");
         eprintln!("Listening on {local}");
         self.start_sampling();
         let mut stopping = self.stopping.subscribe();
         loop {
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => s,
+                _ = stopped(&mut stopping) => {
+                    tracing::info!(address = %local, "no longer accepting connections");
+                    return Ok(());
+                }
+            };
+            let Ok(slot) = slot else { return Ok(()) };
+            if slots.available_permits() == 0 {
+                tracing::warn!(address = %local, max = limits.max_connections, "at the connection bound: new connections wait until one closes");
+            }
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = stopped(&mut stopping) => {
@@ -485,8 +507,10 @@ impl ProxyHost {
             let active = ActiveGuard::new(self.active.clone());
             let mut stopping = self.stopping.subscribe();
             let tls = tls.clone();
+            let limits = limits.clone();
             tokio::spawn(async move {
                 let _active = active;
+                let _slot = slot;
                 // hyper's header timeout starts with the first byte: a client that connects
                 // and sends nothing would hold its connection (and a file descriptor) forever.
                 let mut first = [0u8; 1];
@@ -503,13 +527,14 @@ impl ProxyHost {
                 }
                 match tls {
                     None => {
-                        host.serve_io(key, TokioIo::new(stream), peer, stopping)
+                        host.serve_io(key, TokioIo::new(stream), peer, stopping, limits)
                             .await
                     }
                     Some(acceptor) => {
                         match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
                             Ok(Ok(tls)) => {
-                                host.serve_io(key, TokioIo::new(tls), peer, stopping).await
+                                host.serve_io(key, TokioIo::new(tls), peer, stopping, limits)
+                                    .await
                             }
                             Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -520,22 +545,45 @@ impl ProxyHost {
         }
     }
 
-    /// Serves HTTP/1.1 and HTTP/2 on one connection until it ends or acr stops (then the
-    /// request in progress finishes and the connection closes).
+    /// Serves HTTP/1.1 and HTTP/2 on one connection until it ends, acr stops (then the
+    /// request in progress finishes and the connection closes), or it has had no request in
+    /// progress for the idle bound (closed the same graceful way). A request with a body must
+    /// be answered within the body bound, or it gets a 408 and the connection closes.
     async fn serve_io<I>(
         self: Arc<Self>,
         key: (String, String),
         io: I,
         peer: std::net::SocketAddr,
         mut stopping: watch::Receiver<bool>,
+        limits: Arc<limits::ServerLimits>,
     ) where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         let host = self;
-        let service = hyper::service::service_fn(move |req| {
+        let activity = Arc::new(limits::Activity::default());
+        let in_progress = activity.clone();
+        let body_timeout = limits.request_body_timeout;
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let host = host.clone();
             let key = key.clone();
-            async move { Ok::<_, Infallible>(host.handle(&key, req, peer).await) }
+            let busy = in_progress.begin();
+            async move {
+                let carries_body = matches!(
+                    *req.method(),
+                    hyper::Method::POST | hyper::Method::PUT | hyper::Method::PATCH
+                );
+                let response = if carries_body {
+                    match tokio::time::timeout(body_timeout, host.handle(&key, req, peer)).await {
+                        Ok(response) => response,
+                        Err(_) => limits::body_timed_out(body_timeout, peer),
+                    }
+                } else {
+                    host.handle(&key, req, peer).await
+                };
+                Ok::<_, Infallible>(
+                    response.map(|body| limits::BusyBody::new(body, busy).boxed_unsync()),
+                )
+            }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
@@ -543,15 +591,43 @@ impl ProxyHost {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
             .max_buf_size(64 * 1024);
-        builder.http2().max_header_list_size(64 * 1024);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(64 * 1024)
+            .max_concurrent_streams(limits::H2_MAX_CONCURRENT_STREAMS)
+            .keep_alive_interval(Some(limits.h2_keepalive_interval))
+            .keep_alive_timeout(limits::H2_KEEPALIVE_TIMEOUT);
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
-        let ended = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = stopped(&mut stopping) => {
-                // Finish the request in progress, then close; take no new one.
-                conn.as_mut().graceful_shutdown();
-                conn.await
+        let idle_bound = limits.connection_idle_timeout;
+        let mut idle_check = tokio::time::interval(
+            (idle_bound / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)),
+        );
+        let mut closing = false;
+        // Set when the connection was told to close for idleness: past it, still idle, dropped.
+        let mut idle_deadline: Option<Instant> = None;
+        let ended = loop {
+            tokio::select! {
+                r = conn.as_mut() => break r,
+                _ = stopped(&mut stopping), if !closing => {
+                    // Finish the request in progress, then close; take no new one.
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = idle_check.tick(), if !closing || idle_deadline.is_some() => {
+                    if let Some(deadline) = idle_deadline {
+                        if Instant::now() >= deadline && !activity.idle_for().is_zero() {
+                            tracing::debug!(%peer, "dropping an idle connection that did not close");
+                            return;
+                        }
+                    } else if activity.idle_for() >= idle_bound {
+                        tracing::debug!(%peer, "closing a connection idle for {idle_bound:?}");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        idle_deadline = Some(Instant::now() + limits::IDLE_CLOSE_GRACE);
+                    }
+                }
             }
         };
         if let Err(e) = ended {
@@ -570,7 +646,8 @@ impl ProxyHost {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let stopping = self.stopping.subscribe();
-        self.serve_io(key, TokioIo::new(stream), peer, stopping)
+        let limits = Arc::new(limits::ServerLimits::default());
+        self.serve_io(key, TokioIo::new(stream), peer, stopping, limits)
             .await
     }
 

@@ -16,6 +16,12 @@ const BUCKETS: [f64; 14] = [
 ];
 /// How many recent requests `/status` lists.
 const RECENT: usize = 40;
+/// The most series `acr_requests_total` keeps. Its labels are all chosen by acr (route,
+/// method name from a fixed list, status), so it stays far below this; the cap is a second
+/// line, should a label ever let client text in.
+const MAX_REQUEST_SERIES: usize = 2048;
+/// The longest path kept for `/status`'s list of recent requests.
+const RECENT_PATH_CHARS: usize = 256;
 /// How many samples of the store are kept (one every `SAMPLE_EVERY`: an hour).
 const SAMPLES: usize = 360;
 pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -51,7 +57,7 @@ pub struct Sample {
 #[derive(Debug)]
 pub struct Observer {
     started: Instant,
-    counts: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
+    counts: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     recent: Mutex<VecDeque<Finished>>,
     samples: Mutex<VecDeque<Sample>>,
@@ -100,12 +106,47 @@ pub fn route_of(path: &str) -> &'static str {
     }
 }
 
+/// The method as a label: the standard ones by name, anything a client made up `other`
+/// (a label per made-up method would be a new series per request).
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
 impl Observer {
     /// Records a request that is over.
-    pub fn record(&self, f: Finished) {
+    pub fn record(&self, mut f: Finished) {
         let route = route_of(&f.path);
+        let method = method_label(&f.method);
         if let Ok(mut c) = self.counts.lock() {
-            *c.entry((route, f.method.clone(), f.status)).or_default() += 1;
+            let key = (route, method, f.status);
+            if let Some(n) = c.get_mut(&key) {
+                *n += 1;
+            } else if c.len() < MAX_REQUEST_SERIES {
+                c.insert(key, 1);
+            } else {
+                *c.entry(("other", "other", 0)).or_default() += 1;
+            }
+        }
+        // What `/status` lists is bounded in number (`RECENT`) and in size.
+        f.method = method.to_string();
+        if f.path.len() > RECENT_PATH_CHARS {
+            let mut cut = RECENT_PATH_CHARS;
+            while !f.path.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            f.path.truncate(cut);
+            f.path.push('…');
         }
         if let Ok(mut l) = self.latency.lock() {
             let h = l.entry(route).or_default();
@@ -254,5 +295,19 @@ mod tests {
         // The status page's own requests are not "recent pulls".
         assert_eq!(o.recent().len(), 3);
         assert_eq!(o.recent()[0].status, 404);
+        // Made-up methods share one label.
+        for i in 0..50 {
+            let mut odd = f("/v2/", 405, 0);
+            odd.method = format!("FOO{i}");
+            o.record(odd);
+        }
+        let text = o.render();
+        assert!(
+            text.contains("acr_requests_total{route=\"base\",method=\"other\",status=\"405\"} 50"),
+            "{text}"
+        );
+        assert!(!text.contains("FOO"), "{text}");
+        assert_eq!(o.recent().len(), RECENT);
+        assert_eq!(o.recent()[0].method, "other");
     }
 }

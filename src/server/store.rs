@@ -1,6 +1,7 @@
 //! A proxy's content store, as its `+ .proxy` settings describe it:
 //! `: .cache DIR | s3://bucket/prefix | off` (default: `cache/` beside the pipeline),
-//! `: .cache-endpoint URL`, `: .ttl [NS] DURATION` (default 5 minutes), `: .max-size SIZE`.
+//! `: .cache-endpoint URL`, `: .ttl [NS] DURATION` (default 5 minutes), `: .max-size SIZE`;
+//! the largest blob it takes from `ACR_MAX_BLOB_SIZE` (see `server::limits`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub fn config(
         ttl,
         ttl_by_ns,
         idle_timeout: acr_plugins::store::DEFAULT_IDLE_TIMEOUT,
+        max_blob_size: super::limits::max_blob_size()?,
     }))
 }
 

@@ -12,6 +12,7 @@
 //! instead of following a fetch that will never finish.
 
 use std::io::{self, SeekFrom};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -52,6 +53,9 @@ pub struct InFlight {
     state: watch::Sender<FlightState>,
     /// Copied down from the S3 tier: no need to share it back.
     from_remote: std::sync::atomic::AtomicBool,
+    /// Bytes reserved in the store for this fetch (see `space`), and how many are written.
+    reserved: AtomicU64,
+    written: AtomicU64,
 }
 
 /// Marks an object as being read until dropped, so eviction leaves it alone.
@@ -169,6 +173,8 @@ impl Store {
             path: temp,
             state: tx,
             from_remote: std::sync::atomic::AtomicBool::new(false),
+            reserved: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         });
         inflight.insert(hex.clone(), flight.clone());
         Ok(BlobLookup::Lead(Lead {
@@ -216,8 +222,16 @@ impl Store {
                 }
             } else {
                 let _ = std::fs::remove_file(&flight.path);
+                if matches!(&state, FlightState::Failed(e) if e.status == 507) {
+                    Metrics::inc(&self.metrics.store_refused);
+                }
             }
             inflight.remove(hex);
+            // Committed bytes are counted by the index now; failed ones are gone.
+            self.unreserve(
+                flight.reserved.swap(0, Ordering::SeqCst),
+                flight.written.swap(0, Ordering::SeqCst),
+            );
         }
         flight.state.send_replace(state);
     }
@@ -259,9 +273,19 @@ impl Store {
             follow,
             mut abandon,
         } = lead;
-        // From here the detached task below always ends the flight.
+        // From here the flight always ends here or in the detached task below.
         abandon.armed = false;
         drop(abandon);
+        // The room for a body of known size is reserved before its first byte; one that
+        // cannot fit is refused before anything is evicted for it.
+        if let Some(t) = total {
+            if let Err(e) = self.reserve(t, t) {
+                tracing::warn!(digest = %digest, size = t, "no room in the store: {}", e.message);
+                self.finish(&hex, &flight, FlightState::Failed(e));
+                return follow;
+            }
+            flight.reserved.store(t, Ordering::SeqCst);
+        }
         flight
             .from_remote
             .store(from_remote, std::sync::atomic::Ordering::Relaxed);
@@ -366,11 +390,24 @@ async fn write_body(
                 chunk = b.freeze();
             }
         }
+        let len = chunk.len() as u64;
+        match total {
+            Some(t) if written + len > t => {
+                return Err(RegistryError::bad_gateway(format!(
+                    "{source} sent more than the {t} bytes it announced for {digest}; nothing was stored"
+                )))
+            }
+            Some(_) => {}
+            // No length announced: the body must keep within the room it can reserve.
+            None => grow_reservation(store, flight, written + len)?,
+        }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(io_err)?;
         // The bytes must be in the file before followers are told they are.
         file.flush().await.map_err(io_err)?;
-        written += chunk.len() as u64;
+        written += len;
+        flight.written.fetch_add(len, Ordering::SeqCst);
+        store.reserved_written(len);
         if !from_remote {
             Metrics::add(&store.metrics.bytes_from_upstream, chunk.len() as u64);
         }
@@ -402,6 +439,26 @@ async fn write_body(
         .send_replace(FlightState::Verified { size: written });
     file.sync_all().await.map_err(io_err)?;
     Ok(written)
+}
+
+/// Makes a body without a length's reservation cover `needed` bytes: [`space::GROW_STEP`]
+/// more at a time (or just what is missing, near the bound). Refused: the body is cut off.
+fn grow_reservation(store: &Store, flight: &InFlight, needed: u64) -> Result<(), RegistryError> {
+    // Checked on every piece: a reservation made ahead must not let the body past the cap.
+    store.check_blob_size(needed)?;
+    let have = flight.reserved.load(Ordering::SeqCst);
+    if needed <= have {
+        return Ok(());
+    }
+    let missing = needed - have;
+    let step = missing.max(super::space::GROW_STEP);
+    let granted = match store.reserve_deferred(step, needed) {
+        Ok(()) => step,
+        Err(_) if step > missing => store.reserve_deferred(missing, needed).map(|()| missing)?,
+        Err(e) => return Err(e),
+    };
+    flight.reserved.fetch_add(granted, Ordering::SeqCst);
+    Ok(())
 }
 
 impl Follow {
@@ -653,6 +710,7 @@ mod flight_tests {
             ttl_by_ns: vec![],
             remote: None,
             idle_timeout: Duration::from_millis(300),
+            max_blob_size: None,
         };
         (
             Store::open(config, Arc::new(Metrics::default())).unwrap(),
@@ -920,6 +978,89 @@ mod flight_tests {
             store.lookup_blob(&digests[3]).unwrap(),
             BlobLookup::Hit(_)
         ));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blob_that_cannot_fit_is_refused_before_anything_is_evicted() {
+        let (store, root) = store(Some(250));
+        let kept = put(&store, vec![1; 100]).await;
+        let also = put(&store, vec![2; 100]).await;
+        assert!(!store.make_room(300), "a blob larger than max-size fits");
+        let data = vec![9u8; 300];
+        let digest = Digest::of(&data);
+        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+            panic!()
+        };
+        let body: BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
+        let mut f = store.start_stream(lead, body, Some(300), digest.clone());
+        let refused = f.started().await.expect_err("refused");
+        assert_eq!(refused.status, 507);
+        assert!(store.blob_path(kept.hex()).exists() && store.blob_path(also.hex()).exists());
+        assert_eq!(store.metrics.evictions.load(Ordering::Relaxed), 0);
+        assert_eq!(store.metrics.store_refused.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_without_a_length_is_cut_off_at_the_room_left() {
+        let (store, root) = store(Some(250));
+        let kept = put(&store, vec![1; 100]).await;
+        let data = vec![7u8; 400];
+        let digest = Digest::of(&data);
+        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+            panic!()
+        };
+        let pieces: Vec<Result<Bytes, io::Error>> = data
+            .chunks(50)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let f = store.start_stream(
+            lead,
+            Box::pin(futures_util::stream::iter(pieces)),
+            None,
+            digest.clone(),
+        );
+        let got = collect(f.stream(0, None)).await;
+        assert!(got.is_err(), "an over-size body ended cleanly");
+        settle(&store, &digest).await;
+        assert!(!store.blob_path(digest.hex()).exists());
+        assert!(
+            store.blob_path(kept.hex()).exists(),
+            "evicted for a body that was cut off"
+        );
+        assert!(std::fs::read_dir(root.join("tmp"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert_eq!(
+            store.space.lock().unwrap().bytes,
+            0,
+            "the reservation was released"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_a_store_in_use_leaves_its_fetches_alone() {
+        let (store, root) = store(None);
+        let digest = Digest::of(b"in flight");
+        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
+            panic!()
+        };
+        let in_flight = std::fs::read_dir(root.join("tmp")).unwrap().count();
+        assert_eq!(in_flight, 1);
+        // A leftover of a process that is gone (no lock held), and one of an older acr.
+        std::fs::write(root.join("tmp").join("abc.999-dead.0"), b"x").unwrap();
+        std::fs::write(root.join("tmp").join("abc.12345.0"), b"x").unwrap();
+        let second = Store::open(store.config.clone(), Arc::new(Metrics::default())).unwrap();
+        let left: Vec<_> = std::fs::read_dir(root.join("tmp"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        drop(second);
+        store.fail(lead, RegistryError::bad_gateway("done"));
         std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -16,6 +16,10 @@ pub struct Metrics {
     pub evictions: AtomicU64,
     pub store_bytes: AtomicU64,
     pub store_objects: AtomicU64,
+    /// Blobs refused because the store had no room for them (507).
+    pub store_refused: AtomicU64,
+    /// Objects in the S3 tier that did not match their digest (deleted there).
+    pub remote_corrupt: AtomicU64,
 }
 
 impl Metrics {
@@ -29,7 +33,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
             (
                 "acr_cache_hits_total",
                 "counter",
@@ -77,6 +81,18 @@ impl Metrics {
                 "counter",
                 "objects evicted to stay under max-size",
                 &self.evictions,
+            ),
+            (
+                "acr_store_refused_total",
+                "counter",
+                "blobs refused (507) because the store had no room for them even after eviction",
+                &self.store_refused,
+            ),
+            (
+                "acr_store_remote_corrupt_total",
+                "counter",
+                "objects in the S3 tier that did not match their digest (deleted there, fetched again)",
+                &self.remote_corrupt,
             ),
             (
                 "acr_store_bytes",

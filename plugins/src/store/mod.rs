@@ -7,14 +7,25 @@
 //!   client reads the temporary file as it grows (see `flight`), so the first bytes reach all
 //!   of them before the last arrive, and the fetch finishes even if its first client leaves.
 //! - **Bounded.** Least-recently-used objects are evicted to stay under `max-size`; an object
-//!   being read is never removed. Last use is the file's mtime, so it survives a restart.
+//!   being read is never removed. Last use is the file's mtime, so it survives a restart. The
+//!   bytes of fetches in flight are reserved against `max-size` (and the disk) before they
+//!   arrive; a blob that cannot fit even after eviction is refused (507) before anything is
+//!   evicted, and a body without a length is cut off where the store's room (or
+//!   [`StoreConfig::max_blob_size`]) ends.
 //! - **Crash-safe.** Only complete, verified objects ever have their final name; temporary
-//!   leftovers are removed when the store opens.
+//!   leftovers of a process that is gone are removed when the store opens (each process holds
+//!   a lock on its own temporary files, so a store opened beside a running one leaves the
+//!   running one's fetches alone, see [`owner`]).
+//! - **The shared tier is untrusted.** What comes from S3 is size-checked before it is read,
+//!   read within a bound, and verified against its digest like an upstream's answer; a bad
+//!   object is deleted there and counted (`acr_store_remote_corrupt_total`).
 
 pub mod flight;
 pub mod links;
 pub mod metrics;
+pub mod owner;
 pub mod remote;
+pub mod space;
 
 use std::collections::HashMap;
 use std::io;
@@ -45,6 +56,9 @@ pub struct StoreConfig {
     /// between two pieces of the body) before the fetch fails: a stalled upstream must not
     /// keep a digest in flight, and its clients waiting, forever.
     pub idle_timeout: Duration,
+    /// The largest blob the store takes (`None`: as large as `max_size` and the disk allow).
+    /// A blob announced larger is refused with 507; a body without a length is cut off here.
+    pub max_blob_size: Option<u64>,
 }
 
 /// The default [`StoreConfig::idle_timeout`].
@@ -106,12 +120,21 @@ impl TagEntry {
         Self::confirmed_now(self.digest, self.media_type)
     }
 
-    /// When the upstream last confirmed it, in milliseconds since the epoch.
+    /// When the upstream last confirmed it, in milliseconds since the epoch. A time further in
+    /// the future than [`MAX_CLOCK_SKEW`] (a record from a replica with a broken clock, or a
+    /// forged one in the shared store) counts as never: the tag is stale and revalidated,
+    /// instead of trusted forever.
     pub fn checked_ms(&self) -> u64 {
-        if self.checked_at_ms > 0 {
+        let ms = if self.checked_at_ms > 0 {
             self.checked_at_ms
         } else {
             self.checked_at.saturating_mul(1000)
+        };
+        let latest = now_ms().saturating_add(MAX_CLOCK_SKEW.as_millis() as u64);
+        if ms > latest {
+            0
+        } else {
+            ms
         }
     }
 
@@ -139,6 +162,10 @@ pub struct Store {
     pub(crate) inflight: Mutex<HashMap<String, Arc<flight::InFlight>>>,
     /// Blobs being copied to the S3 tier now.
     sharing: std::sync::atomic::AtomicUsize,
+    /// Bytes promised to fetches in flight (see [`space`]).
+    pub(crate) space: Mutex<space::Reserved>,
+    /// This process's claim on its temporary files (see [`owner`]).
+    owner: owner::TempOwner,
 }
 
 impl std::fmt::Debug for Store {
@@ -157,12 +184,10 @@ impl Store {
         for dir in ["blobs/sha256", "manifests/sha256", "tags", "tmp"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
-        let mut leftovers = 0;
-        for entry in std::fs::read_dir(root.join("tmp"))?.flatten() {
-            if std::fs::remove_file(entry.path()).is_ok() {
-                leftovers += 1;
-            }
-        }
+        // Our own claim first, then the leftovers of owners that are gone (never those of a
+        // process still using the store: `acr warm` beside a running mirror).
+        let owner = owner::TempOwner::claim(root)?;
+        let leftovers = owner::remove_abandoned(root);
         if leftovers > 0 {
             tracing::info!(root = %root.display(), leftovers, "removed unfinished downloads of an earlier run");
         }
@@ -180,6 +205,8 @@ impl Store {
             index: Mutex::new(index),
             inflight: Mutex::new(HashMap::new()),
             sharing: std::sync::atomic::AtomicUsize::new(0),
+            space: Mutex::new(space::Reserved::default()),
+            owner,
         };
         store.update_gauges();
         Ok(Arc::new(store))
@@ -214,7 +241,7 @@ impl Store {
         self.config
             .root
             .join("tmp")
-            .join(format!("{hex}.{}.{n}", std::process::id()))
+            .join(format!("{hex}.{}.{n}", self.owner.id()))
     }
 
     pub(crate) fn update_gauges(&self) {
@@ -227,11 +254,34 @@ impl Store {
         }
     }
 
-    /// Marks `hex` as used now (index and file mtime) and, with `reader`, as being read.
+    /// Marks `hex` as used now (index and file mtime) and, with `reader`, as being read. An
+    /// object missing from the index was committed by another process using the same store
+    /// (`acr warm` beside a running mirror): it joins the index here, so it is counted and
+    /// evicted like the others.
     pub(crate) fn touch(&self, hex: &str, path: &Path, reader: bool) {
         let now = SystemTime::now();
         let mut persist = true;
+        let mut adopted = false;
         if let Ok(mut index) = self.index.lock() {
+            if !index.contains_key(hex) {
+                if let Ok(meta) = std::fs::metadata(path) {
+                    let kind = if path.starts_with(self.config.root.join("manifests")) {
+                        Kind::Manifest
+                    } else {
+                        Kind::Blob
+                    };
+                    index.insert(
+                        hex.to_string(),
+                        Entry {
+                            kind,
+                            size: meta.len(),
+                            last_use: UNIX_EPOCH,
+                            readers: 0,
+                        },
+                    );
+                    adopted = true;
+                }
+            }
             if let Some(e) = index.get_mut(hex) {
                 // The index keeps the exact order; the file's mtime (the order after a restart)
                 // is written at most once a minute per object, not on every hit.
@@ -246,6 +296,10 @@ impl Store {
             if let Ok(f) = std::fs::File::options().write(true).open(path) {
                 let _ = f.set_modified(now);
             }
+        }
+        if adopted {
+            tracing::debug!(digest = %format!("sha256:{hex}"), "found an object another process committed");
+            self.update_gauges();
         }
     }
 
@@ -297,22 +351,62 @@ impl Store {
         Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
     }
 
-    /// Makes room for `need` more bytes (plus a little for the file system): evicts the least
-    /// recently used objects nobody is reading until they fit. `false`: they cannot fit even
-    /// then (the disk is too small or full of other things), so the blob is not fetched into
-    /// the store.
+    /// Whether a blob of `need` bytes can be stored, evicting what nobody reads if need be.
+    /// `false`: it cannot fit even then (larger than [`StoreConfig::max_blob_size`], than
+    /// `max-size` less what is being read or reserved, or than the disk's free space plus
+    /// what eviction could free), and nothing was evicted. Evicts nothing itself: the fetch
+    /// reserves its room (and evicts for it) when it starts.
     pub fn make_room(&self, need: u64) -> bool {
-        const SLACK: u64 = 4 * 1024 * 1024;
-        loop {
-            let Some(free) = self.free_bytes() else {
-                return true;
+        self.check_room(need, need).is_ok()
+    }
+
+    /// Removes least-recently-used objects nobody is reading until the store, with the bytes
+    /// reserved for fetches in flight, fits `max_size`, and the disk has room for what those
+    /// fetches still have to write.
+    pub(crate) fn evict(&self) {
+        let (reserved, outstanding) = self
+            .space
+            .lock()
+            .map(|s| (s.bytes, s.outstanding()))
+            .unwrap_or((0, 0));
+        if let Some(max) = self.config.max_size {
+            let victims: Vec<(String, Kind)> = {
+                let Ok(mut index) = self.index.lock() else {
+                    return;
+                };
+                let mut total: u64 = index.values().map(|e| e.size).sum::<u64>() + reserved;
+                if total <= max {
+                    Vec::new()
+                } else {
+                    let mut order: Vec<(String, SystemTime, u64, Kind)> = index
+                        .iter()
+                        .filter(|(_, e)| e.readers == 0)
+                        .map(|(k, e)| (k.clone(), e.last_use, e.size, e.kind))
+                        .collect();
+                    order.sort_by_key(|(_, t, _, _)| *t);
+                    let mut out = Vec::new();
+                    for (hex, _, size, kind) in order {
+                        if total <= max {
+                            break;
+                        }
+                        index.remove(&hex);
+                        total = total.saturating_sub(size);
+                        out.push((hex, kind));
+                    }
+                    out
+                }
             };
-            if free >= need.saturating_add(SLACK) {
-                return true;
+            for (hex, kind) in victims {
+                self.remove_object(&hex, kind);
+                tracing::debug!(digest = %format!("sha256:{hex}"), "evicted");
             }
+        }
+        // The disk: room for what the fetches in flight still have to write.
+        let want = outstanding.saturating_add(space::DISK_SLACK);
+        while self.free_bytes().is_some_and(|free| free < want) {
             let victim = {
                 let Ok(mut index) = self.index.lock() else {
-                    return false;
+                    return;
                 };
                 let oldest = index
                     .iter()
@@ -324,65 +418,39 @@ impl Store {
                 }
                 oldest
             };
-            let Some((hex, kind)) = victim else {
-                return false;
-            };
-            let path = match kind {
-                Kind::Blob => self.blob_path(&hex),
-                Kind::Manifest => self.manifest_path(&hex),
-            };
-            let _ = std::fs::remove_file(&path);
-            if kind == Kind::Manifest {
-                let _ = std::fs::remove_file(path.with_extension("type"));
-            }
-            Metrics::inc(&self.metrics.evictions);
+            let Some((hex, kind)) = victim else { break };
+            self.remove_object(&hex, kind);
             tracing::info!(digest = %format!("sha256:{hex}"), "evicted to make room on a full disk");
-            self.update_gauges();
         }
+        self.update_gauges();
     }
 
-    /// Removes least-recently-used objects nobody is reading until the store fits `max_size`.
-    pub(crate) fn evict(&self) {
-        let Some(max) = self.config.max_size else {
-            return;
+    /// Deletes a committed object's files (it already left the index) and counts it.
+    fn remove_object(&self, hex: &str, kind: Kind) {
+        let path = match kind {
+            Kind::Blob => self.blob_path(hex),
+            Kind::Manifest => self.manifest_path(hex),
         };
-        let victims: Vec<(String, Kind)> = {
-            let Ok(mut index) = self.index.lock() else {
-                return;
-            };
-            let mut total: u64 = index.values().map(|e| e.size).sum();
-            if total <= max {
-                return;
-            }
-            let mut order: Vec<(String, SystemTime, u64, Kind)> = index
-                .iter()
-                .filter(|(_, e)| e.readers == 0)
-                .map(|(k, e)| (k.clone(), e.last_use, e.size, e.kind))
-                .collect();
-            order.sort_by_key(|(_, t, _, _)| *t);
-            let mut out = Vec::new();
-            for (hex, _, size, kind) in order {
-                if total <= max {
-                    break;
-                }
-                index.remove(&hex);
-                total = total.saturating_sub(size);
-                out.push((hex, kind));
-            }
-            out
-        };
-        for (hex, kind) in victims {
-            let path = match kind {
-                Kind::Blob => self.blob_path(&hex),
-                Kind::Manifest => self.manifest_path(&hex),
-            };
-            let _ = std::fs::remove_file(&path);
-            if kind == Kind::Manifest {
-                let _ = std::fs::remove_file(path.with_extension("type"));
-            }
-            Metrics::inc(&self.metrics.evictions);
-            tracing::debug!(digest = %format!("sha256:{hex}"), "evicted");
+        let _ = std::fs::remove_file(&path);
+        if kind == Kind::Manifest {
+            let _ = std::fs::remove_file(path.with_extension("type"));
         }
+        Metrics::inc(&self.metrics.evictions);
+    }
+
+    /// Committed bytes, and the part of them nobody is reading (what eviction could free).
+    fn committed_bytes(&self) -> (u64, u64) {
+        self.index
+            .lock()
+            .map(|index| {
+                index.values().fold((0, 0), |(all, free), e| {
+                    (
+                        all + e.size,
+                        if e.readers == 0 { free + e.size } else { free },
+                    )
+                })
+            })
+            .unwrap_or((0, 0))
     }
 
     /// The size of a committed blob on the local disk (for HEAD; never starts a fetch).
@@ -431,25 +499,43 @@ impl Store {
         }
         let remote = self.remote.as_ref()?;
         let key = remote.key(&["manifests", "sha256", digest.hex()]);
-        let bytes = match remote.get_bytes(&key).await {
+        let limit = crate::registry::media::MAX_MANIFEST_BYTES as u64;
+        let bytes = match remote.get_bytes_limited(&key, limit).await {
             Ok(Some(b)) => b,
             Ok(None) => return None,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                self.remote_corrupt(&key, digest, &e.to_string()).await;
+                return None;
+            }
             Err(e) => {
                 tracing::warn!(digest = %digest, "the S3 tier failed: {e}");
                 return None;
             }
         };
         if Digest::of(&bytes) != *digest {
-            tracing::warn!(digest = %digest, "the S3 tier holds a manifest that does not match its digest; ignoring it");
+            self.remote_corrupt(&key, digest, "the manifest does not match its digest")
+                .await;
             return None;
         }
         let type_key = remote.key(&["manifests", "sha256", &format!("{}.type", digest.hex())]);
-        let media_type = match remote.get_bytes(&type_key).await {
+        let media_type = match remote.get_bytes_limited(&type_key, MAX_MEDIA_TYPE).await {
             Ok(Some(t)) => String::from_utf8_lossy(&t).into_owned(),
             _ => String::new(),
         };
         let _ = self.put_local_manifest(digest, &bytes, &media_type);
         Some((bytes, media_type))
+    }
+
+    /// An object of the S3 tier that is not what its key says (`why`): deleted there, so the
+    /// next request fetches it from the upstream (which shares it again), and counted.
+    pub(crate) async fn remote_corrupt(&self, key: &str, digest: &Digest, why: &str) {
+        Metrics::inc(&self.metrics.remote_corrupt);
+        tracing::warn!(%digest, key, "the S3 tier holds a bad object ({why}): deleting it, the upstream's copy replaces it");
+        if let Some(remote) = &self.remote {
+            if let Err(e) = remote.delete(key).await {
+                tracing::warn!(%digest, key, "could not delete the bad object from the S3 tier: {e}");
+            }
+        }
     }
 
     fn put_local_manifest(
@@ -517,7 +603,10 @@ impl Store {
                 return local;
             }
         }
-        let shared = match remote.get_bytes(&self.tag_key(remote, ns, repo, tag)).await {
+        let shared = match remote
+            .get_bytes_limited(&self.tag_key(remote, ns, repo, tag), MAX_TAG_RECORD)
+            .await
+        {
             Ok(Some(b)) => serde_json::from_slice::<TagEntry>(&b).ok(),
             _ => None,
         };
@@ -574,11 +663,17 @@ impl Store {
         }
         let remote = self.remote.as_ref()?;
         let key = remote.key(&["blobs", "sha256", digest.hex()]);
-        match remote.get_bytes(&key).await {
-            Ok(Some(b)) if b.len() as u64 <= limit && Digest::of(&b) == *digest => {
+        match remote.get_bytes_limited(&key, limit).await {
+            Ok(Some(b)) if Digest::of(&b) == *digest => {
                 let _ = self.put_local_blob(digest, &b);
                 Some(b)
             }
+            Ok(Some(_)) => {
+                self.remote_corrupt(&key, digest, "the blob does not match its digest")
+                    .await;
+                None
+            }
+            // Larger than `limit`: not necessarily bad (the caller's limit is its own).
             _ => None,
         }
     }
@@ -683,17 +778,110 @@ impl Store {
         Ok(())
     }
 
-    /// The blob from the S3 tier, for a lead to copy down (verified on the way like any fetch).
+    /// The blob from the S3 tier, for a lead to copy down, verified whole before its first
+    /// byte is handed on: the shared store is not trusted, and a bad copy there must be
+    /// replaced by the upstream's within the same request (the caller fetches from the
+    /// upstream on `None`). Its stated size is checked against the room in the store before
+    /// anything is read, the read stops at that size, and a body that does not hash to
+    /// `digest` is deleted from S3 (and counted). The copy waits in an unlinked temporary
+    /// file; the stream returned reads it.
     pub async fn remote_blob(&self, digest: &Digest) -> Option<(u64, crate::registry::BodyStream)> {
         let remote = self.remote.as_ref()?;
         let key = remote.key(&["blobs", "sha256", digest.hex()]);
-        match remote.get_stream(&key, None).await {
-            Ok(found) => found,
+        let (size, body) = match remote.get_stream(&key, None).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
             Err(e) => {
                 tracing::warn!(digest = %digest, "the S3 tier failed: {e}");
+                return None;
+            }
+        };
+        if let Err(e) = self.check_room(size.saturating_mul(2), size) {
+            // Not stored from S3; the upstream's answer is refused (or not) the same way.
+            tracing::warn!(digest = %digest, size, "not copying the blob down from S3: {}", e.message);
+            return None;
+        }
+        let tmp = self.temp_path(digest.hex());
+        match self.verify_remote_copy(body, size, digest, &tmp).await {
+            Ok(file) => {
+                let _ = std::fs::remove_file(&tmp);
+                Some((size, file_stream(file, size)))
+            }
+            Err(RemoteCopy::Bad(why)) => {
+                let _ = std::fs::remove_file(&tmp);
+                self.remote_corrupt(&key, digest, &why).await;
+                // A local copy of what S3 held would be as bad; drop it too.
+                if let Ok(mut index) = self.index.lock() {
+                    if index.get(digest.hex()).is_some_and(|e| e.readers == 0) {
+                        index.remove(digest.hex());
+                        let _ = std::fs::remove_file(self.blob_path(digest.hex()));
+                    }
+                }
+                None
+            }
+            Err(RemoteCopy::Failed(e)) => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(digest = %digest, "copying the blob down from S3 failed: {e}");
                 None
             }
         }
+    }
+
+    /// Writes `body` (S3 says `size` bytes) to `tmp`, hashing it; the file, rewound, when it
+    /// is exactly `size` bytes that hash to `digest`.
+    async fn verify_remote_copy(
+        &self,
+        mut body: crate::registry::BodyStream,
+        size: u64,
+        digest: &Digest,
+        tmp: &Path,
+    ) -> Result<std::fs::File, RemoteCopy> {
+        use futures_util::StreamExt;
+        use sha2::Digest as _;
+        use tokio::io::AsyncWriteExt;
+        let failed = |e: io::Error| RemoteCopy::Failed(e.to_string());
+        // Read and write: the stream handed on reads this same file.
+        let mut file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)
+            .await
+            .map_err(failed)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut written = 0u64;
+        let idle = self.config.idle_timeout;
+        loop {
+            let next = tokio::time::timeout(idle, body.next())
+                .await
+                .map_err(|_| RemoteCopy::Failed(format!("S3 sent nothing for {idle:?}")))?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk.map_err(failed)?;
+            written += chunk.len() as u64;
+            if written > size {
+                return Err(RemoteCopy::Bad(format!(
+                    "it sent more than the {size} bytes it stated"
+                )));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(failed)?;
+        }
+        if written != size {
+            return Err(RemoteCopy::Failed(format!(
+                "it sent {written} of {size} bytes"
+            )));
+        }
+        let got = hex::encode(hasher.finalize());
+        if got != digest.hex() {
+            return Err(RemoteCopy::Bad(format!("its bytes hash to sha256:{got}")));
+        }
+        file.flush().await.map_err(failed)?;
+        let file = file.into_std().await;
+        let mut file = file;
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(0)).map_err(failed)?;
+        Ok(file)
     }
 
     /// Waits (at most `limit`) until no fetch is still being made durable and committed (a
@@ -739,6 +927,50 @@ impl Store {
     }
 }
 
+/// Why a copy from the S3 tier was not used.
+enum RemoteCopy {
+    /// The object is not what its key says: delete it.
+    Bad(String),
+    /// The transfer failed (S3 unreachable, the disk): try the upstream, keep the object.
+    Failed(String),
+}
+
+/// The first `size` bytes of `file`, read in pieces on the blocking pool.
+fn file_stream(file: std::fs::File, size: u64) -> crate::registry::BodyStream {
+    const PIECE: usize = 256 * 1024;
+    let file = Arc::new(file);
+    Box::pin(futures_util::stream::unfold(
+        (file, 0u64),
+        move |(file, pos)| async move {
+            if pos >= size {
+                return None;
+            }
+            let want = (size - pos).min(PIECE as u64) as usize;
+            let reader = file.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; want];
+                let n = reader.read_at(&mut buf, pos)?;
+                buf.truncate(n);
+                Ok::<_, io::Error>(Bytes::from(buf))
+            })
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
+            match read {
+                Ok(b) if b.is_empty() => Some((
+                    Err(io::Error::other("the copy from S3 ended early")),
+                    (file, size),
+                )),
+                Ok(b) => {
+                    let n = b.len() as u64;
+                    Some((Ok(b), (file, pos + n)))
+                }
+                Err(e) => Some((Err(e), (file, size))),
+            }
+        },
+    ))
+}
+
 /// Counts a blob on its way to S3 until the upload ends (or its task is dropped).
 struct Sharing<'a>(&'a std::sync::atomic::AtomicUsize);
 
@@ -747,6 +979,16 @@ impl Drop for Sharing<'_> {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// How far in the future a tag record's check time may be (clocks of replicas differ a
+/// little) before the record is treated as never checked.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// The largest tag record read from the S3 tier (they are about 200 bytes).
+const MAX_TAG_RECORD: u64 = 64 * 1024;
+
+/// The largest manifest media type read from the S3 tier.
+const MAX_MEDIA_TYPE: u64 = 1024;
 
 /// How stale a stored object's mtime (its last use across restarts) may get.
 const MTIME_EVERY: Duration = Duration::from_secs(60);

@@ -45,6 +45,8 @@ use crate::registry::BodyStream;
 const MIN_PART: usize = 5 * 1024 * 1024;
 /// S3 allows 10 000 parts; stay a little under.
 const MAX_PARTS: u64 = 9_000;
+/// The most [`Remote::get_bytes`] reads of one object: manifests are at most 4 MiB.
+pub const MAX_SMALL_OBJECT: u64 = 4 * 1024 * 1024 + 64 * 1024;
 /// The largest object S3 copies in one `UploadPartCopy`.
 const MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
 
@@ -391,19 +393,40 @@ impl Remote {
         Ok(Some((total, Box::pin(stream))))
     }
 
-    /// A small object (a manifest, a tag record) in memory.
+    /// A small object (a manifest, a tag record) in memory, at most [`MAX_SMALL_OBJECT`] bytes.
     pub async fn get_bytes(&self, key: &str) -> io::Result<Option<Bytes>> {
+        self.get_bytes_limited(key, MAX_SMALL_OBJECT).await
+    }
+
+    /// A small object in memory, at most `limit` bytes: the size S3 states is checked before
+    /// any of the body is read, and the read stops at `limit` whatever the body turns out to
+    /// be (the shared store is not trusted). Larger: an error of kind `InvalidData`.
+    pub async fn get_bytes_limited(&self, key: &str, limit: u64) -> io::Result<Option<Bytes>> {
         let path = path(key)?;
         let result = match self.store.get(&path).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(to_io("GET", key, e)),
         };
-        result
-            .bytes()
-            .await
-            .map(Some)
-            .map_err(|e| to_io("GET", key, e))
+        let too_large = |size: u64| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{key} in the S3 tier is {size} bytes, more than the {limit} allowed"),
+            )
+        };
+        if result.meta.size > limit {
+            return Err(too_large(result.meta.size));
+        }
+        let mut body = result.into_stream();
+        let mut out = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| to_io("GET (body)", key, e))?;
+            if out.len() as u64 + chunk.len() as u64 > limit {
+                return Err(too_large(out.len() as u64 + chunk.len() as u64));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(out.freeze()))
     }
 
     /// Writes a small object: with `overwrite` unconditionally (tag records), else only if the
