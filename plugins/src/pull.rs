@@ -246,7 +246,10 @@ async fn through_store(
             })
             .map(Some)
         }
-        BlobLookup::Follow(f) => {
+        BlobLookup::Follow(mut f) => {
+            // Once the upstream has answered the fetch's leader, a leader from this repository
+            // has linked the blob to it: only a request from another repository asks.
+            f.started().await?;
             crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
             Metrics::inc(&store.metrics.hits);
             follow(req, digest, f, hit_bytes).await.map(Some)
