@@ -13,12 +13,11 @@
 //!   object in this repository. A 2xx links it (and confirms the client); anything else is
 //!   the client's answer (404 `BLOB_UNKNOWN`, the upstream's 401 challenge, ...).
 //!
-//! Fetches record their link once the upstream answered 200 for the repository; a fetch still
-//! waiting for that answer is "pending" for its scope, so the clients of that same repository
-//! who follow it are not sent to ask the upstream again.
+//! Fetches record their link once the upstream answered 200 for the repository, before the
+//! first byte is streamed; a client that follows a fetch checks only once the upstream has
+//! answered it, so the clients of that same repository never ask the upstream again.
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -70,38 +69,6 @@ pub fn record_own(cx: &Context, store: &Arc<Store>, digest: &Digest) {
 /// Whether acr made `digest` for the request's own scope (see [`record_own`]).
 pub fn made_here(cx: &Context, store: &Store, digest: &Digest) -> bool {
     scope_of(cx).is_some_and(|s| links::is_linked(store.root(), &s, digest))
-}
-
-fn pending() -> &'static Mutex<HashSet<PathBuf>> {
-    static PENDING: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
-    PENDING.get_or_init(|| Mutex::new(HashSet::new()))
-}
-
-/// A fetch for the request's repository that has not had the upstream's answer yet: while it
-/// lives, followers from the same repository need not ask. Drop it when the answer is in
-/// (after [`record`] on a 200).
-pub struct Pending(Option<PathBuf>);
-
-/// Marks `digest` as being fetched for the request's repository.
-pub fn pending_fetch(cx: &Context, store: &Store, digest: &Digest) -> Pending {
-    let Some(scope) = scope_of(cx) else {
-        return Pending(None);
-    };
-    let path = scope.repository().path(store.root(), digest);
-    if let Ok(mut p) = pending().lock() {
-        p.insert(path.clone());
-    }
-    Pending(Some(path))
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            if let Ok(mut p) = pending().lock() {
-                p.remove(&path);
-            }
-        }
-    }
 }
 
 fn confirmations() -> &'static Mutex<HashMap<[u8; 32], Instant>> {
@@ -164,13 +131,7 @@ pub async fn may_serve(
         return Ok(());
     };
     let plain = scope.repository();
-    let root = store.root();
-    let pending_here = pending()
-        .lock()
-        .map(|p| p.contains(&plain.path(root, digest)))
-        .unwrap_or(false);
-    let linked = pending_here
-        || links::linked(store, &plain, digest).await
+    let linked = links::linked(store, &plain, digest).await
         || (scope.token.is_some() && links::linked(store, &scope, digest).await);
     tracing::debug!(upstream = %scope.ns, name = %scope.repo, digest = %digest, linked, "may the stored object be served?");
     let key = cx.forward_auth.then(|| confirmation_key(cx, &scope));

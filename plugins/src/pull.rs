@@ -281,8 +281,6 @@ async fn through_store(
             detached.authorization = cx.authorization.clone();
             detached.client_scope = cx.client_scope.clone();
             detached.upstream_unavailable = cx.upstream_unavailable.clone();
-            // Followers from this same repository need not ask the upstream while it answers.
-            let pending = crate::access::pending_fetch(cx, store, digest);
             let (fetch_store, fetch_digest, fetch_path) =
                 (store.clone(), digest.clone(), path.to_string());
             tokio::spawn(async move {
@@ -304,11 +302,9 @@ async fn through_store(
                 };
                 if resp.status().as_u16() != 200 {
                     let e = upstream_error(cx, resp, Resource::Blobs).await;
-                    drop(pending);
                     return store.fail(lead, e);
                 }
                 crate::access::record(cx, &store, &digest);
-                drop(pending);
                 let total = resp.content_length();
                 if let Some(t) = total {
                     if !store.make_room(t) {
