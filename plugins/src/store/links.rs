@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::tier::{ObjectKey, WriteMode};
 use super::Store;
 use crate::registry::Digest;
 
@@ -43,7 +44,7 @@ impl LinkScope {
         }
     }
 
-    fn dir(&self, root: &Path) -> PathBuf {
+    pub(crate) fn dir(&self, root: &Path) -> PathBuf {
         // Names come from the route parser (no `.`/`..` segments); `ns` is a host[:port].
         let base = root
             .join("links")
@@ -60,8 +61,8 @@ impl LinkScope {
         self.dir(root).join(digest.hex())
     }
 
-    /// The parts of the link's key in the shared tier.
-    fn key_parts(&self, digest: &Digest) -> Vec<String> {
+    /// The parts of the key of the link to the object `hex` in the shared tier.
+    pub(crate) fn key_parts(&self, hex: &str) -> Vec<String> {
         let mut parts = vec!["links".to_string(), self.ns.replace('/', "_")];
         parts.extend(self.repo.split('/').map(str::to_string));
         match &self.token {
@@ -71,7 +72,7 @@ impl LinkScope {
                 parts.push(id.replace(['/', '.'], "_"));
             }
         }
-        parts.push(digest.hex().to_string());
+        parts.push(hex.to_string());
         parts
     }
 }
@@ -82,23 +83,24 @@ pub async fn linked(store: &Store, scope: &LinkScope, digest: &Digest) -> bool {
     if is_linked(store.root(), scope, digest) {
         return true;
     }
-    let Some(remote) = &store.remote else {
+    let Some(shared) = store.shared() else {
         return false;
     };
-    let parts = scope.key_parts(digest);
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let key = remote.key(&refs);
-    match remote.head(&key).await {
+    let key = ObjectKey::Link {
+        scope,
+        hex: digest.hex(),
+    };
+    match shared.size(key).await {
         Ok(Some(_)) => {
             let _ = link(store.root(), scope, digest);
             true
         }
         Ok(None) => {
-            tracing::debug!(key = %key, "no shared repository link");
+            tracing::debug!(?key, "no shared repository link");
             false
         }
         Err(e) => {
-            tracing::warn!(key = %key, "could not read a shared repository link: {e}");
+            tracing::warn!(?key, "could not read a shared repository link: {e}");
             false
         }
     }
@@ -108,21 +110,22 @@ pub async fn linked(store: &Store, scope: &LinkScope, digest: &Digest) -> bool {
 pub fn record(store: &std::sync::Arc<Store>, scope: &LinkScope, digest: &Digest) -> io::Result<()> {
     let fresh = !is_linked(store.root(), scope, digest);
     link(store.root(), scope, digest)?;
-    if fresh && store.remote.is_some() {
-        let store = store.clone();
-        let parts = scope.key_parts(digest);
+    if fresh && store.shared().is_some() {
+        let (store, scope, hex) = (store.clone(), scope.clone(), digest.hex().to_string());
         tokio::spawn(async move {
-            let Some(remote) = &store.remote else {
+            let Some(shared) = store.shared() else {
                 return;
             };
-            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-            let key = remote.key(&refs);
-            match remote
-                .put_bytes(&key, Bytes::from_static(b"1"), false)
+            let key = ObjectKey::Link {
+                scope: &scope,
+                hex: &hex,
+            };
+            match shared
+                .write(key, Bytes::from_static(b"1"), WriteMode::Create)
                 .await
             {
-                Ok(_) => tracing::debug!(key = %key, "repository link shared"),
-                Err(e) => tracing::warn!(key = %key, "could not share a repository link: {e}"),
+                Ok(_) => tracing::debug!(?key, "repository link shared"),
+                Err(e) => tracing::warn!(?key, "could not share a repository link: {e}"),
             }
         });
     }
