@@ -10,6 +10,9 @@
 //! A flight always ends: a lead whose request is dropped before the upstream answered fails
 //! it, and an upstream silent for `idle_timeout` fails it, so the next request fetches anew
 //! instead of following a fetch that will never finish.
+//!
+//! Here: the lead and its followers (who waits for what, how a flight ends). The body's
+//! writer is `fetch_body`; a committed blob is served by `hit`.
 
 use std::io::{self, SeekFrom};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -140,11 +140,7 @@ impl Tier for DiskTier {
     }
 
     fn size<'a>(&'a self, key: ObjectKey<'a>) -> BoxFuture<'a, io::Result<Option<u64>>> {
-        let size = match std::fs::metadata(self.path_of(key)) {
-            Ok(meta) => Ok(Some(meta.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        };
+        let size = found(std::fs::metadata(self.path_of(key))).map(|m| m.map(|m| m.len()));
         futures_util::future::ready(size).boxed()
     }
 
@@ -156,10 +152,8 @@ impl Tier for DiskTier {
         let path = self.path_of(key);
         let read = || -> io::Result<Option<Bytes>> {
             use std::io::Read;
-            let file = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e),
+            let Some(file) = found(std::fs::File::open(&path))? else {
+                return Ok(None);
             };
             let too_large = |size: u64| {
                 io::Error::new(
@@ -188,14 +182,13 @@ impl Tier for DiskTier {
         &'a self,
         key: ObjectKey<'a>,
     ) -> BoxFuture<'a, io::Result<Option<(u64, BodyStream)>>> {
-        let opened = match std::fs::File::open(self.path_of(key)) {
-            Ok(file) => file.metadata().map(|m| {
-                let size = m.len();
-                Some((size, file_stream(file, size, "the store file ended early")))
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        };
+        let opened = found(std::fs::File::open(self.path_of(key))).and_then(|file| {
+            file.map(|file| {
+                let size = file.metadata()?.len();
+                Ok((size, file_stream(file, size, "the store file ended early")))
+            })
+            .transpose()
+        });
         futures_util::future::ready(opened).boxed()
     }
 
@@ -237,11 +230,17 @@ impl Tier for DiskTier {
     }
 
     fn delete<'a>(&'a self, key: ObjectKey<'a>) -> BoxFuture<'a, io::Result<()>> {
-        let removed = match std::fs::remove_file(self.path_of(key)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
+        let removed = found(std::fs::remove_file(self.path_of(key))).map(|_| ());
         futures_util::future::ready(removed).boxed()
+    }
+}
+
+/// `None` for a file that is not there.
+fn found<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

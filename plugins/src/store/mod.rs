@@ -1,5 +1,5 @@
 //! The content store: blobs and manifests kept by digest, tags kept with the time they were
-//! fetched, on a local disk.
+//! fetched, on a local disk and, shared between replicas, in an object store.
 //!
 //! - **Verified.** Content is hashed as it arrives and committed (temp file, fsync, rename)
 //!   only when it matches its digest; a mismatch commits nothing.
