@@ -20,6 +20,7 @@ use acr_plugins::catalogue::Input;
 use acr_plugins::{Invocation, PluginSpec, Props, Value};
 use specs::{Builder, Entity, World, WorldExt};
 
+use super::settings::{check_setting, ProxySettings, PROXY_SETTINGS};
 use super::{
     Block, Call, EngineSpec, EventRef, Lifecycle, Method, Pipeline, ProxySpec, Resource, Route,
     Sequence,
@@ -32,23 +33,6 @@ use crate::runmd::{parse, AttrLine, Diagnostic, Item, Op, Report, Span};
 const ENGINE_OPTIONS: &[&str] = &["event", "once", "loop", "exit", "next", "repeat"];
 /// Attributes a `+` line may start.
 const ATTRIBUTES: &[&str] = &["engine", "runtime", "proxy"];
-/// Settings a `+ .proxy` accepts besides routes and calls. The server reads them.
-pub const PROXY_SETTINGS: &[&str] = &[
-    "allow",
-    "endpoint",
-    "path-routing",
-    "cache",
-    "cache-endpoint",
-    "ttl",
-    "max-size",
-    "container-tokens",
-    "users",
-    "allow-pull",
-    "token-secret",
-    "tls-cert",
-    "tls-key",
-    "tls-client-ca",
-];
 
 /// Reads and compiles the file at `path`.
 pub fn compile_file(path: &Path) -> Result<Pipeline, CompileError> {
@@ -126,7 +110,7 @@ struct ProxyData {
     address: String,
     span: Span,
     routes: Vec<usize>,
-    settings: Props,
+    settings: ProxySettings,
 }
 
 struct CallData {
@@ -348,7 +332,7 @@ impl Compiler {
                         address,
                         span: a.ty.span,
                         routes: Vec::new(),
-                        settings: Props::new(),
+                        settings: ProxySettings::new(),
                     });
                 }
                 self.top = Top::Proxy {
@@ -687,12 +671,16 @@ impl Compiler {
                 return self.error(span, format!("bad value for `.{ty}`"), Some(hint));
             }
             let name = a.name.as_ref().map(|n| n.value.clone());
-            if let Some(p) = self.blocks[block].proxy.as_mut() {
-                let value = match name {
-                    Some(n) => format!("{n} {}", a.value.value),
-                    None => a.value.value.clone(),
-                };
-                p.settings.push(ty, Value::Symbol(value));
+            let value = match name {
+                Some(n) => format!("{n} {}", a.value.value),
+                None => a.value.value.clone(),
+            };
+            let applied = match self.blocks[block].proxy.as_mut() {
+                Some(p) => p.settings.apply(&ty, &value),
+                None => Ok(()),
+            };
+            if let Err(hint) = applied {
+                self.error(a.value.span, format!("bad value for `.{ty}`"), Some(hint));
             }
             return;
         }
@@ -985,7 +973,7 @@ impl Compiler {
                             address: p.address.clone(),
                             span: p.span,
                             routes: p.routes.iter().map(|r| routes[*r].entity).collect(),
-                            settings: p.settings.clone(),
+                            settings: Arc::new(p.settings.clone().finish()),
                         },
                     );
                 }
@@ -1019,57 +1007,6 @@ fn word_span(a: &AttrLine, word: &str) -> Span {
 
 fn is_single_word(s: &str) -> bool {
     !s.is_empty() && !s.contains(char::is_whitespace)
-}
-
-/// Checks a proxy setting's value.
-fn check_setting(name: &str, value: &str) -> Result<(), String> {
-    match name {
-        "allow" if value.trim().is_empty() => {
-            Err("write `: .allow HOST` or a glob such as `: .allow *.azurecr.io`".into())
-        }
-        "endpoint" => {
-            let mut words = value.split_whitespace();
-            match (words.next(), words.next(), words.next()) {
-                (Some(_), Some(url), None) if url.starts_with("http://") || url.starts_with("https://") => Ok(()),
-                _ => Err("write `: .endpoint NAMESPACE URL`, e.g. `: .endpoint docker.io http://127.0.0.1:5000`".into()),
-            }
-        }
-        "cache" if value.trim().is_empty() => {
-            Err("write `: .cache DIR`, `: .cache s3://bucket/prefix` or `: .cache off`".into())
-        }
-        "cache-endpoint" if !(value.starts_with("http://") || value.starts_with("https://")) => {
-            Err("write `: .cache-endpoint http://127.0.0.1:9000` (an S3-compatible server)".into())
-        }
-        "ttl" => {
-            let mut words: Vec<&str> = value.split_whitespace().collect();
-            let duration = words.pop().unwrap_or("");
-            if words.len() > 1 || acr_plugins::parse_duration(duration).is_err() {
-                Err("write `: .ttl 5m` or, for one upstream, `: .ttl docker.io 1h`".into())
-            } else {
-                Ok(())
-            }
-        }
-        "max-size" if acr_plugins::store::parse_size(value).is_none() => {
-            Err("write a size such as `: .max-size 20GiB` or `: .max-size 500MB`".into())
-        }
-        "users" | "token-secret" | "tls-cert" | "tls-key" | "tls-client-ca"
-            if value.trim().is_empty() =>
-        {
-            Err(format!("write `: .{name} FILE`"))
-        }
-        "allow-pull" if value.split_whitespace().count() != 2 => {
-            Err("write `: .allow-pull USER REPO-GLOB`, e.g. `: .allow-pull alice library/*` (`*` for any user)".into())
-        }
-        "container-tokens"
-            if value.trim() != "off" && acr_plugins::parse_duration(value.trim()).is_err() =>
-        {
-            Err("write `: .container-tokens 36h` (how long a token lasts) or `: .container-tokens off`".into())
-        }
-        "path-routing" if !matches!(value, "" | "on" | "off" | "true" | "false") => {
-            Err("write `: .path-routing` (on) or `: .path-routing off`".into())
-        }
-        _ => Ok(()),
-    }
 }
 
 /// `host:port`, `[v6]:port` or `:port`.

@@ -7,6 +7,7 @@
 
 pub mod compile;
 pub mod dump;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use specs::{Component, Entity, Join, VecStorage, World, WorldExt};
 use crate::runmd::Span;
 
 pub use compile::{compile, compile_file};
+pub use settings::ProxySettings;
 
 macro_rules! component {
     ($($t:ty),* $(,)?) => {
@@ -98,7 +100,7 @@ pub struct ProxySpec {
     pub span: Span,
     pub routes: Vec<Entity>,
     /// Settings written under `+ .proxy` that are not routes or calls.
-    pub settings: Props,
+    pub settings: Arc<ProxySettings>,
 }
 
 component!(Block, Call, Route, Sequence, EngineSpec, ProxySpec);
@@ -149,7 +151,7 @@ pub struct ProxyPlan {
     /// The hosts of the block's `.mirror` calls, in order: the first is the default upstream.
     pub mirror_hosts: Vec<String>,
     pub control: Arc<Props>,
-    pub settings: Props,
+    pub settings: Arc<ProxySettings>,
     pub routes: Vec<RoutePlan>,
 }
 
