@@ -209,11 +209,7 @@ impl Compiler {
         match parse_builtin(&a.ty.value, &a.value.value) {
             Ok(v) => Some(v),
             Err((message, hint)) => {
-                let span = if a.value.value.is_empty() {
-                    a.ty.span
-                } else {
-                    a.value.span
-                };
+                let span = value_span(a);
                 self.error(span, message, (!hint.is_empty()).then_some(hint));
                 None
             }
@@ -312,11 +308,7 @@ impl Compiler {
                 let address = a.value.value.clone();
                 if let Err(hint) = check_address(&address) {
                     self.error(
-                        if address.is_empty() {
-                            a.ty.span
-                        } else {
-                            a.value.span
-                        },
+                        value_span(&a),
                         format!("`{address}` is not an address to listen on"),
                         Some(hint),
                     );
@@ -449,6 +441,16 @@ impl Compiler {
         let hint = did_you_mean(&a.ty.value, BUILTIN_TYPES.iter().copied())
             .map(|s| format!("did you mean '.{s}'?"));
         self.error(a.ty.span, format!("{message}, not '.{}'", a.ty.value), hint);
+    }
+}
+
+/// Where the caret of a problem with a line's value goes: under the value, or under its type
+/// when the value is empty.
+fn value_span(a: &AttrLine) -> Span {
+    if a.value.value.is_empty() {
+        a.ty.span
+    } else {
+        a.value.span
     }
 }
 

@@ -5,7 +5,7 @@ use acr_plugins::catalogue::Input;
 use acr_plugins::Props;
 use specs::{Builder, WorldExt};
 
-use super::{CallData, Compiler, RouteData, Top};
+use super::{value_span, CallData, Compiler, RouteData, Top};
 use crate::runmd::diagnostics::did_you_mean;
 use crate::runmd::{AttrLine, Span};
 use crate::world::settings::{check_setting, PROXY_SETTINGS};
@@ -30,11 +30,7 @@ impl Compiler {
                         }
                     }
                     Err(e) => {
-                        let span = if a.value.value.is_empty() {
-                            a.ty.span
-                        } else {
-                            a.value.span
-                        };
+                        let span = value_span(&a);
                         let hint = e.hint.or_else(|| Some(format!("usage: `: {}`", m.usage)));
                         self.error(span, e.message, hint);
                     }
@@ -143,11 +139,7 @@ impl Compiler {
         if PROXY_SETTINGS.contains(&ty.as_str()) && !(last.is_some() && self.is_modifier(last, &ty))
         {
             if let Err(hint) = check_setting(&ty, &a.value.value) {
-                let span = if a.value.value.is_empty() {
-                    a.ty.span
-                } else {
-                    a.value.span
-                };
+                let span = value_span(&a);
                 return self.error(span, format!("bad value for `.{ty}`"), Some(hint));
             }
             let name = a.name.as_ref().map(|n| n.value.clone());

@@ -1,7 +1,7 @@
 //! The `:` lines after `+ .engine`: events (`.event E`, `.once E`) and one lifecycle
 //! (`.loop`, `.exit`, `.next S`, `.repeat N`).
 
-use super::{Compiler, ENGINE_OPTIONS};
+use super::{value_span, Compiler, ENGINE_OPTIONS};
 use crate::runmd::diagnostics::did_you_mean;
 use crate::runmd::AttrLine;
 use crate::world::Lifecycle;
@@ -14,11 +14,7 @@ impl Compiler {
             "event" | "once" => {
                 if !is_single_word(&value) {
                     return self.error(
-                        if value.is_empty() {
-                            a.ty.span
-                        } else {
-                            a.value.span
-                        },
+                        value_span(&a),
                         format!("`.{ty}` needs the name of one event"),
                         Some(format!(
                             "write `: .{ty} start` for the block ``` start {}",
@@ -44,11 +40,7 @@ impl Compiler {
             "next" => {
                 if !is_single_word(&value) {
                     return self.error(
-                        if value.is_empty() {
-                            a.ty.span
-                        } else {
-                            a.value.span
-                        },
+                        value_span(&a),
                         "`.next` needs the symbol of another control block",
                         Some("write `: .next other` for the block ``` other".into()),
                     );
@@ -59,11 +51,7 @@ impl Compiler {
                 Ok(n) if n > 0 => Lifecycle::Repeat(n),
                 _ => {
                     return self.error(
-                        if value.is_empty() {
-                            a.ty.span
-                        } else {
-                            a.value.span
-                        },
+                        value_span(&a),
                         format!("`.repeat` needs a count of 1 or more, not `{value}`"),
                         Some("write `: .repeat 3` to run the events three times in all".into()),
                     )
