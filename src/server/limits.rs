@@ -46,8 +46,23 @@ pub const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a request that carries a body (POST, PUT, PATCH) may take to be answered, its
 /// body read included (`ACR_REQUEST_BODY_TIMEOUT`): the bodies acr accepts are small (at
-/// most 64 KiB), so a client that starts one and stalls is cut off with a 408.
+/// most [`MAX_TOKEN_BODY`] or [`MAX_POST_BODY`]), so a client that starts one and stalls is
+/// cut off with a 408; each piece of it must also come within [`POST_BODY_IDLE`].
 pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a client may take to send a request's headers (from connecting, or from the end
+/// of its previous request) before the connection is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a client may take between two pieces of a POST body acr reads (see
+/// [`read_post_body`]); the whole request is bounded by [`DEFAULT_REQUEST_BODY_TIMEOUT`].
+pub const POST_BODY_IDLE: Duration = Duration::from_secs(20);
+
+/// The largest `/token` form a client may send.
+pub const MAX_TOKEN_BODY: usize = 64 * 1024;
+
+/// The largest body acr reads from a client: a container-token request with `data:` layers.
+pub const MAX_POST_BODY: usize = 64 * 1024 * 1024;
 
 /// How often an HTTP/2 connection is pinged to find a peer that is gone
 /// (`ACR_H2_KEEPALIVE_INTERVAL`); one that does not answer within
@@ -59,19 +74,6 @@ pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Streams (requests) open at once on one HTTP/2 connection.
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
-
-/// How long a client may take to send a request's headers (from connecting, or from the end
-/// of its previous request) before the connection is closed.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// How long a client may take between two pieces of a POST body.
-pub const POST_BODY_IDLE: Duration = Duration::from_secs(20);
-
-/// The largest `/token` form a client may send.
-pub const MAX_TOKEN_BODY: usize = 64 * 1024;
-
-/// The largest body acr reads from a client: a container-token request with `data:` layers.
-pub const MAX_POST_BODY: usize = 64 * 1024 * 1024;
 
 /// The bounds one listening address serves with.
 #[derive(Debug, Clone)]

@@ -152,28 +152,25 @@ impl RequestLine {
                 ms: self.started.elapsed().as_millis() as u64,
             });
         }
+        // The same fields at either level; a broken transfer says why.
+        macro_rules! request_line {
+            ($level:ident $(, $why:expr)?) => {
+                tracing::$level!(
+                    method = %self.method,
+                    path = %self.path,
+                    ns = %self.ns,
+                    upstream = %self.upstream,
+                    status = self.status,
+                    bytes = self.bytes,
+                    ms = self.started.elapsed().as_millis() as u64,
+                    $(failed = %$why,)?
+                    "request"
+                )
+            };
+        }
         match &self.failed {
-            None => tracing::info!(
-                method = %self.method,
-                path = %self.path,
-                ns = %self.ns,
-                upstream = %self.upstream,
-                status = self.status,
-                bytes = self.bytes,
-                ms = self.started.elapsed().as_millis() as u64,
-                "request"
-            ),
-            Some(why) => tracing::warn!(
-                method = %self.method,
-                path = %self.path,
-                ns = %self.ns,
-                upstream = %self.upstream,
-                status = self.status,
-                bytes = self.bytes,
-                ms = self.started.elapsed().as_millis() as u64,
-                failed = %why,
-                "request"
-            ),
+            None => request_line!(info),
+            Some(why) => request_line!(warn, why),
         }
     }
 }
