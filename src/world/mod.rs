@@ -4,6 +4,9 @@
 //! stable: the ids `acr dump` prints and `mirror start --id` takes. Entity 0 is the root. A file
 //! is compiled once per version (`compile`), never per request; the engine and the server read
 //! the finished World through [`Pipeline`]'s accessors, which hand out plain data.
+//!
+//! `compile` (with `compile/`) gives each line its meaning; `settings` types a proxy's
+//! settings once, so the server never reads a setting's text; `dump` prints the tree.
 
 pub mod compile;
 pub mod dump;
