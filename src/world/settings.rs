@@ -326,6 +326,27 @@ mod tests {
     }
 
     #[test]
+    fn the_compiler_hands_the_proxy_typed_settings() {
+        let source = "``` a b\n+ .proxy localhost:1\n: .cache off\n: docker.io .ttl 1h\n: .users u.htpasswd\n: .token-secret s\n: .allow-pull * library/*\n: .tls-cert c.pem\n: .container-tokens 2h\n```\n";
+        let pipeline = crate::world::compile(Path::new("t.runmd"), source).unwrap();
+        let s = &pipeline.proxies()[0].settings;
+        assert_eq!(s.cache, CacheSetting::Off);
+        assert_eq!(s.ttl, DEFAULT_TTL);
+        assert_eq!(s.ttl_by_ns[0].0, "docker.io");
+        let auth = s.client_auth.as_ref().unwrap();
+        assert_eq!(auth.secret.as_deref(), Some(Path::new("s")));
+        assert_eq!(auth.rules, vec![("*".into(), "library/*".into())]);
+        assert_eq!(s.tls.cert.as_deref(), Some(Path::new("c.pem")));
+        assert_eq!(s.container_tokens, Some(Duration::from_secs(7200)));
+        // A value the server could not use is a diagnostic at its line.
+        let bad = "``` a b\n+ .proxy localhost:1\n: .ttl 1h\n: docker.io .ttl x 1h\n```\n";
+        let report = crate::world::compile(Path::new("t.runmd"), bad).unwrap_err();
+        let d = &report.diagnostics[0];
+        assert_eq!(d.span.line, 4, "{d:?}");
+        assert!(d.message.contains("bad value for `.ttl`"), "{d:?}");
+    }
+
+    #[test]
     fn a_bad_ttl_is_an_error() {
         let mut s = ProxySettings::new();
         assert!(s.apply("ttl", "a b 1h").is_err());
