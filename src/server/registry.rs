@@ -57,38 +57,24 @@ impl ProxyHost {
         ns: Option<&str>,
         api: ApiPath,
     ) -> (Result<Reply, RegistryError>, Option<String>) {
-        let ApiPath {
-            method,
-            resource,
-            mut name,
-            reference,
-        } = api;
         // `/v2/wt/TOKEN/<repo>/...`: the image and injection of a container token.
-        let mut ns = ns.map(String::from);
-        let mut token_prefix = None;
-        let mut client_injection = None;
-        let mut client_scope = None;
-        match open_token_path(state, &name) {
-            Ok(Some(token)) => {
-                client_scope = Some(token.scope);
-                token_prefix = Some(token.client_prefix);
-                ns = Some(token.ns);
-                client_injection = Some(token.injection);
-                name = token.name;
-            }
-            Ok(None) => {}
-            Err(e) => return (Err(e), None),
-        }
-        let choice = match upstream::choose(proxy, ns.as_deref(), &name) {
-            Ok(mut c) => {
-                if let Some(p) = token_prefix {
-                    c.client_prefix = p;
-                }
-                c
-            }
+        let token = match open_token_path(state, &api.name) {
+            Ok(t) => t,
             Err(e) => return (Err(e), None),
         };
+        let (name, ns) = match &token {
+            Some(t) => (t.name.as_str(), Some(t.ns.as_str())),
+            None => (api.name.as_str(), ns),
+        };
+        let mut choice = match upstream::choose(proxy, ns, name) {
+            Ok(c) => c,
+            Err(e) => return (Err(e), None),
+        };
+        if let Some(t) = &token {
+            choice.client_prefix = t.client_prefix.clone();
+        }
         let upstream_name = Some(choice.upstream.ns.clone());
+        let (method, resource) = (api.method, api.resource);
         let Some(route) = proxy
             .routes
             .iter()
@@ -96,45 +82,23 @@ impl ProxyHost {
         else {
             return (Err(no_route(method, resource)), upstream_name);
         };
-        let header_values = |name: hyper::header::HeaderName| -> Vec<String> {
-            headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok().map(String::from))
-                .collect()
-        };
-        let client_auth_on = proxy.settings.client_auth.is_some();
-        let request = ClientRequest {
-            method,
-            resource,
-            name: choice.name,
-            reference,
-            client_prefix: choice.client_prefix,
-            client_ns: if client_injection.is_some() {
-                None
-            } else {
-                ns.clone()
+        // A token's request names its registry by the token, not by the client.
+        let client_ns = ns.filter(|_| token.is_none()).map(String::from);
+        let forward_credentials = proxy.settings.client_auth.is_none();
+        let request = client_request(
+            ApiPath {
+                name: choice.name,
+                ..api
             },
-            query: route::query_pairs(query)
-                .into_iter()
-                .filter(|(k, _)| k == "n" || k == "last" || k == "artifactType")
-                .collect(),
-            accept: header_values(hyper::header::ACCEPT),
-            range: header_values(hyper::header::RANGE).into_iter().next(),
-            authorization: if client_auth_on {
-                None
-            } else {
-                header_values(hyper::header::AUTHORIZATION)
-                    .into_iter()
-                    .next()
-                    .map(acr_plugins::registry::ClientSecret)
-            },
-            opt_in: headers
-                .iter()
-                .filter(|(k, _)| k.as_str().starts_with("x-ms-"))
-                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .take(16)
-                .collect(),
+            choice.client_prefix,
+            client_ns,
+            headers,
+            query,
+            forward_credentials,
+        );
+        let (client_injection, client_scope) = match token {
+            Some(t) => (Some(t.injection), Some(t.scope)),
+            None => (None, None),
         };
         let mut cx = Context::new(self.base_dir.clone());
         cx.world_dir = self.world_dir.clone();
@@ -214,6 +178,54 @@ impl ProxyHost {
             }
         }
         Some(e)
+    }
+}
+
+/// What a route's calls see of the client's request: the repository on the upstream, its
+/// paging query, the headers that matter there, and its credentials when acr does not
+/// authenticate clients itself (`forward_credentials`).
+fn client_request(
+    api: ApiPath,
+    client_prefix: String,
+    client_ns: Option<String>,
+    headers: &hyper::HeaderMap,
+    query: &str,
+    forward_credentials: bool,
+) -> ClientRequest {
+    let header_values = |name: hyper::header::HeaderName| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect()
+    };
+    ClientRequest {
+        method: api.method,
+        resource: api.resource,
+        name: api.name,
+        reference: api.reference,
+        client_prefix,
+        client_ns,
+        query: route::query_pairs(query)
+            .into_iter()
+            .filter(|(k, _)| k == "n" || k == "last" || k == "artifactType")
+            .collect(),
+        accept: header_values(hyper::header::ACCEPT),
+        range: header_values(hyper::header::RANGE).into_iter().next(),
+        authorization: if forward_credentials {
+            header_values(hyper::header::AUTHORIZATION)
+                .into_iter()
+                .next()
+                .map(acr_plugins::registry::ClientSecret)
+        } else {
+            None
+        },
+        opt_in: headers
+            .iter()
+            .filter(|(k, _)| k.as_str().starts_with("x-ms-"))
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .take(16)
+            .collect(),
     }
 }
 
