@@ -7,10 +7,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use acr_plugins::{catalogue, Context, Host, PluginError, Props};
+mod calls;
+
+use acr_plugins::{Context, Host, PluginError, Props};
 use tokio::sync::watch;
 
 use crate::world::{Lifecycle, Pipeline};
+
+pub use calls::run_calls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -135,12 +139,11 @@ pub async fn run(
                 continue;
             }
             let skip = if e == from.event { from.call } else { 0 };
-            for call in event.calls.iter().skip(skip) {
+            let calls = event.calls.get(skip..).unwrap_or_default();
+            summary.calls += run_calls(calls, &mut cx, |call| {
                 tracing::info!(id = call.id, plugin = call.spec.name, event = %event.name, "call");
-                cx.vars = (*call.control).clone();
-                catalogue::run(call.spec, &call.invocation, &mut cx).await?;
-                summary.calls += 1;
-            }
+            })
+            .await?;
         }
         summary.passes += 1;
         pass_of_engine += 1;

@@ -62,13 +62,8 @@ pub struct ClientAuth {
     bcrypt_slots: tokio::sync::Semaphore,
 }
 
-/// The settings that make a `ClientAuth`, as read from the proxy block.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthSettings {
-    pub users: PathBuf,
-    pub rules: Vec<(String, String)>,
-    pub secret: Option<PathBuf>,
-}
+/// The settings that make a `ClientAuth`: the proxy's typed settings, paths resolved.
+pub type AuthSettings = crate::world::settings::ClientAuthSettings;
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -289,7 +284,7 @@ impl ClientAuth {
             "token": token,
             "access_token": token,
             "expires_in": TOKEN_LIFETIME.as_secs(),
-            "issued_at": crate::server::rfc3339_now(),
+            "issued_at": super::response::rfc3339_now(),
         }))
     }
 

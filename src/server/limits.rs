@@ -3,10 +3,15 @@
 //! beside it, read once when a proxy starts serving (a bad value stops the start with a
 //! message, it is never silently ignored). The README's production section lists them.
 //!
-//! What is bounded elsewhere, for the whole picture: a request's headers (20 s from the first
-//! byte, 64 KiB, in `server::mod`), request bodies acr reads (64 KiB), manifests (4 MiB), an
-//! upstream that goes silent (`store::DEFAULT_IDLE_TIMEOUT`), the store (`: .max-size` and
-//! the disk, with the largest blob from `ACR_MAX_BLOB_SIZE` below).
+//! The bounds of a request are all here: its headers ([`HEADER_TIMEOUT`], 64 KiB), and a body
+//! acr reads (a POST to `/token`, `/container-token`, `/validate-creds`) twice over: each
+//! piece within [`POST_BODY_IDLE`] and at most [`MAX_TOKEN_BODY`] or [`MAX_POST_BODY`] bytes
+//! ([`read_post_body`]), and the whole request answered within the request-body deadline
+//! ([`DEFAULT_REQUEST_BODY_TIMEOUT`], applied by the connection to every POST, PUT and PATCH).
+//!
+//! What is bounded elsewhere, for the whole picture: manifests (4 MiB), an upstream that goes
+//! silent (`store::DEFAULT_IDLE_TIMEOUT`), the store (`: .max-size` and the disk, with the
+//! largest blob from `ACR_MAX_BLOB_SIZE` below).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,9 +20,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use acr_plugins::parse_duration;
+use acr_plugins::registry::RegistryError;
 use acr_plugins::store::parse_size;
 use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::Request;
 
 /// Connections open at once on one listening address (`ACR_MAX_CONNECTIONS`). At the bound
 /// acr stops accepting: further connections wait in the kernel's listen queue (which has
@@ -38,8 +46,23 @@ pub const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a request that carries a body (POST, PUT, PATCH) may take to be answered, its
 /// body read included (`ACR_REQUEST_BODY_TIMEOUT`): the bodies acr accepts are small (at
-/// most 64 KiB), so a client that starts one and stalls is cut off with a 408.
+/// most [`MAX_TOKEN_BODY`] or [`MAX_POST_BODY`]), so a client that starts one and stalls is
+/// cut off with a 408; each piece of it must also come within [`POST_BODY_IDLE`].
 pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a client may take to send a request's headers (from connecting, or from the end
+/// of its previous request) before the connection is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a client may take between two pieces of a POST body acr reads (see
+/// [`read_post_body`]); the whole request is bounded by [`DEFAULT_REQUEST_BODY_TIMEOUT`].
+pub const POST_BODY_IDLE: Duration = Duration::from_secs(20);
+
+/// The largest `/token` form a client may send.
+pub const MAX_TOKEN_BODY: usize = 64 * 1024;
+
+/// The largest body acr reads from a client: a container-token request with `data:` layers.
+pub const MAX_POST_BODY: usize = 64 * 1024 * 1024;
 
 /// How often an HTTP/2 connection is pinged to find a peer that is gone
 /// (`ACR_H2_KEEPALIVE_INTERVAL`); one that does not answer within
@@ -207,6 +230,43 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// A POST body, at most `limit` bytes, each piece within [`POST_BODY_IDLE`].
+pub async fn read_post_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, RegistryError> {
+    let mut body = http_body_util::Limited::new(req.into_body(), limit);
+    let mut bytes = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(POST_BODY_IDLE, body.frame()).await {
+            Err(_) => {
+                return Err(RegistryError::new(
+                    408,
+                    "UNSUPPORTED",
+                    format!(
+                        "the request body stalled for {} s",
+                        POST_BODY_IDLE.as_secs()
+                    ),
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => {
+                return Err(if e.is::<http_body_util::LengthLimitError>() {
+                    RegistryError::new(
+                        413,
+                        "SIZE_INVALID",
+                        format!("the request body is larger than {limit} bytes"),
+                    )
+                } else {
+                    RegistryError::new(400, "UNSUPPORTED", format!("reading the request body: {e}"))
+                })
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes.freeze())
 }
 
 /// The answer to a request whose body did not arrive within `bound`; the connection closes.

@@ -112,7 +112,7 @@ pub fn page(
         .map(|h| format!("{h} (mirror)"))
         .collect();
     for (name, what) in [("endpoint", "endpoint"), ("allow", "allowed")] {
-        for v in proxy.settings.all(name).filter_map(|v| v.as_str()) {
+        for v in proxy.settings.written.all(name).filter_map(|v| v.as_str()) {
             upstreams.push(format!("{v} ({what})"));
         }
     }

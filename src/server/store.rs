@@ -3,22 +3,14 @@
 //! `: .cache-endpoint URL`, `: .ttl [NS] DURATION` (default 5 minutes), `: .max-size SIZE`;
 //! the largest blob it takes from `ACR_MAX_BLOB_SIZE` (see `server::limits`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use acr_plugins::parse_duration;
 use acr_plugins::store::remote::RemoteConfig;
-use acr_plugins::store::{parse_size, Metrics, Store, StoreConfig};
+use acr_plugins::store::{Metrics, Store, StoreConfig};
 
+use crate::world::settings::{resolve, CacheSetting};
 use crate::world::ProxyPlan;
-
-/// The default TTL of a cached tag.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
-
-fn settings<'a>(proxy: &'a ProxyPlan, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    proxy.settings.all(name).filter_map(|v| v.as_str())
-}
 
 /// The store config of `proxy`, or `None` for `: .cache off`.
 pub fn config(
@@ -26,40 +18,23 @@ pub fn config(
     base_dir: &Path,
     world_dir: &Path,
 ) -> Result<Option<StoreConfig>, String> {
-    let location = settings(proxy, "cache").last().unwrap_or("").trim();
+    let settings = &proxy.settings;
     let local_default = world_dir.join("cache");
-    let (root, remote) = match location {
-        "off" | "none" => return Ok(None),
-        "" => (local_default, None),
-        url if url.starts_with("s3://") => {
-            let endpoint = settings(proxy, "cache-endpoint").last();
+    let (root, remote) = match &settings.cache {
+        CacheSetting::Off => return Ok(None),
+        CacheSetting::Default => (local_default, None),
+        CacheSetting::S3(url) => {
+            let endpoint = settings.cache_endpoint.as_deref();
             (local_default, Some(RemoteConfig::parse(url, endpoint)?))
         }
-        dir => {
-            let p = PathBuf::from(dir);
-            (if p.is_absolute() { p } else { base_dir.join(p) }, None)
-        }
-    };
-    let mut ttl = DEFAULT_TTL;
-    let mut ttl_by_ns = Vec::new();
-    for value in settings(proxy, "ttl") {
-        let words: Vec<&str> = value.split_whitespace().collect();
-        match words.as_slice() {
-            [d] => ttl = parse_duration(d).map_err(|e| e.message)?,
-            [ns, d] => ttl_by_ns.push((ns.to_string(), parse_duration(d).map_err(|e| e.message)?)),
-            _ => return Err(format!("`.ttl {value}` is not [NS] DURATION")),
-        }
-    }
-    let max_size = match settings(proxy, "max-size").last() {
-        Some(s) => Some(parse_size(s).ok_or_else(|| format!("`{s}` is not a size"))?),
-        None => None,
+        CacheSetting::Dir(dir) => (resolve(base_dir, dir), None),
     };
     Ok(Some(StoreConfig {
         root,
         remote,
-        max_size,
-        ttl,
-        ttl_by_ns,
+        max_size: settings.max_size,
+        ttl: settings.ttl,
+        ttl_by_ns: settings.ttl_by_ns.clone(),
         idle_timeout: acr_plugins::store::DEFAULT_IDLE_TIMEOUT,
         max_blob_size: super::limits::max_blob_size()?,
     }))

@@ -65,10 +65,6 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     pi == p.len()
 }
 
-fn setting<'a>(proxy: &'a ProxyPlan, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    proxy.settings.all(name).filter_map(|v| v.as_str())
-}
-
 /// `host[:port]` or `[v6]:port`, nothing else: no scheme, path, query, fragment or user.
 /// An `ns` is glued into a URL, so `evil.example/x.azurecr.io` (or `#`, `?`, `@`) must never
 /// get as far as matching `*.azurecr.io`.
@@ -112,7 +108,8 @@ fn is_port(p: &str) -> bool {
 /// Chooses the upstream for a request for `name` with the client's `ns`.
 pub fn choose(proxy: &ProxyPlan, ns: Option<&str>, name: &str) -> Result<Choice, RegistryError> {
     let client_prefix = format!("/v2/{name}");
-    let path_routing = setting(proxy, "path-routing").any(|v| matches!(v, "" | "on" | "true"));
+    let settings = &proxy.settings;
+    let path_routing = settings.path_routing;
     if let Some(ns) = ns.filter(|n| !n.is_empty() && !is_registry_host(n)) {
         return Err(RegistryError::denied(format!(
             "ns `{}` is not a registry host (HOST or HOST:PORT)",
@@ -134,10 +131,11 @@ pub fn choose(proxy: &ProxyPlan, ns: Option<&str>, name: &str) -> Result<Choice,
             },
         },
     };
-    let endpoint = setting(proxy, "endpoint").find_map(|v| {
-        let (ns, url) = v.split_once(char::is_whitespace)?;
-        (canonical_ns(ns) == target).then(|| url.trim().trim_end_matches('/').to_string())
-    });
+    let endpoint = settings
+        .endpoints
+        .iter()
+        .find(|e| canonical_ns(&e.ns) == target)
+        .map(|e| e.url.clone());
     let upstream = if let Some(base) = endpoint {
         Upstream {
             ns: target.clone(),
@@ -155,11 +153,7 @@ pub fn choose(proxy: &ProxyPlan, ns: Option<&str>, name: &str) -> Result<Choice,
             base: m.base,
             named_by_pipeline: true,
         }
-    } else if let Some(pattern) = setting(proxy, "allow")
-        .flat_map(|v| v.split([',', ' ']))
-        .map(str::trim)
-        .find(|p| !p.is_empty() && glob(p, &target))
-    {
+    } else if let Some(pattern) = settings.allow.iter().find(|p| glob(p, &target)) {
         // An exact `.allow HOST` names the host; a glob lets a client choose it, and such an
         // upstream is never sent the credentials that name no host.
         let exact = !pattern.contains(['*', '?']);
@@ -182,13 +176,14 @@ pub fn choose(proxy: &ProxyPlan, ns: Option<&str>, name: &str) -> Result<Choice,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use acr_plugins::{Props, Value};
+    use crate::world::ProxySettings;
+    use acr_plugins::Props;
     use std::sync::Arc;
 
     fn proxy(mirrors: &[&str], settings: &[(&str, &str)]) -> ProxyPlan {
-        let mut props = Props::new();
+        let mut typed = ProxySettings::new();
         for (k, v) in settings {
-            props.push(*k, Value::Symbol(v.to_string()));
+            typed.apply(k, v).unwrap();
         }
         ProxyPlan {
             block: 1,
@@ -196,7 +191,7 @@ mod tests {
             address: "127.0.0.1:0".into(),
             mirror_hosts: mirrors.iter().map(|s| s.to_string()).collect(),
             control: Arc::new(Props::new()),
-            settings: props,
+            settings: Arc::new(typed.finish()),
             routes: vec![],
         }
     }

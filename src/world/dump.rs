@@ -85,7 +85,7 @@ pub fn dump(pipeline: &Pipeline) -> String {
     }
     for proxy in proxies {
         let _ = writeln!(out, "  {} (block {})", proxy.address, proxy.block);
-        props(&mut out, &proxy.settings, "    ");
+        props(&mut out, &proxy.settings.written, "    ");
         for route in proxy.routes {
             let methods: Vec<String> = route
                 .methods

@@ -4,9 +4,13 @@
 //! stable: the ids `acr dump` prints and `mirror start --id` takes. Entity 0 is the root. A file
 //! is compiled once per version (`compile`), never per request; the engine and the server read
 //! the finished World through [`Pipeline`]'s accessors, which hand out plain data.
+//!
+//! `compile` (with `compile/`) gives each line its meaning; `settings` types a proxy's
+//! settings once, so the server never reads a setting's text; `dump` prints the tree.
 
 pub mod compile;
 pub mod dump;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +23,7 @@ use specs::{Component, Entity, Join, VecStorage, World, WorldExt};
 use crate::runmd::Span;
 
 pub use compile::{compile, compile_file};
+pub use settings::ProxySettings;
 
 macro_rules! component {
     ($($t:ty),* $(,)?) => {
@@ -98,7 +103,7 @@ pub struct ProxySpec {
     pub span: Span,
     pub routes: Vec<Entity>,
     /// Settings written under `+ .proxy` that are not routes or calls.
-    pub settings: Props,
+    pub settings: Arc<ProxySettings>,
 }
 
 component!(Block, Call, Route, Sequence, EngineSpec, ProxySpec);
@@ -149,7 +154,7 @@ pub struct ProxyPlan {
     /// The hosts of the block's `.mirror` calls, in order: the first is the default upstream.
     pub mirror_hosts: Vec<String>,
     pub control: Arc<Props>,
-    pub settings: Props,
+    pub settings: Arc<ProxySettings>,
     pub routes: Vec<RoutePlan>,
 }
 
