@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use acr_plugins::catalogue::RunFuture;
 use acr_plugins::inject_layer::token::{self as container_token, ContainerTokens};
-use acr_plugins::registry::{Body, ClientRequest, RegistryError, Reply, Shared};
+use acr_plugins::oci::{Body, RegistryError};
+use acr_plugins::registry::{ClientRequest, Reply, Shared};
 use acr_plugins::{catalogue, Context, Host, PluginError};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -1741,7 +1742,7 @@ mod tests {
 
     #[test]
     fn a_5xx_says_why_in_its_status_line() {
-        use acr_plugins::registry::RegistryError;
+        use acr_plugins::RegistryError;
         let e = RegistryError::bad_gateway("upstream x (http://x) is unreachable:\nrefused é");
         let r = super::reason_phrase(&e).unwrap();
         assert_eq!(

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use acr_plugins::metrics::Metrics;
 use acr_plugins::parse_duration;
 use acr_plugins::store::remote::RemoteConfig;
-use acr_plugins::store::{parse_size, Metrics, Store, StoreConfig};
+use acr_plugins::store::{parse_size, Store, StoreConfig};
 
 use crate::world::ProxyPlan;
 

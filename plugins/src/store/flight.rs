@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::{Kind, Metrics, Store};
-use crate::registry::{BodyStream, Digest, RegistryError};
+use crate::oci::{BodyStream, Digest, RegistryError};
 
 const CHUNK: usize = 256 * 1024;
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::Store;
-use crate::registry::Digest;
+use crate::oci::Digest;
 
 /// Where an object is asked for: the upstream, the repository and, for a container token's
 /// own objects, the token's id (never the token itself).

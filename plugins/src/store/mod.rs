@@ -22,7 +22,6 @@
 
 pub mod flight;
 pub mod links;
-pub mod metrics;
 pub mod owner;
 pub mod remote;
 pub mod space;
@@ -36,10 +35,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+pub use crate::clock::{now_ms, now_secs};
+pub use crate::metrics::Metrics;
 pub use flight::{BlobLookup, Follow, Hit, Lead};
-pub use metrics::Metrics;
 
-use crate::registry::Digest;
+use crate::oci::Digest;
 
 /// How a proxy's store is set up (`: .cache`, `: .ttl`, `: .max-size` under `+ .proxy`).
 #[derive(Debug, Clone)]
@@ -141,17 +141,6 @@ impl TagEntry {
     pub fn age(&self) -> Duration {
         Duration::from_millis(now_ms().saturating_sub(self.checked_ms()))
     }
-}
-
-pub fn now_secs() -> u64 {
-    now_ms() / 1000
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 pub struct Store {
@@ -499,7 +488,7 @@ impl Store {
         }
         let remote = self.remote.as_ref()?;
         let key = remote.key(&["manifests", "sha256", digest.hex()]);
-        let limit = crate::registry::media::MAX_MANIFEST_BYTES as u64;
+        let limit = crate::oci::media::MAX_MANIFEST_BYTES as u64;
         let bytes = match remote.get_bytes_limited(&key, limit).await {
             Ok(Some(b)) => b,
             Ok(None) => return None,
@@ -785,7 +774,7 @@ impl Store {
     /// anything is read, the read stops at that size, and a body that does not hash to
     /// `digest` is deleted from S3 (and counted). The copy waits in an unlinked temporary
     /// file; the stream returned reads it.
-    pub async fn remote_blob(&self, digest: &Digest) -> Option<(u64, crate::registry::BodyStream)> {
+    pub async fn remote_blob(&self, digest: &Digest) -> Option<(u64, crate::oci::BodyStream)> {
         let remote = self.remote.as_ref()?;
         let key = remote.key(&["blobs", "sha256", digest.hex()]);
         let (size, body) = match remote.get_stream(&key, None).await {
@@ -831,7 +820,7 @@ impl Store {
     /// is exactly `size` bytes that hash to `digest`.
     async fn verify_remote_copy(
         &self,
-        mut body: crate::registry::BodyStream,
+        mut body: crate::oci::BodyStream,
         size: u64,
         digest: &Digest,
         tmp: &Path,
@@ -936,7 +925,7 @@ enum RemoteCopy {
 }
 
 /// The first `size` bytes of `file`, read in pieces on the blocking pool.
-fn file_stream(file: std::fs::File, size: u64) -> crate::registry::BodyStream {
+fn file_stream(file: std::fs::File, size: u64) -> crate::oci::BodyStream {
     const PIECE: usize = 256 * 1024;
     let file = Arc::new(file);
     Box::pin(futures_util::stream::unfold(

@@ -39,7 +39,7 @@ use object_store::{
 };
 use tokio::io::AsyncReadExt;
 
-use crate::registry::BodyStream;
+use crate::oci::BodyStream;
 
 /// The smallest part S3 accepts (except the last).
 const MIN_PART: usize = 5 * 1024 * 1024;
