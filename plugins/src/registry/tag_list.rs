@@ -149,21 +149,29 @@ mod tests {
     use super::*;
     use crate::registry::Method;
 
-    #[test]
-    fn tags_are_paged_when_the_upstream_ignores_n() {
-        let mut req = ClientRequest {
+    /// A client's tag list request for `test` (sent with `ns=docker.io`) with `query`.
+    fn tags_request(query: &[(&str, &str)]) -> ClientRequest {
+        ClientRequest {
             method: Method::Get,
             resource: Resource::Tags,
             name: "library/test".into(),
             reference: String::new(),
             client_prefix: "/v2/test".into(),
             client_ns: Some("docker.io".into()),
-            query: vec![("n".into(), "2".into())],
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             accept: vec![],
             range: None,
             authorization: None,
             opt_in: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn tags_are_paged_when_the_upstream_ignores_n() {
+        let mut req = tags_request(&[("n", "2")]);
         let body = br#"{"name":"library/test","tags":["v2s2","b","1","a"]}"#;
         let (page, link) = paginate_tags(body, &req).unwrap();
         let page: serde_json::Value = serde_json::from_slice(&page).unwrap();
@@ -183,19 +191,7 @@ mod tests {
 
     #[test]
     fn link_points_back_at_acr() {
-        let req = ClientRequest {
-            method: Method::Get,
-            resource: Resource::Tags,
-            name: "library/test".into(),
-            reference: String::new(),
-            client_prefix: "/v2/test".into(),
-            client_ns: Some("docker.io".into()),
-            query: vec![],
-            accept: vec![],
-            range: None,
-            authorization: None,
-            opt_in: vec![],
-        };
+        let req = tags_request(&[]);
         assert_eq!(
             rewrite_link(
                 r#"</v2/library/test/tags/list?n=2&last=b>; rel="next""#,
