@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use super::challenge::{self, Challenge};
 use super::credentials::Credentials;
 use super::fetch::{idle_of, read_body};
+use super::RequestState;
 use super::{destination, limits, Resource};
 use crate::oci::RegistryError;
-use crate::Context;
 
 /// The pull scope of the request's repository.
-pub fn scope(cx: &Context) -> String {
-    let name = cx.request.as_ref().map(|r| r.name.as_str()).unwrap_or("");
+pub fn scope(cx: &impl RequestState) -> String {
+    let name = cx.request().map(|r| r.name.as_str()).unwrap_or("");
     format!("repository:{name}:pull")
 }
 
@@ -52,21 +52,22 @@ fn challenges_of(headers: &HeaderMap) -> Option<Challenge> {
 /// An upstream that cannot be reached is not an error here: a cached manifest can still be
 /// served (stale-if-error). The failure is kept in the context, and `send` answers it
 /// without asking the silent upstream a second time.
-pub async fn authenticate(cx: &mut Context) -> Result<(), RegistryError> {
+pub async fn authenticate(cx: &mut impl RequestState) -> Result<(), RegistryError> {
     match try_authenticate(cx).await {
         Err(e) if e.status >= 500 => {
             tracing::debug!("cannot authenticate to the upstream now: {}", e.message);
-            cx.authorization = None;
-            cx.upstream_unavailable = Some(e);
+            let auth = cx.auth();
+            *auth.authorization = None;
+            *auth.unavailable = Some(e);
             Ok(())
         }
         other => other,
     }
 }
 
-async fn try_authenticate(cx: &mut Context) -> Result<(), RegistryError> {
+async fn try_authenticate(cx: &mut impl RequestState) -> Result<(), RegistryError> {
     let (shared, upstream) = parts(cx)?;
-    cx.authn = true;
+    *cx.auth().answers_challenges = true;
     let challenge = match shared.auth.challenge(&upstream.base) {
         Some(c) => c,
         None => {
@@ -106,24 +107,25 @@ async fn try_authenticate(cx: &mut Context) -> Result<(), RegistryError> {
         }
     };
     let Some(challenge) = challenge else {
-        cx.authorization = None;
+        *cx.auth().authorization = None;
         return Ok(());
     };
-    cx.authorization = authorize(cx, &shared, &upstream, &challenge, false).await?;
+    let authorization = authorize(cx, &shared, &upstream, &challenge, false).await?;
+    *cx.auth().authorization = authorization;
     Ok(())
 }
 
 /// The `Authorization` for this request's scope under `challenge` (a fresh token if `refresh`).
 /// (The future holds no borrow of the context, which is not `Sync`.)
 fn authorize(
-    cx: &Context,
+    cx: &impl RequestState,
     shared: &std::sync::Arc<super::Shared>,
     upstream: &super::Upstream,
     challenge: &Challenge,
     refresh: bool,
 ) -> impl std::future::Future<Output = Result<Option<String>, RegistryError>> + Send + 'static {
     let scope = scope(cx);
-    let creds = cx.credentials.clone();
+    let creds = cx.credentials().cloned();
     let (shared, upstream, challenge) = (shared.clone(), upstream.clone(), challenge.clone());
     async move {
         shared
@@ -141,14 +143,16 @@ fn authorize(
     }
 }
 
-fn parts(cx: &Context) -> Result<(std::sync::Arc<super::Shared>, super::Upstream), RegistryError> {
+fn parts(
+    cx: &impl RequestState,
+) -> Result<(std::sync::Arc<super::Shared>, super::Upstream), RegistryError> {
     let shared = cx
-        .registry
-        .clone()
+        .shared()
+        .cloned()
         .ok_or_else(|| RegistryError::bad_gateway("registry plugins run only in a proxy route"))?;
     let upstream = cx
-        .upstream
-        .clone()
+        .upstream()
+        .cloned()
         .ok_or_else(|| RegistryError::bad_gateway("no upstream was chosen for this request"))?;
     Ok((shared, upstream))
 }
@@ -198,7 +202,7 @@ fn is_blob_path(path: &str) -> bool {
 /// Sends `method path` to the upstream with `headers`, following redirects by the rules of
 /// `destination`. A 401 after `.authn` renews the token once and retries.
 pub async fn send(
-    cx: &mut Context,
+    cx: &mut impl RequestState,
     method: reqwest::Method,
     path: &str,
     headers: &[(&str, String)],
@@ -209,7 +213,7 @@ pub async fn send(
 /// `send`, choosing whether a short `Retry-After` is waited for: a revalidation that can
 /// serve what is cached had better not wait.
 pub async fn send_with(
-    cx: &mut Context,
+    cx: &mut impl RequestState,
     method: reqwest::Method,
     path: &str,
     headers: &[(&str, String)],
@@ -217,7 +221,7 @@ pub async fn send_with(
 ) -> Result<reqwest::Response, RegistryError> {
     let (shared, upstream) = parts(cx)?;
     // `.authn` found the upstream silent or unreachable a moment ago: do not wait for it twice.
-    if let Some(e) = &cx.upstream_unavailable {
+    if let Some(e) = cx.auth().unavailable.as_ref() {
         return Err(e.clone());
     }
     let origin = reqwest::Url::parse(&upstream.base).map_err(|_| {
@@ -228,7 +232,7 @@ pub async fn send_with(
     let mut retries = 0;
     loop {
         let mut url = upstream.url(path);
-        let mut auth = cx.authorization.clone();
+        let mut auth = cx.auth().authorization.clone();
         let mut hops = 0;
         let resp = loop {
             let mut req = shared.http.request(method.clone(), &url);
@@ -279,10 +283,13 @@ pub async fn send_with(
                 continue;
             }
         }
-        if resp.status() == reqwest::StatusCode::UNAUTHORIZED && cx.authn && !renewed {
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+            && *cx.auth().answers_challenges
+            && !renewed
+        {
             renewed = true;
             let Some(challenge) = challenges_of(resp.headers()) else {
-                return Err(refused(&upstream.ns, cx.credentials.as_ref()));
+                return Err(refused(&upstream.ns, cx.credentials()));
             };
             // Kept for the upstream only once it worked: a challenge acr refuses (a realm
             // off limits) must not replace the good one for every other request.
@@ -290,7 +297,7 @@ pub async fn send_with(
             shared
                 .auth
                 .set_challenge(&upstream.base, Some(challenge.clone()));
-            cx.authorization = authorization;
+            *cx.auth().authorization = authorization;
             continue;
         }
         return Ok(resp);
@@ -361,20 +368,16 @@ fn refused(ns: &str, creds: Option<&Credentials>) -> RegistryError {
 /// Maps an upstream's error reply to the error acr answers with.
 /// (The future holds no borrow of the context, which is not `Sync`.)
 pub fn upstream_error(
-    cx: &Context,
+    cx: &impl RequestState,
     resp: reqwest::Response,
     resource: Resource,
 ) -> impl std::future::Future<Output = RegistryError> + Send + 'static {
-    let ns = cx
-        .upstream
-        .as_ref()
-        .map(|u| u.ns.clone())
-        .unwrap_or_default();
-    let creds = cx.credentials.clone();
+    let ns = cx.upstream().map(|u| u.ns.clone()).unwrap_or_default();
+    let creds = cx.credentials().cloned();
     let idle = idle_of(cx);
     // With `.forward-auth` the client authenticates to the upstream itself: it needs the
     // upstream's challenge.
-    let challenges: Vec<String> = if cx.forward_auth && resp.status().as_u16() == 401 {
+    let challenges: Vec<String> = if cx.forwards_client_auth() && resp.status().as_u16() == 401 {
         resp.headers()
             .get_all(reqwest::header::WWW_AUTHENTICATE)
             .iter()

@@ -11,9 +11,8 @@ use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use futures_util::StreamExt;
 
-use super::{destination, limits};
+use super::{destination, limits, RequestState};
 use crate::oci::{BodyStream, RegistryError};
-use crate::Context;
 
 /// A body stream that fails when the upstream sends nothing for `idle` while it is being
 /// read. The wait starts when the reader asks for the next piece, not when it got the last
@@ -79,7 +78,7 @@ impl Stream for IdleBounded {
 
 /// The body of an upstream answer as a stream whose pauses are bounded by the body idle wait;
 /// errors never carry the URL.
-pub fn body_stream(cx: &Context, resp: reqwest::Response) -> BodyStream {
+pub fn body_stream(cx: &impl RequestState, resp: reqwest::Response) -> BodyStream {
     let idle = idle_of(cx);
     let raw: BodyStream = Box::pin(resp.bytes_stream().map(|r| {
         r.map_err(|e| {
@@ -93,9 +92,8 @@ pub fn body_stream(cx: &Context, resp: reqwest::Response) -> BodyStream {
 }
 
 /// The body idle wait of this request's upstream client.
-pub fn idle_of(cx: &Context) -> Duration {
-    cx.registry
-        .as_ref()
+pub fn idle_of(cx: &impl RequestState) -> Duration {
+    cx.shared()
         .map_or(limits::BODY_IDLE_TIMEOUT, |s| s.limits.body_idle)
 }
 
@@ -145,7 +143,7 @@ pub async fn read_body(
 /// pauses longer than the upstream idle bound (a 504). (The future holds no borrow of the
 /// context, which is not `Sync`.)
 pub fn read_limited(
-    cx: &Context,
+    cx: &impl RequestState,
     resp: reqwest::Response,
     limit: usize,
 ) -> impl std::future::Future<Output = Result<Bytes, RegistryError>> + Send + 'static {
@@ -175,17 +173,14 @@ pub fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 /// The upstream this request goes to (`docker.io`), empty when none is chosen yet.
-pub fn ns_of(cx: &Context) -> String {
-    cx.upstream
-        .as_ref()
-        .map(|u| u.ns.clone())
-        .unwrap_or_default()
+pub fn ns_of(cx: &impl RequestState) -> String {
+    cx.upstream().map(|u| u.ns.clone()).unwrap_or_default()
 }
 
 /// The error for upstream content that does not hash to the digest it should have (a 502:
 /// it is never served, never cached), logged with both digests.
-pub fn mismatch(cx: &Context, expected: &str, got: &str) -> RegistryError {
-    let ns = cx.upstream.as_ref().map(|u| u.ns.as_str()).unwrap_or("?");
+pub fn mismatch(cx: &impl RequestState, expected: &str, got: &str) -> RegistryError {
+    let ns = cx.upstream().map(|u| u.ns.as_str()).unwrap_or("?");
     tracing::warn!(upstream = %ns, expected, got, "digest mismatch from upstream; not served");
     RegistryError::bad_gateway(format!(
         "upstream {ns} sent content that does not match its digest (expected {expected}, got {got}); not served"

@@ -160,6 +160,30 @@ impl Reply {
     }
 }
 
+/// What the upstream client reads and writes of one request's state: the shared client, the
+/// upstream chosen, the client's request, the credentials found, and the authorization won.
+/// The plugins' [`crate::Context`] implements it, so the client never imports the context.
+pub trait RequestState: Send {
+    fn shared(&self) -> Option<&Arc<Shared>>;
+    fn upstream(&self) -> Option<&Upstream>;
+    fn request(&self) -> Option<&ClientRequest>;
+    fn credentials(&self) -> Option<&Credentials>;
+    /// `.forward-auth` ran: the client's own Authorization goes upstream.
+    fn forwards_client_auth(&self) -> bool;
+    /// What authenticating upstream reads and changes.
+    fn auth(&mut self) -> AuthState<'_>;
+}
+
+/// The request's upstream authentication, borrowed from its state.
+pub struct AuthState<'a> {
+    /// `.authn` ran: answer the upstream's challenges.
+    pub answers_challenges: &'a mut bool,
+    /// The `Authorization` header for the upstream. Never logged.
+    pub authorization: &'a mut Option<String>,
+    /// `.authn` could not reach the upstream in time: what the request's calls answer at once.
+    pub unavailable: &'a mut Option<RegistryError>,
+}
+
 /// State that outlives a request: one per running mirror, shared by every request.
 #[derive(Debug)]
 pub struct Shared {

@@ -6,9 +6,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::client::{send, upstream_error};
-use super::{Body, ClientRequest, Reply, Resource};
+use super::{Body, ClientRequest, Reply, RequestState, Resource};
 use crate::oci::{media, Digest, RegistryError};
-use crate::Context;
 
 /// What a lookup found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -44,7 +43,7 @@ fn type_of(d: &Value) -> Option<&str> {
 
 /// Referrers of `digest` in repository `name`, of `artifact_type` when given.
 pub async fn lookup(
-    cx: &mut Context,
+    cx: &mut impl RequestState,
     name: &str,
     digest: &Digest,
     artifact_type: Option<&str>,
@@ -105,7 +104,10 @@ fn manifests_of(body: &[u8]) -> Result<Vec<Value>, RegistryError> {
 /// The referrers of a digest as an OCI index: the upstream's API, else its fallback tag, else
 /// an empty index (acr serves the API whatever the upstream has, so clients need no fallback
 /// of their own). Filtered by `artifactType` when asked, with `OCI-Filters-Applied`.
-pub async fn reply(cx: &mut Context, req: &ClientRequest) -> Result<Reply, RegistryError> {
+pub async fn reply(
+    cx: &mut impl RequestState,
+    req: &ClientRequest,
+) -> Result<Reply, RegistryError> {
     let digest = Digest::parse(&req.reference).map_err(RegistryError::digest_invalid)?;
     let artifact_type = req
         .query

@@ -7,13 +7,15 @@ use reqwest::header::{CONTENT_TYPE, LINK};
 
 use super::client::{send, upstream_error};
 use super::fetch::{encode, header, read_limited};
-use super::{Body, ClientRequest, Reply, Resource};
+use super::{Body, ClientRequest, Reply, RequestState, Resource};
 use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::RegistryError;
-use crate::Context;
 
 /// The tag list of the requested repository.
-pub async fn tag_list(cx: &mut Context, req: &ClientRequest) -> Result<Reply, RegistryError> {
+pub async fn tag_list(
+    cx: &mut impl RequestState,
+    req: &ClientRequest,
+) -> Result<Reply, RegistryError> {
     document(
         cx,
         req,
@@ -25,7 +27,7 @@ pub async fn tag_list(cx: &mut Context, req: &ClientRequest) -> Result<Reply, Re
 
 /// A JSON document (a tag list), passed on with its Link header pointed at acr.
 async fn document(
-    cx: &mut Context,
+    cx: &mut impl RequestState,
     req: &ClientRequest,
     path: String,
     default_type: &str,
