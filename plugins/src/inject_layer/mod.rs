@@ -27,7 +27,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::catalogue::{Input, InputError, Invocation, ModifierSpec, PluginSpec, RunFuture};
 use crate::manifests::manifest_by_digest;
-use crate::oci::{media, Digest, Manifest, ManifestKind, RegistryError};
+use crate::oci::{media, Digest, Manifest, ManifestKind, Platform, RegistryError};
 use crate::registry::client::{send, upstream_error};
 use crate::registry::fetch::read_limited;
 use crate::registry::{ClientRequest, Resource};
@@ -35,7 +35,6 @@ use crate::store::Store;
 use crate::value::Value;
 use crate::{Context, PluginError};
 
-pub use crate::oci::Platform;
 pub use layer::{Content, Layer, Packed};
 use rewrite::ConfigEdits;
 
