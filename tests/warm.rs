@@ -426,3 +426,102 @@ fn errors_say_which_image_and_why() {
     let out = acr_warm(&w, &[], &[]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// `acr warm --platform linux/x86_64` and a pipeline's `.platform linux/x86_64` read the
+/// platform with the same parser and normalization: warm takes the amd64 child of the index
+/// (as `--platform linux/amd64` does), and `.inject-layer DIR : .platform linux/x86_64`
+/// rewrites the amd64 entry of the same index and leaves the arm64 one as the upstream has it.
+#[test]
+fn a_platform_spelled_x86_64_chooses_the_same_images_in_warm_and_in_a_pipeline() {
+    let reg = Registry::start(RegistryAuth::None);
+    let seeded = seed(&reg);
+    let f = fixtures();
+
+    // warm: x86_64 is amd64, and nothing of arm64 is stored.
+    let store = temp_dir("acr-warm-store-");
+    let w = work(&warm_pipeline(&reg.url(), store.path()));
+    let mut warmed = Vec::new();
+    for platform in ["linux/x86_64", "linux/amd64"] {
+        let out = acr_warm(
+            &w,
+            &["--json", "--platform", platform, "library/multi:1"],
+            &[],
+        )
+        .ok();
+        let json = json_of(&out);
+        let multi = report(&json, "library/multi:1");
+        assert_eq!(multi["ok"], true, "{platform}: {json}");
+        warmed.push((multi["platforms"].clone(), multi["layers"].clone()));
+    }
+    assert_eq!(
+        warmed[0], warmed[1],
+        "x86_64 and amd64 warmed different images"
+    );
+    assert_eq!(warmed[0].0, serde_json::json!(["linux/amd64"]));
+    assert_stored(store.path(), &blobs_of(&f.multi_amd64));
+    let amd64 = blobs_of(&f.multi_amd64);
+    let arm64_only: Vec<String> = blobs_of(&f.multi_arm64)
+        .into_iter()
+        .filter(|d| !amd64.contains(d))
+        .collect();
+    let stored: Vec<&String> = arm64_only
+        .iter()
+        .filter(|d| stored_blob(store.path(), d).exists())
+        .collect();
+    assert!(
+        stored.is_empty(),
+        "blobs of the arm64 image stored: {stored:?}"
+    );
+
+    // the pipeline: the same spelling picks the same index entry.
+    let layer = temp_dir("acr-warm-layer-");
+    let dir = layer.path().join("tool");
+    std::fs::create_dir_all(dir.join("opt/acr")).expect("mkdir");
+    std::fs::write(dir.join("opt/acr/tool.txt"), b"amd64 only\n").expect("write");
+    let inject_store = temp_dir("acr-warm-inject-store-");
+    let routes = format!(
+        ": .manifests head, get\n:   .login\n:   .authn\n\
+         :   .inject-layer {}\n:     .platform linux/x86_64\n:   .resolve\n\
+         : .blobs head, get\n:   .login\n:   .authn\n:   .pull\n",
+        dir.display()
+    );
+    let acr = Acr::start(&pipeline(
+        &reg.url(),
+        &[],
+        &[&format!(".cache {}", inject_store.path().display())],
+        &routes,
+    ));
+    let upstream: serde_json::Value =
+        serde_json::from_slice(&reg.fetch_manifest("GET", "library/multi", "1").body)
+            .expect("upstream index");
+    let r = http_request(
+        "GET",
+        &format!("{}/v2/library/multi/manifests/1", acr.url()),
+        &[("Accept", ACCEPT_MANIFESTS)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), acr.log());
+    let index: serde_json::Value = serde_json::from_slice(&r.body).expect("index");
+    let mut rewritten = Vec::new();
+    for (e, up) in index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .zip(upstream["manifests"].as_array().expect("manifests"))
+    {
+        if e["digest"] != up["digest"] {
+            let p = &e["platform"];
+            rewritten.push(format!(
+                "{}/{}",
+                p["os"].as_str().unwrap_or("?"),
+                p["architecture"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    assert_eq!(
+        serde_json::json!(rewritten),
+        warmed[0].0,
+        "the pipeline chose other images than warm; index: {index}"
+    );
+    assert_ne!(seeded.multi_oci, digest_of(&r.body));
+}

@@ -4,9 +4,10 @@
 //!
 //! Input: one control byte, then the document. Control bit 7 set: the rest is text for
 //! `ImageRef::parse`, `Platform::parse`, `layer::platform_from_name` and `layer::decode_data`.
-//! Clear: the rest is an upstream JSON document given to `Kind::of`, `config`, `manifest` and
-//! `index`; bits 0-1 are the number of layers injected (0-3), bits 2-5 which config edits
-//! are made (entrypoint, cmd, env, working dir), bit 6 the Content-Type the upstream sent.
+//! Clear: the rest is an upstream JSON document given to `ManifestKind::detect`, `config`,
+//! `manifest` and `index`; bits 0-1 are the number of layers injected (0-3), bits 2-5 which
+//! config edits are made (entrypoint, cmd, env, working dir), bit 6 the Content-Type the
+//! upstream sent.
 //!
 //! Properties: never a panic; the same input gives the same bytes; `config` output is JSON
 //! whose `rootfs.diff_ids` (and `history`, when there was one) grew by the layers, in order,
@@ -20,11 +21,10 @@
 use std::collections::HashMap;
 
 use acr_plugins::inject_layer::layer::{self, Content, Layer};
-use acr_plugins::inject_layer::platform::Platform;
-use acr_plugins::inject_layer::rewrite::{self, ConfigEdits, Kind};
+use acr_plugins::inject_layer::rewrite::{self, ConfigEdits};
 use acr_plugins::inject_layer::token::ImageRef;
-use acr_plugins::registry::reference::is_repository;
-use acr_plugins::registry::{media, Digest, Reference};
+use acr_plugins::oci::reference::is_repository;
+use acr_plugins::oci::{media, Digest, ManifestKind, Platform, Reference};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -132,15 +132,15 @@ fn documents(control: u8, original: &[u8]) {
 
     let kind = match &parsed {
         Some(doc) => {
-            let kind = Kind::of(doc, content_type);
-            assert_eq!(kind, Kind::of(doc, content_type));
+            let kind = ManifestKind::detect(doc, content_type);
+            assert_eq!(kind, ManifestKind::detect(doc, content_type));
             assert_eq!(
                 kind.is_index(),
-                matches!(kind, Kind::OciIndex | Kind::DockerList)
+                matches!(kind, ManifestKind::OciIndex | ManifestKind::DockerList)
             );
             kind
         }
-        None => Kind::OciManifest,
+        None => ManifestKind::OciManifest,
     };
 
     // The config.

@@ -12,8 +12,9 @@
 #![no_main]
 
 use acr::server::route::{self, Target};
-use acr_plugins::registry::reference::is_repository;
-use acr_plugins::registry::{Digest, Method, Reference, Resource};
+use acr_plugins::oci::reference::is_repository;
+use acr_plugins::oci::{Digest, Reference};
+use acr_plugins::registry::{Method, Resource};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

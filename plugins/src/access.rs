@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::oci::media::ALL_MANIFESTS;
+use crate::oci::{Digest, RegistryError};
 use crate::registry::client::{send, upstream_error};
-use crate::registry::media::ALL_MANIFESTS;
-use crate::registry::{Digest, RegistryError, Resource};
+use crate::registry::Resource;
 use crate::store::links::{self, LinkScope};
 use crate::store::Store;
 use crate::Context;

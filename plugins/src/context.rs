@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::catalogue::{Invocation, RunFuture};
-use crate::registry::{ClientRequest, Credentials, Reply, Shared, Upstream};
+use crate::registry::{
+    AuthState, ClientRequest, Credentials, Reply, RequestState, Shared, Upstream,
+};
 use crate::store::Store;
 use crate::value::{Props, Value};
 use crate::PluginError;
@@ -133,6 +135,37 @@ impl Context {
             path.to_path_buf()
         } else {
             self.base_dir.join(path)
+        }
+    }
+}
+
+/// The upstream client works over the context's request fields.
+impl RequestState for Context {
+    fn shared(&self) -> Option<&Arc<Shared>> {
+        self.registry.as_ref()
+    }
+
+    fn upstream(&self) -> Option<&Upstream> {
+        self.upstream.as_ref()
+    }
+
+    fn request(&self) -> Option<&ClientRequest> {
+        self.request.as_ref()
+    }
+
+    fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
+    }
+
+    fn forwards_client_auth(&self) -> bool {
+        self.forward_auth
+    }
+
+    fn auth(&mut self) -> AuthState<'_> {
+        AuthState {
+            answers_challenges: &mut self.authn,
+            authorization: &mut self.authorization,
+            unavailable: &mut self.upstream_unavailable,
         }
     }
 }

@@ -35,7 +35,7 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
             cx.calls_run += 1;
             return Ok(());
         }
-        let digest = crate::resolve::resolved_digest(cx, call)?;
+        let digest = crate::manifests::resolved_digest(cx, call)?;
         let found = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             referrers::lookup(cx, &req.name, &digest, Some(artifact_type)),

@@ -6,7 +6,11 @@
 
 pub mod access;
 pub mod catalogue;
+pub mod clock;
 pub mod context;
+pub mod manifests;
+pub mod metrics;
+pub mod oci;
 pub mod registry;
 pub mod store;
 pub mod value;
@@ -28,7 +32,7 @@ mod timer;
 
 pub use catalogue::{catalogue, lookup, InputError, Invocation, ModifierSpec, PluginSpec};
 pub use context::{Context, Host};
-pub use registry::RegistryError;
+pub use oci::RegistryError;
 pub use timer::parse_duration;
 pub use value::{Props, Value};
 

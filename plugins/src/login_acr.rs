@@ -325,7 +325,7 @@ pub fn renew_after(remaining: Option<Duration>) -> Duration {
 /// How long until a JWT's `exp` (to the millisecond: `exp` is in whole seconds), if it is one.
 pub fn expires_in(token: &str) -> Option<Duration> {
     let exp = claim(token, "exp")?.parse::<u64>().ok()?;
-    let now_ms = crate::store::now_ms();
+    let now_ms = crate::clock::now_ms();
     Some(Duration::from_millis(
         exp.saturating_mul(1000).saturating_sub(now_ms),
     ))
@@ -348,8 +348,8 @@ fn claim(token: &str, name: &str) -> Option<String> {
 /// A JSON reply body (a `Value::Null` when it is not JSON), read up to 1 MiB with bounded
 /// pauses.
 async fn json_body(resp: reqwest::Response) -> serde_json::Value {
-    use crate::registry::{client, limits};
-    match client::read_body(resp, 1024 * 1024, limits::BODY_IDLE_TIMEOUT).await {
+    use crate::registry::limits;
+    match crate::registry::fetch::read_body(resp, 1024 * 1024, limits::BODY_IDLE_TIMEOUT).await {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
         Err(_) => serde_json::Value::Null,
     }
@@ -578,7 +578,7 @@ mod tests {
 
     #[test]
     fn claims_of_a_jwt() {
-        let now = crate::store::now_secs();
+        let now = crate::clock::now_secs();
         let t = jwt(serde_json::json!({"exp": now + 100, "tid": "t1"}));
         let left = expires_in(&t).unwrap().as_secs();
         assert!((98..=100).contains(&left), "{left}");

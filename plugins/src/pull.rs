@@ -19,9 +19,11 @@ use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
 use crate::registry::client::{send, upstream_error};
 use std::sync::Arc;
 
-use crate::registry::{Body, BodyStream, ClientRequest, Digest, Method, Reply, Resource};
+use crate::metrics::Metrics;
+use crate::oci::{Body, BodyStream, Digest};
+use crate::registry::{ClientRequest, Method, Reply, Resource};
 use crate::store::flight::parse_range;
-use crate::store::{BlobLookup, Follow, Metrics, Store};
+use crate::store::{BlobLookup, Follow, Store};
 use crate::{Context, PluginError, RegistryError};
 
 pub const SPEC: PluginSpec = PluginSpec {
@@ -106,7 +108,7 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
                 .as_ref()
                 .map(|u| u.ns.clone())
                 .unwrap_or_default();
-            let stream: BodyStream = crate::registry::client::body_stream(cx, resp);
+            let stream: BodyStream = crate::registry::fetch::body_stream(cx, resp);
             if status == 200 {
                 Body::Stream(Box::pin(Verified::new(stream, digest, ns)))
             } else {
@@ -322,7 +324,7 @@ async fn through_store(
                         );
                     }
                 }
-                let body: BodyStream = crate::registry::client::body_stream(cx, resp);
+                let body: BodyStream = crate::registry::fetch::body_stream(cx, resp);
                 drop(store.start_stream(lead, body, total, digest));
             });
             follow(req, digest, own, None).await.map(Some)

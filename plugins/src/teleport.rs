@@ -14,9 +14,9 @@
 //! The node's platform is `ACR_PLATFORM` (`linux/arm64`) or the one acr runs on.
 
 use crate::catalogue::{symbol_modifier, Input, Invocation, ModifierSpec, PluginSpec, RunFuture};
-use crate::inject_layer::Platform;
-use crate::registry::{media, Digest, Reference, Resource};
-use crate::resolve::{manifest_by_digest, manifest_reply};
+use crate::manifests::{manifest_by_digest, resolved_digest};
+use crate::oci::{media, Digest, Platform, Reference};
+use crate::registry::{Reply, Resource};
 use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec {
@@ -80,7 +80,7 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
         {
             return Ok(());
         }
-        let resolved = crate::resolve::resolved_digest(cx, call)?;
+        let resolved = resolved_digest(cx, call)?;
         let target = if format == "manual" {
             let parse = |name: &str| {
                 call.props
@@ -120,7 +120,7 @@ fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
         };
         let twin = manifest_by_digest(cx, &req.name, &digest, &accept).await?;
         tracing::info!(name = %req.name, reference = %req.reference, from = %resolved, to = %twin.digest, format, "teleported");
-        cx.reply = Some(manifest_reply(
+        cx.reply = Some(Reply::manifest(
             req.method,
             &twin.digest,
             twin.bytes,

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use acr_plugins::registry::RegistryError;
+use acr_plugins::RegistryError;
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 

@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use acr_plugins::store::{now_ms, Metrics};
+use acr_plugins::clock::now_ms;
+use acr_plugins::metrics::Metrics;
 
 /// Latency buckets, in seconds: from a cached manifest to a cold multi-gigabyte blob.
 const BUCKETS: [f64; 14] = [

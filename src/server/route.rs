@@ -1,7 +1,8 @@
 //! Request paths of the OCI distribution API, parsed and validated before anything else runs.
 
-use acr_plugins::registry::reference::is_repository;
-use acr_plugins::registry::{Digest, Method, Reference, RegistryError, Resource};
+use acr_plugins::oci::reference::is_repository;
+use acr_plugins::oci::{Digest, Reference, RegistryError};
+use acr_plugins::registry::{Method, Resource};
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use acr_plugins::store::Metrics;
+use acr_plugins::metrics::Metrics;
 
 use super::observe::{Observer, Sample};
 use crate::world::ProxyPlan;

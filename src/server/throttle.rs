@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use acr_plugins::registry::RegistryError;
+use acr_plugins::RegistryError;
 
 /// How long a client's count lasts.
 pub const WINDOW: Duration = Duration::from_secs(60);

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
-use super::platform::Platform;
+use crate::oci::Platform;
 use crate::registry::Digest;
 
 /// The largest `data:` layer acr takes (decoded), as Wave does (~10 MiB).

@@ -11,11 +11,11 @@
 //! A request by digest is never rewritten: a digest names fixed content, so an upstream digest
 //! gets the upstream's bytes and a rewritten digest the rewritten bytes (from the store).
 //!
-//! The pieces: `layer` (sources and deterministic packing), `platform`, `rewrite` (pure JSON
-//! over bytes), `token` (`/container-token`: injections asked for by clients).
+//! The pieces: `layer` (sources and deterministic packing), `rewrite` (pure JSON over bytes),
+//! `token` (`/container-token`: injections asked for by clients); platforms are
+//! [`crate::oci::Platform`].
 
 pub mod layer;
-pub mod platform;
 pub mod rewrite;
 pub mod token;
 
@@ -26,16 +26,17 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use crate::catalogue::{Input, InputError, Invocation, ModifierSpec, PluginSpec, RunFuture};
+use crate::manifests::manifest_by_digest;
+use crate::oci::{media, Digest, Manifest, ManifestKind, Platform, RegistryError};
 use crate::registry::client::{send, upstream_error};
-use crate::registry::{media, ClientRequest, Digest, RegistryError, Resource};
-use crate::resolve::{manifest_by_digest, read_limited};
+use crate::registry::fetch::read_limited;
+use crate::registry::{ClientRequest, Resource};
 use crate::store::Store;
 use crate::value::Value;
 use crate::{Context, PluginError};
 
 pub use layer::{Content, Layer, Packed};
-pub use platform::Platform;
-use rewrite::{ConfigEdits, Kind};
+use rewrite::ConfigEdits;
 
 pub const SPEC: PluginSpec = PluginSpec {
     name: "inject-layer",
@@ -325,20 +326,12 @@ fn layer_of_call(call: &Invocation, cx: &Context) -> Result<Arc<Layer>, PluginEr
     }))
 }
 
-/// A manifest as `.resolve` has it: its bytes, media type and digest.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    pub bytes: Bytes,
-    pub media_type: String,
-    pub digest: Digest,
-}
-
 /// The largest config acr reads to rewrite.
 const MAX_CONFIG: u64 = 4 * 1024 * 1024;
 
 /// Rewritten manifests by (original digest, injection fingerprint): what a repeated pull
 /// finds without reading the config again. The store holds the bytes.
-type DerivedTable = Mutex<HashMap<(Digest, String), Resolved>>;
+type DerivedTable = Mutex<HashMap<(Digest, String), Manifest>>;
 
 /// How many rewritten manifests are kept in memory (each a few KiB).
 const DERIVED_MAX: usize = 4096;
@@ -363,8 +356,8 @@ pub fn effective(cx: &Context) -> Injection {
 pub async fn apply(
     cx: &mut Context,
     req: &ClientRequest,
-    original: Resolved,
-) -> Result<Resolved, RegistryError> {
+    original: Manifest,
+) -> Result<Manifest, RegistryError> {
     let injection = effective(cx);
     if injection.is_empty() {
         return Ok(original);
@@ -402,7 +395,7 @@ pub async fn apply(
                     .collect::<Vec<_>>(),
             )
             .await?;
-            return Ok(Resolved {
+            return Ok(Manifest {
                 bytes,
                 media_type,
                 digest,
@@ -416,19 +409,19 @@ pub async fn apply(
             return Ok(original);
         }
     };
-    let kind = Kind::of(&doc, &original.media_type);
+    let kind = ManifestKind::detect(&doc, &original.media_type);
     let result = match kind {
-        Kind::OciManifest | Kind::DockerManifest => {
+        ManifestKind::OciManifest | ManifestKind::DockerManifest => {
             augment_manifest(cx, &store, req, &original, kind, &injection, None).await?
         }
-        Kind::OciIndex | Kind::DockerList => {
+        ManifestKind::OciIndex | ManifestKind::DockerList => {
             augment_index(cx, &store, req, &original, &doc, &injection).await?
         }
-        Kind::Schema1 => {
+        ManifestKind::Schema1 => {
             tracing::warn!(name = %req.name, reference = %req.reference, "a Docker schema 1 manifest is passed on unmodified: acr injects only into schema 2 and OCI images");
             None
         }
-        Kind::Other => {
+        ManifestKind::Other => {
             tracing::warn!(name = %req.name, media_type = %original.media_type, "not an image manifest or index; passed on without injection");
             None
         }
@@ -464,11 +457,11 @@ async fn augment_manifest(
     cx: &mut Context,
     store: &Arc<Store>,
     req: &ClientRequest,
-    original: &Resolved,
-    kind: Kind,
+    original: &Manifest,
+    kind: ManifestKind,
     injection: &Injection,
     platform: Option<Platform>,
-) -> Result<Option<Resolved>, RegistryError> {
+) -> Result<Option<Manifest>, RegistryError> {
     let doc: serde_json::Value = serde_json::from_slice(&original.bytes).map_err(|e| {
         RegistryError::bad_gateway(format!("the upstream's manifest is not JSON: {e}"))
     })?;
@@ -515,7 +508,7 @@ async fn augment_manifest(
     let digest = Digest::of(&new_manifest);
     let media_type = if original.media_type.is_empty() {
         match kind {
-            Kind::DockerManifest => media::DOCKER_MANIFEST.to_string(),
+            ManifestKind::DockerManifest => media::DOCKER_MANIFEST.to_string(),
             _ => media::OCI_MANIFEST.to_string(),
         }
     } else {
@@ -534,7 +527,7 @@ async fn augment_manifest(
         platform = %platform.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into()),
         "injected"
     );
-    Ok(Some(Resolved {
+    Ok(Some(Manifest {
         bytes: Bytes::from(new_manifest),
         media_type,
         digest,
@@ -547,10 +540,10 @@ async fn augment_index(
     cx: &mut Context,
     store: &Arc<Store>,
     req: &ClientRequest,
-    original: &Resolved,
+    original: &Manifest,
     doc: &serde_json::Value,
     injection: &Injection,
-) -> Result<Option<Resolved>, RegistryError> {
+) -> Result<Option<Manifest>, RegistryError> {
     let entries = doc
         .get("manifests")
         .and_then(|m| m.as_array())
@@ -561,7 +554,7 @@ async fn augment_index(
         let Some(platform) = entry.get("platform").and_then(Platform::from_json) else {
             continue;
         };
-        if platform.os == "unknown" || platform.architecture == "unknown" {
+        if platform.is_unknown() {
             continue; // attestations
         }
         let media_type = entry
@@ -580,9 +573,9 @@ async fn augment_index(
         };
         let child = manifest_by_digest(cx, &req.name, &child_digest, media_type).await?;
         let kind = if media_type == media::DOCKER_MANIFEST {
-            Kind::DockerManifest
+            ManifestKind::DockerManifest
         } else {
-            Kind::OciManifest
+            ManifestKind::OciManifest
         };
         if let Some(new) =
             augment_manifest(cx, store, req, &child, kind, injection, Some(platform)).await?
@@ -610,7 +603,7 @@ async fn augment_index(
         .map_err(store_failed)?;
     crate::access::record_own(cx, store, &digest);
     tracing::info!(name = %req.name, from = %original.digest, to = %digest, platforms = replaced.len(), "injected into an index");
-    Ok(Some(Resolved {
+    Ok(Some(Manifest {
         bytes: Bytes::from(new_index),
         media_type,
         digest,

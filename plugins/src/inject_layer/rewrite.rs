@@ -11,62 +11,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::layer::{describe, Layer};
-use crate::registry::media;
-
-/// What a document is, from its `mediaType` field, else the type the upstream sent, else its
-/// shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    OciManifest,
-    DockerManifest,
-    OciIndex,
-    DockerList,
-    Schema1,
-    Other,
-}
-
-impl Kind {
-    pub fn of(doc: &Value, content_type: &str) -> Kind {
-        let declared = doc
-            .get("mediaType")
-            .and_then(Value::as_str)
-            .unwrap_or(content_type);
-        let declared = declared.split(';').next().unwrap_or("").trim();
-        match declared {
-            media::OCI_MANIFEST => return Kind::OciManifest,
-            media::DOCKER_MANIFEST => return Kind::DockerManifest,
-            media::OCI_INDEX => return Kind::OciIndex,
-            media::DOCKER_LIST => return Kind::DockerList,
-            media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED => return Kind::Schema1,
-            _ => {}
-        }
-        if doc.get("schemaVersion").and_then(Value::as_u64) == Some(1) {
-            Kind::Schema1
-        } else if doc.get("manifests").is_some_and(Value::is_array) {
-            Kind::OciIndex
-        } else if doc.get("config").is_some_and(Value::is_object)
-            && doc.get("layers").is_some_and(Value::is_array)
-        {
-            Kind::OciManifest
-        } else {
-            Kind::Other
-        }
-    }
-
-    /// The media type of a layer appended to a manifest of this kind.
-    pub fn layer_media_type(self) -> &'static str {
-        match self {
-            Kind::DockerManifest | Kind::DockerList => {
-                "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            }
-            _ => "application/vnd.oci.image.layer.v1.tar+gzip",
-        }
-    }
-
-    pub fn is_index(self) -> bool {
-        matches!(self, Kind::OciIndex | Kind::DockerList)
-    }
-}
+use crate::oci::ManifestKind;
 
 /// The config changes of an injection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -187,7 +132,7 @@ fn strings(items: &[String]) -> Value {
 /// pointing at the new config.
 pub fn manifest(
     original: &[u8],
-    kind: Kind,
+    kind: ManifestKind,
     config_digest: &str,
     config_size: u64,
     layers: &[(&Layer, u64)],
@@ -246,7 +191,7 @@ pub fn index(
 mod tests {
     use super::*;
     use crate::inject_layer::layer::Content;
-    use crate::registry::Digest;
+    use crate::oci::Digest;
 
     fn layer() -> Layer {
         Layer {
@@ -314,7 +259,7 @@ mod tests {
     fn manifests_and_indexes() {
         let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:old","size":1},"layers":[],"annotations":{"a":"b"}}"#;
         let l = layer();
-        let out = manifest(m, Kind::OciManifest, "sha256:new", 9, &[(&l, 2)]).unwrap();
+        let out = manifest(m, ManifestKind::OciManifest, "sha256:new", 9, &[(&l, 2)]).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["config"]["digest"], "sha256:new");
         assert_eq!(v["config"]["size"], 9);
@@ -330,20 +275,5 @@ mod tests {
         assert_eq!(v["manifests"][0]["digest"], "sha256:z");
         assert_eq!(v["manifests"][0]["size"], 7);
         assert_eq!(v["manifests"][1]["digest"], "sha256:y");
-        assert_eq!(
-            Kind::of(&serde_json::json!({"manifests":[]}), ""),
-            Kind::OciIndex
-        );
-        assert_eq!(
-            Kind::of(&serde_json::json!({"schemaVersion":1}), ""),
-            Kind::Schema1
-        );
-        assert_eq!(
-            Kind::of(
-                &serde_json::json!({"config":{},"layers":[]}),
-                media::DOCKER_MANIFEST
-            ),
-            Kind::DockerManifest
-        );
     }
 }

@@ -26,11 +26,11 @@ use sha2::Digest as _;
 use serde::{Deserialize, Serialize};
 
 use super::layer::{self, Content, Layer};
-use super::platform::Platform;
 use super::rewrite::ConfigEdits;
 use super::Injection;
-use crate::registry::{challenge, Digest, RegistryError};
-use crate::store::now_ms;
+use crate::clock::now_ms;
+use crate::oci::{Digest, ImageReference, Platform, RegistryError};
+use crate::registry::challenge;
 
 /// `containerConfig` of a token request (the Wave model).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -80,8 +80,9 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
-    /// Parses `[REGISTRY/]REPO[:TAG]`; a reference by digest is refused (a digest names fixed
-    /// content, which an injection would change).
+    /// Parses `[REGISTRY/]REPO[:TAG]` (with [`ImageReference::parse`]); a reference by digest
+    /// is refused (a digest names fixed content, which an injection would change). No
+    /// registry is `docker.io`, no tag `latest`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text.contains('@') {
@@ -89,33 +90,17 @@ impl ImageRef {
                 "`{text}` names a digest; a container token rewrites the image, so name it by tag"
             ));
         }
-        let (first, rest) = match text.split_once('/') {
-            Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first.to_string(), rest.to_string())
-            }
-            _ => ("docker.io".to_string(), text.to_string()),
-        };
-        let (repo, tag) = match rest.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), tag.to_string()),
-            _ => (rest.clone(), "latest".to_string()),
-        };
-        let name = if first == "docker.io" && !repo.contains('/') {
-            format!("library/{repo}")
+        let image = ImageReference::parse(text)?;
+        let ns = image.registry.unwrap_or_else(|| "docker.io".to_string());
+        let name = if ns == "docker.io" && !image.repository.contains('/') {
+            format!("library/{}", image.repository)
         } else {
-            repo
+            image.repository
         };
-        if !crate::registry::reference::is_repository(&name) {
-            return Err(format!("`{name}` is not a repository name"));
-        }
-        if crate::registry::Reference::parse(&tag).is_err() {
-            return Err(format!("`{tag}` is not a tag"));
-        }
         Ok(Self {
-            ns: first,
+            ns,
             name,
-            tag,
+            tag: image.tag.unwrap_or_else(|| "latest".to_string()),
         })
     }
 }

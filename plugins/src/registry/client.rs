@@ -8,23 +8,19 @@
 //! answer, and each pause of a body. An upstream that does not answer in time is a 504 with
 //! the OCI error body; messages built from upstream data never carry a URL's query.
 
-use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant};
-
-use bytes::{Bytes, BytesMut};
-use futures_core::Stream;
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
+use std::time::{Duration, Instant};
 
 use super::challenge::{self, Challenge};
 use super::credentials::Credentials;
-use super::{destination, limits, BodyStream, RegistryError, Resource};
-use crate::Context;
+use super::fetch::{idle_of, read_body};
+use super::RequestState;
+use super::{destination, limits, Resource};
+use crate::oci::RegistryError;
 
 /// The pull scope of the request's repository.
-pub fn scope(cx: &Context) -> String {
-    let name = cx.request.as_ref().map(|r| r.name.as_str()).unwrap_or("");
+pub fn scope(cx: &impl RequestState) -> String {
+    let name = cx.request().map(|r| r.name.as_str()).unwrap_or("");
     format!("repository:{name}:pull")
 }
 
@@ -56,21 +52,22 @@ fn challenges_of(headers: &HeaderMap) -> Option<Challenge> {
 /// An upstream that cannot be reached is not an error here: a cached manifest can still be
 /// served (stale-if-error). The failure is kept in the context, and `send` answers it
 /// without asking the silent upstream a second time.
-pub async fn authenticate(cx: &mut Context) -> Result<(), RegistryError> {
+pub async fn authenticate(cx: &mut impl RequestState) -> Result<(), RegistryError> {
     match try_authenticate(cx).await {
         Err(e) if e.status >= 500 => {
             tracing::debug!("cannot authenticate to the upstream now: {}", e.message);
-            cx.authorization = None;
-            cx.upstream_unavailable = Some(e);
+            let auth = cx.auth();
+            *auth.authorization = None;
+            *auth.unavailable = Some(e);
             Ok(())
         }
         other => other,
     }
 }
 
-async fn try_authenticate(cx: &mut Context) -> Result<(), RegistryError> {
+async fn try_authenticate(cx: &mut impl RequestState) -> Result<(), RegistryError> {
     let (shared, upstream) = parts(cx)?;
-    cx.authn = true;
+    *cx.auth().answers_challenges = true;
     let challenge = match shared.auth.challenge(&upstream.base) {
         Some(c) => c,
         None => {
@@ -87,7 +84,7 @@ async fn try_authenticate(cx: &mut Context) -> Result<(), RegistryError> {
             match shared.auth.challenge(&upstream.base) {
                 Some(c) => c,
                 None => {
-                    crate::store::Metrics::inc(&shared.metrics.upstream_requests);
+                    crate::metrics::Metrics::inc(&shared.metrics.upstream_requests);
                     let probe = shared.http.get(upstream.url("/v2/"));
                     let resp = match timed_send(&shared, &upstream.ns, &upstream.base, probe).await
                     {
@@ -110,24 +107,25 @@ async fn try_authenticate(cx: &mut Context) -> Result<(), RegistryError> {
         }
     };
     let Some(challenge) = challenge else {
-        cx.authorization = None;
+        *cx.auth().authorization = None;
         return Ok(());
     };
-    cx.authorization = authorize(cx, &shared, &upstream, &challenge, false).await?;
+    let authorization = authorize(cx, &shared, &upstream, &challenge, false).await?;
+    *cx.auth().authorization = authorization;
     Ok(())
 }
 
 /// The `Authorization` for this request's scope under `challenge` (a fresh token if `refresh`).
 /// (The future holds no borrow of the context, which is not `Sync`.)
 fn authorize(
-    cx: &Context,
+    cx: &impl RequestState,
     shared: &std::sync::Arc<super::Shared>,
     upstream: &super::Upstream,
     challenge: &Challenge,
     refresh: bool,
 ) -> impl std::future::Future<Output = Result<Option<String>, RegistryError>> + Send + 'static {
     let scope = scope(cx);
-    let creds = cx.credentials.clone();
+    let creds = cx.credentials().cloned();
     let (shared, upstream, challenge) = (shared.clone(), upstream.clone(), challenge.clone());
     async move {
         shared
@@ -145,14 +143,16 @@ fn authorize(
     }
 }
 
-fn parts(cx: &Context) -> Result<(std::sync::Arc<super::Shared>, super::Upstream), RegistryError> {
+fn parts(
+    cx: &impl RequestState,
+) -> Result<(std::sync::Arc<super::Shared>, super::Upstream), RegistryError> {
     let shared = cx
-        .registry
-        .clone()
+        .shared()
+        .cloned()
         .ok_or_else(|| RegistryError::bad_gateway("registry plugins run only in a proxy route"))?;
     let upstream = cx
-        .upstream
-        .clone()
+        .upstream()
+        .cloned()
         .ok_or_else(|| RegistryError::bad_gateway("no upstream was chosen for this request"))?;
     Ok((shared, upstream))
 }
@@ -202,7 +202,7 @@ fn is_blob_path(path: &str) -> bool {
 /// Sends `method path` to the upstream with `headers`, following redirects by the rules of
 /// `destination`. A 401 after `.authn` renews the token once and retries.
 pub async fn send(
-    cx: &mut Context,
+    cx: &mut impl RequestState,
     method: reqwest::Method,
     path: &str,
     headers: &[(&str, String)],
@@ -213,7 +213,7 @@ pub async fn send(
 /// `send`, choosing whether a short `Retry-After` is waited for: a revalidation that can
 /// serve what is cached had better not wait.
 pub async fn send_with(
-    cx: &mut Context,
+    cx: &mut impl RequestState,
     method: reqwest::Method,
     path: &str,
     headers: &[(&str, String)],
@@ -221,7 +221,7 @@ pub async fn send_with(
 ) -> Result<reqwest::Response, RegistryError> {
     let (shared, upstream) = parts(cx)?;
     // `.authn` found the upstream silent or unreachable a moment ago: do not wait for it twice.
-    if let Some(e) = &cx.upstream_unavailable {
+    if let Some(e) = cx.auth().unavailable.as_ref() {
         return Err(e.clone());
     }
     let origin = reqwest::Url::parse(&upstream.base).map_err(|_| {
@@ -232,7 +232,7 @@ pub async fn send_with(
     let mut retries = 0;
     loop {
         let mut url = upstream.url(path);
-        let mut auth = cx.authorization.clone();
+        let mut auth = cx.auth().authorization.clone();
         let mut hops = 0;
         let resp = loop {
             let mut req = shared.http.request(method.clone(), &url);
@@ -242,7 +242,7 @@ pub async fn send_with(
             if let Some(a) = &auth {
                 req = req.header(AUTHORIZATION, a);
             }
-            crate::store::Metrics::inc(&shared.metrics.upstream_requests);
+            crate::metrics::Metrics::inc(&shared.metrics.upstream_requests);
             let resp = timed_send(&shared, &upstream.ns, &upstream.base, req).await?;
             if !resp.status().is_redirection() {
                 break resp;
@@ -283,10 +283,13 @@ pub async fn send_with(
                 continue;
             }
         }
-        if resp.status() == reqwest::StatusCode::UNAUTHORIZED && cx.authn && !renewed {
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+            && *cx.auth().answers_challenges
+            && !renewed
+        {
             renewed = true;
             let Some(challenge) = challenges_of(resp.headers()) else {
-                return Err(refused(&upstream.ns, cx.credentials.as_ref()));
+                return Err(refused(&upstream.ns, cx.credentials()));
             };
             // Kept for the upstream only once it worked: a challenge acr refuses (a realm
             // off limits) must not replace the good one for every other request.
@@ -294,136 +297,10 @@ pub async fn send_with(
             shared
                 .auth
                 .set_challenge(&upstream.base, Some(challenge.clone()));
-            cx.authorization = authorization;
+            *cx.auth().authorization = authorization;
             continue;
         }
         return Ok(resp);
-    }
-}
-
-/// A body stream that fails when the upstream sends nothing for `idle` while it is being
-/// read. The wait starts when the reader asks for the next piece, not when it got the last
-/// one: a client that reads slowly (so acr stops reading) never makes the upstream look idle.
-pub struct IdleBounded {
-    inner: BodyStream,
-    idle: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    /// A read is in progress and the deadline runs for it.
-    waiting: bool,
-    done: bool,
-}
-
-impl IdleBounded {
-    pub fn new(inner: BodyStream, idle: Duration) -> Self {
-        Self {
-            inner,
-            idle,
-            deadline: Box::pin(tokio::time::sleep(idle)),
-            waiting: false,
-            done: false,
-        }
-    }
-}
-
-impl Stream for IdleBounded {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        if !this.waiting {
-            this.waiting = true;
-            let until = tokio::time::Instant::now() + this.idle;
-            this.deadline.as_mut().reset(until);
-        }
-        match this.inner.as_mut().poll_next(cx) {
-            Poll::Ready(item) => {
-                this.waiting = false;
-                if item.is_none() {
-                    this.done = true;
-                }
-                Poll::Ready(item)
-            }
-            Poll::Pending => match std::future::Future::poll(this.deadline.as_mut(), cx) {
-                Poll::Ready(()) => {
-                    this.done = true;
-                    Poll::Ready(Some(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!(
-                            "the upstream sent nothing for {} s",
-                            this.idle.as_secs_f32()
-                        ),
-                    ))))
-                }
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-}
-
-/// The body of an upstream answer as a stream whose pauses are bounded by the body idle wait;
-/// errors never carry the URL.
-pub fn body_stream(cx: &Context, resp: reqwest::Response) -> BodyStream {
-    let idle = idle_of(cx);
-    let raw: BodyStream = Box::pin(resp.bytes_stream().map(|r| {
-        r.map_err(|e| {
-            std::io::Error::other(format!(
-                "upstream transfer failed: {}",
-                destination::redact_text(&e.without_url().to_string())
-            ))
-        })
-    }));
-    Box::pin(IdleBounded::new(raw, idle))
-}
-
-/// The body idle wait of this request's upstream client.
-pub fn idle_of(cx: &Context) -> Duration {
-    cx.registry
-        .as_ref()
-        .map_or(limits::BODY_IDLE_TIMEOUT, |s| s.limits.body_idle)
-}
-
-/// Why a whole body could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("nothing arrived for {} s", .0.as_secs_f32())]
-    Idle(Duration),
-    #[error("{0}")]
-    Broken(String),
-}
-
-/// Reads a whole body of at most `limit` bytes, each pause at most `idle`.
-pub async fn read_body(
-    mut resp: reqwest::Response,
-    limit: usize,
-    idle: Duration,
-) -> Result<Bytes, BodyError> {
-    if resp.content_length().is_some_and(|l| l > limit as u64) {
-        return Err(BodyError::TooLarge(limit));
-    }
-    let mut buf = BytesMut::new();
-    loop {
-        match tokio::time::timeout(idle, resp.chunk()).await {
-            Err(_) => return Err(BodyError::Idle(idle)),
-            Ok(Ok(Some(chunk))) => {
-                if buf.len() + chunk.len() > limit {
-                    return Err(BodyError::TooLarge(limit));
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            Ok(Ok(None)) => return Ok(buf.freeze()),
-            // The client's own read bound (the backstop) may fire first.
-            Ok(Err(e)) if e.is_timeout() => return Err(BodyError::Idle(idle)),
-            Ok(Err(e)) => {
-                return Err(BodyError::Broken(destination::redact_text(
-                    &e.without_url().to_string(),
-                )))
-            }
-        }
     }
 }
 
@@ -443,7 +320,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Du
         return Some(std::time::Duration::from_secs(secs));
     }
     let at = parse_http_date(v)?;
-    let now = crate::store::now_secs();
+    let now = crate::clock::now_secs();
     Some(std::time::Duration::from_secs(at.saturating_sub(now)))
 }
 
@@ -491,20 +368,16 @@ fn refused(ns: &str, creds: Option<&Credentials>) -> RegistryError {
 /// Maps an upstream's error reply to the error acr answers with.
 /// (The future holds no borrow of the context, which is not `Sync`.)
 pub fn upstream_error(
-    cx: &Context,
+    cx: &impl RequestState,
     resp: reqwest::Response,
     resource: Resource,
 ) -> impl std::future::Future<Output = RegistryError> + Send + 'static {
-    let ns = cx
-        .upstream
-        .as_ref()
-        .map(|u| u.ns.clone())
-        .unwrap_or_default();
-    let creds = cx.credentials.clone();
+    let ns = cx.upstream().map(|u| u.ns.clone()).unwrap_or_default();
+    let creds = cx.credentials().cloned();
     let idle = idle_of(cx);
     // With `.forward-auth` the client authenticates to the upstream itself: it needs the
     // upstream's challenge.
-    let challenges: Vec<String> = if cx.forward_auth && resp.status().as_u16() == 401 {
+    let challenges: Vec<String> = if cx.forwards_client_auth() && resp.status().as_u16() == 401 {
         resp.headers()
             .get_all(reqwest::header::WWW_AUTHENTICATE)
             .iter()
@@ -622,45 +495,6 @@ pub async fn error_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn an_idle_body_fails_but_a_slow_reader_does_not() {
-        let ms = Duration::from_millis;
-        // Pieces 300 ms apart: fine under a 2 s bound, broken under a 100 ms one.
-        let paced = || -> BodyStream {
-            Box::pin(futures_util::stream::unfold(0u8, |n| async move {
-                if n == 3 {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Some((Ok(Bytes::from(vec![n])), n + 1))
-            }))
-        };
-        let mut ok = IdleBounded::new(paced(), ms(2000));
-        let mut got = Vec::new();
-        while let Some(piece) = ok.next().await {
-            got.extend_from_slice(&piece.unwrap());
-        }
-        assert_eq!(got, [0, 1, 2]);
-        let mut idle = IdleBounded::new(paced(), ms(100));
-        let e = idle.next().await.unwrap().unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
-        assert!(idle.next().await.is_none());
-        // A reader that pauses 300 ms between pieces of a prompt upstream (each piece one
-        // scheduler turn away) is not idle.
-        let prompt: BodyStream = Box::pin(futures_util::stream::unfold(0u8, |n| async move {
-            if n == 3 {
-                return None;
-            }
-            tokio::task::yield_now().await;
-            Some((Ok(Bytes::from(vec![n])), n + 1))
-        }));
-        let mut slow_reader = IdleBounded::new(prompt, ms(100));
-        for _ in 0..3 {
-            tokio::time::sleep(ms(300)).await;
-            assert!(slow_reader.next().await.unwrap().is_ok());
-        }
-    }
 
     #[test]
     fn blob_paths_are_told_from_documents() {

@@ -1,28 +1,29 @@
-//! What the registry plugins share: the request being served, the upstream it goes to, the
-//! reply being built, and the state that outlives one request (the HTTP client, cached
-//! challenges and tokens, credentials).
+//! The upstream client and what the registry plugins share: the request being served, the
+//! upstream it goes to, the reply being built, and the state that outlives one request (the
+//! HTTP client, cached challenges and tokens, credentials). The OCI types it speaks (digests,
+//! references, bodies, errors) are the ground floor's, in [`crate::oci`].
 
 pub mod bounded;
 pub mod challenge;
 pub mod client;
 pub mod credentials;
 pub mod destination;
-pub mod error;
+pub mod fetch;
 pub mod limits;
-pub mod media;
-pub mod reference;
 pub mod referrers;
+pub mod route;
+pub mod tag_list;
 pub mod token;
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_core::Stream;
 
+// The OCI types under their old paths too (`registry::Digest`, `registry::media`), so code
+// written against them keeps compiling; new code names `crate::oci`.
+pub use crate::oci::{media, Body, BodyStream, Digest, Reference, RegistryError};
 pub use credentials::Credentials;
-pub use error::RegistryError;
-pub use reference::{Digest, Method, Reference, Resource};
+pub use route::{Method, Resource};
 
 /// The registry an upstream request goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,25 +122,6 @@ impl ClientRequest {
     }
 }
 
-pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
-
-/// A reply body: nothing, bytes in hand, or a stream that is never held whole.
-pub enum Body {
-    Empty,
-    Full(Bytes),
-    Stream(BodyStream),
-}
-
-impl std::fmt::Debug for Body {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Body::Empty => f.write_str("Empty"),
-            Body::Full(b) => write!(f, "Full({} bytes)", b.len()),
-            Body::Stream(_) => f.write_str("Stream"),
-        }
-    }
-}
-
 /// What acr answers the client, built by the plugins of the route.
 #[derive(Debug)]
 pub struct Reply {
@@ -149,12 +131,57 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A manifest's reply: its digest, length and type, and its bytes unless `method` is HEAD.
+    pub fn manifest(method: Method, digest: &Digest, bytes: Bytes, media_type: &str) -> Reply {
+        let mut headers = vec![
+            ("Docker-Content-Digest".to_string(), digest.to_string()),
+            ("Content-Length".to_string(), bytes.len().to_string()),
+        ];
+        if !media_type.is_empty() {
+            headers.push(("Content-Type".to_string(), media_type.to_string()));
+        }
+        let body = if method == Method::Head {
+            Body::Empty
+        } else {
+            Body::Full(bytes)
+        };
+        Reply {
+            status: 200,
+            headers,
+            body,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// What the upstream client reads and writes of one request's state: the shared client, the
+/// upstream chosen, the client's request, the credentials found, and the authorization won.
+/// The plugins' [`crate::Context`] implements it, so the client never imports the context.
+pub trait RequestState: Send {
+    fn shared(&self) -> Option<&Arc<Shared>>;
+    fn upstream(&self) -> Option<&Upstream>;
+    fn request(&self) -> Option<&ClientRequest>;
+    fn credentials(&self) -> Option<&Credentials>;
+    /// `.forward-auth` ran: the client's own Authorization goes upstream.
+    fn forwards_client_auth(&self) -> bool;
+    /// What authenticating upstream reads and changes.
+    fn auth(&mut self) -> AuthState<'_>;
+}
+
+/// The request's upstream authentication, borrowed from its state.
+pub struct AuthState<'a> {
+    /// `.authn` ran: answer the upstream's challenges.
+    pub answers_challenges: &'a mut bool,
+    /// The `Authorization` header for the upstream. Never logged.
+    pub authorization: &'a mut Option<String>,
+    /// `.authn` could not reach the upstream in time: what the request's calls answer at once.
+    pub unavailable: &'a mut Option<RegistryError>,
 }
 
 /// State that outlives a request: one per running mirror, shared by every request.
@@ -166,7 +193,7 @@ pub struct Shared {
     pub auth: token::AuthCache,
     pub credentials: credentials::CredentialCache,
     /// The process's counters (`GET /metrics`), shared with the stores.
-    pub metrics: Arc<crate::store::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -195,7 +222,7 @@ impl Shared {
             limits,
             auth: token::AuthCache::default(),
             credentials: credentials::CredentialCache::default(),
-            metrics: Arc::new(crate::store::Metrics::default()),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
         }))
     }
 }

@@ -2,11 +2,12 @@
 //! lacks it (404), the tag schema clients fall back to: the tag `sha256-<hex>` holds an OCI
 //! index of the referrers, kept up to date by whoever pushed them (ORAS, cosign, notation).
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use super::client::{send, upstream_error};
-use super::{media, Digest, RegistryError, Resource};
-use crate::Context;
+use super::{Body, ClientRequest, Reply, RequestState, Resource};
+use crate::oci::{media, Digest, RegistryError};
 
 /// What a lookup found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -42,21 +43,21 @@ fn type_of(d: &Value) -> Option<&str> {
 
 /// Referrers of `digest` in repository `name`, of `artifact_type` when given.
 pub async fn lookup(
-    cx: &mut Context,
+    cx: &mut impl RequestState,
     name: &str,
     digest: &Digest,
     artifact_type: Option<&str>,
 ) -> Result<Referrers, RegistryError> {
     let mut path = format!("/v2/{name}/referrers/{digest}");
     if let Some(t) = artifact_type {
-        path.push_str(&format!("?artifactType={}", crate::resolve::encode(t)));
+        path.push_str(&format!("?artifactType={}", super::fetch::encode(t)));
     }
     let accept = [("Accept", format!("{}, application/json", media::OCI_INDEX))];
     let resp = send(cx, reqwest::Method::GET, &path, &accept).await?;
     let status = resp.status().as_u16();
     let (descriptors, upstream_filtered, source) = if resp.status().is_success() {
         let filtered = resp.headers().contains_key("oci-filters-applied");
-        let body = crate::resolve::read_limited(cx, resp, media::MAX_MANIFEST_BYTES).await?;
+        let body = super::fetch::read_limited(cx, resp, media::MAX_MANIFEST_BYTES).await?;
         (manifests_of(&body)?, filtered, "api")
     } else if status == 404 || status == 405 || status == 400 {
         // No referrers API here: the tag schema.
@@ -68,7 +69,7 @@ pub async fn lookup(
         } else if !resp.status().is_success() {
             return Err(upstream_error(cx, resp, Resource::Manifests).await);
         } else {
-            let body = crate::resolve::read_limited(cx, resp, media::MAX_MANIFEST_BYTES).await?;
+            let body = super::fetch::read_limited(cx, resp, media::MAX_MANIFEST_BYTES).await?;
             (manifests_of(&body)?, false, "tag")
         }
     } else {
@@ -98,6 +99,40 @@ fn manifests_of(body: &[u8]) -> Result<Vec<Value>, RegistryError> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default())
+}
+
+/// The referrers of a digest as an OCI index: the upstream's API, else its fallback tag, else
+/// an empty index (acr serves the API whatever the upstream has, so clients need no fallback
+/// of their own). Filtered by `artifactType` when asked, with `OCI-Filters-Applied`.
+pub async fn reply(
+    cx: &mut impl RequestState,
+    req: &ClientRequest,
+) -> Result<Reply, RegistryError> {
+    let digest = Digest::parse(&req.reference).map_err(RegistryError::digest_invalid)?;
+    let artifact_type = req
+        .query
+        .iter()
+        .find(|(k, _)| k == "artifactType")
+        .map(|(_, v)| v.clone())
+        .filter(|v| !v.is_empty());
+    let found = lookup(cx, &req.name, &digest, artifact_type.as_deref()).await?;
+    let body = Bytes::from(found.index().to_string());
+    let mut headers = vec![
+        ("Content-Type".to_string(), media::OCI_INDEX.to_string()),
+        ("Content-Length".to_string(), body.len().to_string()),
+    ];
+    if found.filtered {
+        headers.push((
+            "OCI-Filters-Applied".to_string(),
+            "artifactType".to_string(),
+        ));
+    }
+    tracing::debug!(name = %req.name, digest = %digest, source = found.source, n = found.descriptors.len(), "referrers");
+    Ok(Reply {
+        status: 200,
+        headers,
+        body: Body::Full(body),
+    })
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use super::fetch_body::write_body;
 pub use super::hit::{parse_range, Hit, ReadGuard, Unsatisfiable};
 use super::{Kind, Metrics, Store};
-use crate::registry::{BodyStream, Digest, RegistryError};
+use crate::oci::{BodyStream, Digest, RegistryError};
 
 const CHUNK: usize = 256 * 1024;
 

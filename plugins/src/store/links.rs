@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use super::tier::{ObjectKey, WriteMode};
 use super::Store;
-use crate::registry::Digest;
+use crate::oci::Digest;
 
 /// Where an object is asked for: the upstream, the repository and, for a container token's
 /// own objects, the token's id (never the token itself).

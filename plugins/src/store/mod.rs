@@ -36,7 +36,6 @@ mod hit;
 mod index;
 pub mod links;
 pub mod local;
-pub mod metrics;
 pub mod object;
 pub mod owner;
 pub mod remote;
@@ -57,9 +56,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use crate::clock::{now_ms, now_secs};
+pub use crate::metrics::Metrics;
 pub use flight::{BlobLookup, Follow, Hit, Lead};
-pub use metrics::Metrics;
-pub use tag::{now_ms, now_secs, TagEntry, MAX_CLOCK_SKEW};
+pub use tag::{TagEntry, MAX_CLOCK_SKEW};
 
 pub(crate) use index::Kind;
 

@@ -9,7 +9,7 @@
 //! could not keep anyway.
 
 use super::Store;
-use crate::registry::RegistryError;
+use crate::oci::RegistryError;
 
 /// Kept free on the store's file system beyond what fetches need (tag records, manifests'
 /// media types, file system metadata).

@@ -1,8 +1,9 @@
 //! A tag as the store keeps it: what it pointed at when the upstream last confirmed it, and
-//! when (a tag is served from the store within its TTL, then revalidated). The clock helpers
-//! the rest of the crate uses live here too.
+//! when (a tag is served from the store within its TTL, then revalidated).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::now_ms;
 
 /// A tag as last seen upstream.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,17 +58,6 @@ impl TagEntry {
     pub fn age(&self) -> Duration {
         Duration::from_millis(now_ms().saturating_sub(self.checked_ms()))
     }
-}
-
-pub fn now_secs() -> u64 {
-    now_ms() / 1000
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 /// How far in the future a tag record's check time may be (clocks of replicas differ a

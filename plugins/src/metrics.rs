@@ -1,4 +1,5 @@
-//! The store's counters, shown on `GET /metrics` in the Prometheus text format.
+//! The process's counters (store, upstream client, server), shown on `GET /metrics` in the
+//! Prometheus text format.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,10 @@
 //! Platforms as images name them (`linux/amd64`, `linux/arm64/v8`, `linux/arm/v7`), with the
 //! spellings runtimes use for the same thing made equal (`x86_64` is `amd64`, `aarch64` is
-//! `arm64`, `arm64/v8` is `arm64`).
+//! `arm64`, `arm64/v8` is `arm64`, `arm` is `arm/v7`), as containerd normalizes them.
+//!
+//! The one platform type: `.platform` and `.inject-layer` in a pipeline, a container token's
+//! `containerPlatform`, `.teleport`, and `acr warm --platform` all parse and match with it, so
+//! the same words choose the same images everywhere.
 
 use std::fmt;
 
@@ -63,15 +67,20 @@ impl Platform {
 
     /// The platform of an index entry's `platform` object or of an image config.
     pub fn from_json(v: &serde_json::Value) -> Option<Self> {
-        let os = v.get("os")?.as_str()?;
+        let os = v.get("os")?.as_str()?.to_ascii_lowercase();
         let arch = v.get("architecture")?.as_str()?;
         let architecture = normalise_arch(arch);
         let variant = v.get("variant").and_then(|x| x.as_str());
         Some(Self {
-            os: os.to_string(),
+            os,
             variant: normalise_variant(&architecture, variant),
             architecture,
         })
+    }
+
+    /// The `unknown/unknown` of attestation manifests in an index: no image to run.
+    pub fn is_unknown(&self) -> bool {
+        self.os == "unknown" || self.architecture == "unknown"
     }
 
     /// Whether an image of platform `image` takes a layer meant for `self`: the same os and
@@ -146,5 +155,41 @@ mod tests {
         .unwrap();
         assert!(b.admits(&img));
         assert!(!a.admits(&img));
+        assert!(
+            Platform::from_json(&serde_json::json!({"os":"unknown","architecture":"unknown"}))
+                .unwrap()
+                .is_unknown()
+        );
+    }
+
+    /// `acr warm --platform` and `.platform` parse with this one function: the spellings a
+    /// runtime uses choose the same index entries as the canonical ones.
+    #[test]
+    fn spellings_choose_the_same_entries() {
+        let entries = [
+            serde_json::json!({"os":"linux","architecture":"amd64"}),
+            serde_json::json!({"os":"linux","architecture":"arm64","variant":"v8"}),
+            serde_json::json!({"os":"linux","architecture":"arm","variant":"v7"}),
+            serde_json::json!({"os":"linux","architecture":"arm","variant":"v6"}),
+        ]
+        .map(|e| Platform::from_json(&e).unwrap());
+        let chosen = |want: &str| -> Vec<usize> {
+            let want = Platform::parse(want).unwrap();
+            (0..entries.len())
+                .filter(|i| want.admits(&entries[*i]))
+                .collect()
+        };
+        for (a, b) in [
+            ("linux/x86_64", "linux/amd64"),
+            ("linux/X86-64", "linux/amd64"),
+            ("linux/aarch64", "linux/arm64"),
+            ("linux/arm64/v8", "linux/arm64"),
+            ("linux/armhf", "linux/arm/v7"),
+            ("linux/arm", "linux/arm/v7"),
+        ] {
+            assert_eq!(chosen(a), chosen(b), "{a} and {b}");
+        }
+        assert_eq!(chosen("linux/x86_64"), [0]);
+        assert_eq!(chosen("linux/arm/v6"), [3]);
     }
 }
