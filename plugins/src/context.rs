@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::catalogue::{Invocation, RunFuture};
+use crate::plugin::{Invocation, RunFuture};
 use crate::registry::{ClientRequest, Credentials, Reply, Shared, Upstream};
 use crate::store::Store;
 use crate::value::{Props, Value};

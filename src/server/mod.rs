@@ -296,7 +296,7 @@ impl ProxyHost {
         let forwards = proxy
             .routes
             .iter()
-            .any(|r| r.calls.iter().any(|c| c.spec.name == "forward-auth"));
+            .any(|r| r.calls.iter().any(|c| c.spec.caps.forwards_client_auth));
         if !forwards || proxy.settings.get("users").is_some() {
             return None;
         }
@@ -1406,7 +1406,7 @@ impl ProxyHost {
             .map(|r| {
                 r.calls
                     .iter()
-                    .filter(|c| c.spec.name == "login")
+                    .filter(|c| c.spec.caps.upstream_login)
                     .cloned()
                     .collect()
             })

@@ -262,7 +262,7 @@ impl Pipeline {
                 mirror_hosts: self
                     .calls_of(block)
                     .iter()
-                    .filter(|c| c.spec.name == "mirror")
+                    .filter(|c| c.spec.caps.writes_hosts_toml)
                     .flat_map(|c| {
                         c.invocation
                             .input
