@@ -5,6 +5,7 @@
 //! is compiled once per version (`compile`), never per request; the engine and the server read
 //! the finished World through [`Pipeline`]'s accessors, which hand out plain data.
 
+pub mod chain;
 pub mod compile;
 pub mod dump;
 
