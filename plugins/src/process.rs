@@ -7,7 +7,7 @@
 
 use std::process::Stdio;
 
-use crate::plugin::{run_fn, InputError, Invocation, ModifierSpec, PluginSpec};
+use crate::plugin::{run_fn, symbol_modifier, InputError, Invocation, ModifierSpec, PluginSpec};
 use crate::value::Value;
 use crate::{Context, PluginError};
 
@@ -20,12 +20,12 @@ pub const SPEC: PluginSpec = PluginSpec::new(
     ModifierSpec {
         name: "arg",
         usage: ".arg VALUE",
-        parse: parse_arg,
+        parse: symbol_modifier,
     },
     ModifierSpec {
         name: "flag",
         usage: ".flag --name value",
-        parse: parse_arg,
+        parse: symbol_modifier,
     },
     ModifierSpec {
         name: "env",
@@ -34,20 +34,6 @@ pub const SPEC: PluginSpec = PluginSpec::new(
     },
 ])
 .run(run_fn!(run));
-
-fn parse_arg(
-    modifier: &str,
-    _: Option<&str>,
-    value: &str,
-) -> Result<Vec<(String, Value)>, InputError> {
-    if value.is_empty() {
-        return Err(InputError::new(format!("`.{modifier}` needs a value")));
-    }
-    Ok(vec![(
-        modifier.to_string(),
-        Value::Symbol(value.to_string()),
-    )])
-}
 
 fn parse_env(_: &str, name: Option<&str>, value: &str) -> Result<Vec<(String, Value)>, InputError> {
     let (key, val) = match name {
