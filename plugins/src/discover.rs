@@ -33,7 +33,7 @@ async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
     match found {
         Ok(Ok(r)) => {
             tracing::debug!(name = %req.name, digest = %digest, artifact_type, source = r.source, n = r.descriptors.len(), "discovered");
-            cx.referrers = Some(r);
+            cx.slots.insert(r);
         }
         Ok(Err(e)) => {
             tracing::warn!(name = %req.name, digest = %digest, "referrers lookup failed: {}", e.message)

@@ -126,7 +126,7 @@ async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
 /// type.
 fn twin(cx: &Context, format: &str) -> Option<(Digest, String)> {
     let node = node_platform();
-    let found = cx.referrers.as_ref()?;
+    let found = cx.slots.get::<crate::registry::referrers::Referrers>()?;
     found.descriptors.iter().find_map(|d| {
         let a = d.get("annotations")?;
         let get = |k: &str| a.get(k).and_then(|v| v.as_str());

@@ -254,7 +254,7 @@ async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
         .filter_map(Value::as_str)
         .map(String::from)
         .collect();
-    cx.injection.merge(&mine);
+    cx.slots.update(|all: &mut Injection| all.merge(&mine));
     Ok(())
 }
 
@@ -339,7 +339,7 @@ fn derived() -> &'static DerivedTable {
 
 /// The injection a request gets: the route's `.inject-layer` calls, then a container token's.
 pub fn effective(cx: &Context) -> Injection {
-    let mut all = cx.injection.clone();
+    let mut all = cx.slots.get::<Injection>().cloned().unwrap_or_default();
     if let Some(client) = &cx.client_injection {
         all.merge(client);
     }
