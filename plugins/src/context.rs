@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::plugin::{Invocation, RunFuture};
+use crate::call::{Invocation, RunFuture};
 use crate::registry::{ClientRequest, Credentials, Reply, Shared, Upstream};
 use crate::store::Store;
 use crate::value::{Props, Value};

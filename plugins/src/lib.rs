@@ -6,6 +6,7 @@
 //! input, its capability flags ([`Caps`]), and the function that runs it over a [`Context`].
 
 pub mod access;
+pub mod call;
 pub mod catalogue;
 pub mod context;
 pub mod plugin;

@@ -14,13 +14,12 @@
 //! async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> { ... }
 //! ```
 
-use std::future::Future;
-use std::pin::Pin;
-
 use crate::context::Context;
 use crate::registry::Resource;
-use crate::value::{Props, Value};
+use crate::value::Value;
 use crate::PluginError;
+
+pub use crate::call::{Invocation, RunFuture};
 
 /// What a plugin does with the text after its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,21 +63,9 @@ pub struct ModifierSpec {
     pub parse: ModifierParse,
 }
 
-/// What a plugin sees of its call: its id, its input text and its properties (the modifiers).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Invocation {
-    pub id: u32,
-    /// The block the call is written in.
-    pub block: u32,
-    pub plugin: &'static str,
-    pub input: String,
-    pub props: Props,
-}
-
 /// A compile-time check of a call's input.
 pub type InputCheck = fn(&str) -> Result<(), InputError>;
 
-pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PluginError>> + Send + 'a>>;
 pub type RunFn = for<'a> fn(&'a Invocation, &'a mut Context) -> RunFuture<'a>;
 
 /// Turns `async fn NAME(call: &Invocation, cx: &mut Context) -> Result<(), PluginError>` into a
