@@ -195,97 +195,90 @@ mod tests {
 
     use super::*;
 
-    fn at(d: &Diagnostic) -> (u32, u32) {
-        (d.span.line, d.span.col)
-    }
-
     const HEAD: &str = "``` mirror\n+ .engine\n: .event start\n```\n``` start mirror\n+ .runtime\n: .mirror http://127.0.0.1:5000\n+ .proxy 127.0.0.1:8578\n";
+    const LAYER: &str = "data:H4sIAAAAAAAA/wMAAAAAAAAAAAA=";
 
-    /// The chain problems of a file whose other lines are right (line 9 is the first after
-    /// `HEAD`).
-    fn problems(rest: &str) -> Vec<Diagnostic> {
-        let source = format!("{HEAD}{rest}```\n");
-        let report = match super::super::compile(Path::new("t.runmd"), &source) {
-            Ok(_) => return Vec::new(),
-            Err(report) => report,
-        };
-        report.diagnostics
+    /// The problems of `source`: (line, col, message and hint).
+    fn problems(source: &str) -> Vec<(u32, u32, String)> {
+        match super::super::compile(Path::new("t.runmd"), source) {
+            Ok(_) => Vec::new(),
+            Err(report) => report
+                .diagnostics
+                .iter()
+                .map(|d| {
+                    let text = format!("{} / {}", d.message, d.hint.as_deref().unwrap_or(""));
+                    (d.span.line, d.span.col, text)
+                })
+                .collect(),
+        }
     }
 
+    /// Each case: the lines after `+ .proxy` (line 9 is the first), or a whole file when it
+    /// starts with a fence; where each problem is; words each one says.
     #[test]
-    fn a_good_chain_has_no_problem() {
-        let rest = ": .manifests head, get\n:   .login\n:   .authn\n:   .inject-layer data:H4sIAAAAAAAA/wMAAAAAAAAAAAA=\n:   .resolve\n:   .discover t\n:   .teleport overlaybd\n: .blobs head, get\n:   .forward-auth\n:   .pull\n";
-        assert_eq!(problems(rest), Vec::new());
-    }
-
-    #[test]
-    fn inject_layer_after_resolve() {
-        let d = problems(": .manifests head, get\n:   .resolve\n:   .inject-layer data:H4sIAAAAAAAA/wMAAAAAAAAAAAA=\n");
-        assert_eq!(d.iter().map(at).collect::<Vec<_>>(), vec![(11, 5)], "{d:?}");
-        assert!(d[0].message.contains("after '.resolve' (line 10)"), "{d:?}");
-    }
-
-    #[test]
-    fn a_plugin_in_a_route_it_does_not_work_in() {
-        let d = problems(": .manifests head, get\n:   .pull\n: .blobs head, get\n:   .resolve\n:   .discover t\n");
-        assert_eq!(
-            d.iter().map(at).collect::<Vec<_>>(),
-            vec![(10, 5), (12, 5), (13, 5)],
-            "{d:?}"
-        );
-        assert!(
-            d[0].hint.as_deref().unwrap_or("").contains("`.blobs`"),
-            "{d:?}"
-        );
-        assert!(
-            d[1].hint
-                .as_deref()
-                .unwrap_or("")
-                .contains("`.manifests` or `.tags` or `.referrers`"),
-            "{d:?}"
-        );
-    }
-
-    #[test]
-    fn forward_auth_beside_login_either_way() {
-        let d = problems(": .manifests head, get\n:   .forward-auth\n:   .login\n:   .resolve\n: .tags get\n:   .login\n:   .forward-auth\n:   .resolve\n");
-        assert_eq!(
-            d.iter().map(at).collect::<Vec<_>>(),
-            vec![(11, 5), (15, 5)],
-            "{d:?}"
-        );
-        for p in &d {
-            assert!(
-                p.hint
-                    .as_deref()
-                    .unwrap_or("")
-                    .contains("keep '.forward-auth'"),
-                "{d:?}"
-            );
+    fn each_chain_problem_at_its_call() {
+        let cases: &[(String, &[(u32, u32)], &str)] = &[
+            (
+                format!(": .manifests head, get\n:   .login\n:   .authn\n:   .inject-layer {LAYER}\n:   .resolve\n:   .discover t\n:   .teleport overlaybd\n: .blobs head, get\n:   .forward-auth\n:   .pull\n"),
+                &[],
+                "",
+            ),
+            (
+                format!(": .manifests head, get\n:   .resolve\n:   .inject-layer {LAYER}\n"),
+                &[(11, 5)],
+                "after '.resolve' (line 10)",
+            ),
+            (
+                ": .manifests head, get\n:   .pull\n: .blobs head, get\n:   .resolve\n:   .discover t\n".into(),
+                &[(10, 5), (12, 5), (13, 5)],
+                "does not work in the",
+            ),
+            (
+                ": .manifests head, get\n:   .forward-auth\n:   .login\n:   .resolve\n: .tags get\n:   .login\n:   .forward-auth\n:   .resolve\n".into(),
+                &[(11, 5), (15, 5)],
+                "keep '.forward-auth'",
+            ),
+            (
+                format!(": .cache off\n: .manifests head, get\n:   .inject-layer {LAYER}\n:   .resolve\n"),
+                &[(11, 5)],
+                "`: .cache off`",
+            ),
+            // A block no engine runs never runs: only `a e` is checked.
+            (
+                "``` e\n+ .engine\n: .event a\n```\n``` a e\n+ .runtime\n: .resolve\n```\n``` b e\n+ .runtime\n: .pull\n".into(),
+                &[(7, 3)],
+                "after a route such as `: .manifests head, get`",
+            ),
+        ];
+        for (rest, want, says) in cases {
+            let source = if rest.starts_with("```") {
+                format!("{rest}```\n")
+            } else {
+                format!("{HEAD}{rest}```\n")
+            };
+            let found = problems(&source);
+            let at: Vec<(u32, u32)> = found.iter().map(|p| (p.0, p.1)).collect();
+            assert_eq!(&at, want, "{found:?}");
+            for p in &found {
+                assert!(p.2.contains(says), "{found:?}");
+            }
         }
     }
 
     #[test]
-    fn a_store_plugin_without_a_store() {
-        let d = problems(": .cache off\n: .manifests head, get\n:   .inject-layer data:H4sIAAAAAAAA/wMAAAAAAAAAAAA=\n:   .resolve\n");
-        assert_eq!(d.iter().map(at).collect::<Vec<_>>(), vec![(11, 5)], "{d:?}");
-        assert!(d[0].message.contains("`: .cache off`"), "{d:?}");
-    }
-
-    #[test]
-    fn a_route_plugin_in_an_engine_event_but_not_in_a_block_no_engine_runs() {
-        let source = "``` e\n+ .engine\n: .event a\n```\n``` a e\n+ .runtime\n: .resolve\n```\n``` b e\n+ .runtime\n: .pull\n```\n";
-        let d = match super::super::compile(Path::new("t.runmd"), source) {
-            Ok(_) => Vec::new(),
-            Err(r) => r.diagnostics,
-        };
-        assert_eq!(d.iter().map(at).collect::<Vec<_>>(), vec![(7, 3)], "{d:?}");
+    fn the_routes_a_plugin_works_in_are_named_in_the_hint() {
+        let found = problems(&format!(
+            "{HEAD}: .manifests head, get\n:   .pull\n: .blobs head, get\n:   .resolve\n```\n"
+        ));
         assert!(
-            d[0].hint
-                .as_deref()
-                .unwrap_or("")
-                .contains("`: .manifests head, get`"),
-            "{d:?}"
+            found[0].2.contains("works in the `.blobs` route"),
+            "{found:?}"
+        );
+        assert!(
+            found[1]
+                .2
+                .contains("the `.manifests` or `.tags` or `.referrers` route"),
+            "{found:?}"
         );
     }
 }
