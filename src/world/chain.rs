@@ -193,14 +193,15 @@ fn has_no_store(proxy: &ProxySpec) -> bool {
 mod tests {
     use std::path::Path;
 
-    use super::*;
+    /// The lines of a chain, where its problems are, and words each one says.
+    type Case = (String, &'static [(u32, u32)], &'static str);
 
     const HEAD: &str = "``` mirror\n+ .engine\n: .event start\n```\n``` start mirror\n+ .runtime\n: .mirror http://127.0.0.1:5000\n+ .proxy 127.0.0.1:8578\n";
     const LAYER: &str = "data:H4sIAAAAAAAA/wMAAAAAAAAAAAA=";
 
     /// The problems of `source`: (line, col, message and hint).
     fn problems(source: &str) -> Vec<(u32, u32, String)> {
-        match super::super::compile(Path::new("t.runmd"), source) {
+        match crate::world::compile(Path::new("t.runmd"), source) {
             Ok(_) => Vec::new(),
             Err(report) => report
                 .diagnostics
@@ -217,7 +218,7 @@ mod tests {
     /// starts with a fence; where each problem is; words each one says.
     #[test]
     fn each_chain_problem_at_its_call() {
-        let cases: &[(String, &[(u32, u32)], &str)] = &[
+        let cases: &[Case] = &[
             (
                 format!(": .manifests head, get\n:   .login\n:   .authn\n:   .inject-layer {LAYER}\n:   .resolve\n:   .discover t\n:   .teleport overlaybd\n: .blobs head, get\n:   .forward-auth\n:   .pull\n"),
                 &[],
