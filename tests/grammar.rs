@@ -1386,3 +1386,104 @@ fn every_shipped_pipeline_compiles() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// chain checks: a chain that cannot work is a diagnostic when the file is compiled
+
+/// A pipeline whose engine runs `start mirror`, with `proxy` (settings and routes) under
+/// `+ .proxy`; its first line after `+ .proxy` is line 9.
+fn chain_pipeline(proxy: &str) -> String {
+    format!(
+        "``` mirror\n+ .engine\n: .event start\n```\n``` start mirror\n+ .runtime\n: .mirror http://127.0.0.1:5000\n+ .proxy 127.0.0.1:8578\n{proxy}```\n"
+    )
+}
+
+/// `source` is one diagnostic at `line:col` whose message and hint contain `message` and
+/// `hint`, through the library and through `acr dump` and `acr mirror start` (exit 2, with
+/// `file:line:col`, the offending line and a caret).
+#[track_caller]
+fn chain_error(source: &str, (line, col): (u32, u32), message: &str, hint: &str) {
+    let errs = errors(source);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].0, errs[0].1), (line, col), "{errs:?}");
+    assert!(errs[0].2.contains(message), "{errs:?}");
+    assert!(errs[0].3.contains(hint), "{errs:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chain.runmd");
+    std::fs::write(&file, source).unwrap();
+    let offending = source.lines().nth(line as usize - 1).unwrap();
+    for command in [&["dump"][..], &["mirror", "start"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_acr"))
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .arg("--runmd-path")
+            .arg(&file)
+            .args(command)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+        for want in [
+            format!("{}:{line}:{col}", file.display()),
+            format!("{line} | {offending}"),
+            "^".to_string(),
+            format!("hint: {}", errs[0].3),
+        ] {
+            assert!(
+                stderr.contains(&want),
+                "{command:?}: no {want:?} in\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn chain_inject_layer_after_resolve_is_a_diagnostic() {
+    chain_error(
+        &chain_pipeline(": .manifests head, get\n:   .resolve\n:   .inject-layer data:H4sIAAAAAAAA/wMAAAAAAAAAAAA=\n"),
+        (11, 5),
+        "'.inject-layer' comes after '.resolve' (line 10)",
+        "move '.inject-layer' before '.resolve'",
+    );
+}
+
+#[test]
+fn chain_forward_auth_beside_login_is_a_diagnostic() {
+    chain_error(
+        &chain_pipeline(": .manifests head, get\n:   .login\n:   .forward-auth\n:   .resolve\n"),
+        (11, 5),
+        "'.forward-auth' beside '.login' (line 10)",
+        "keep '.forward-auth' (each client logs in to the upstream) or '.login' and '.authn'",
+    );
+}
+
+#[test]
+fn chain_route_plugin_in_an_engine_block_is_a_diagnostic() {
+    chain_error(
+        "``` mirror\n+ .engine\n: .event start\n```\n``` start mirror\n+ .runtime\n: .pull\n```\n",
+        (7, 3),
+        "'.pull' serves a client's request: it works only in a proxy route",
+        "move it under `+ .proxy ADDR`, after a route such as `: .blobs head, get`",
+    );
+}
+
+#[test]
+fn chain_plugin_in_the_wrong_route_is_a_diagnostic() {
+    chain_error(
+        &chain_pipeline(": .blobs head, get\n:   .resolve\n"),
+        (10, 5),
+        "'.resolve' does not work in the `.blobs` route",
+        "'.resolve' works in the `.manifests` or `.tags` or `.referrers` route",
+    );
+}
+
+#[test]
+fn chain_inject_layer_without_a_store_is_a_diagnostic() {
+    chain_error(
+        &chain_pipeline(": .cache off\n: .manifests head, get\n:   .inject-layer data:H4sIAAAAAAAA/wMAAAAAAAAAAAA=\n:   .resolve\n"),
+        (11, 5),
+        "'.inject-layer' keeps what it makes in the store, and this proxy has `: .cache off`",
+        "give the proxy a store",
+    );
+}

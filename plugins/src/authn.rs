@@ -2,25 +2,19 @@
 //! repository, with the credentials `.login` found (or anonymously). Tokens are cached per
 //! upstream, scope and user until they expire; a 401 later in the route renews once.
 
-use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
+use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
 use crate::registry::client;
-use crate::Context;
+use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "authn",
-    summary: "authenticate to the upstream (Bearer token or Basic), tokens cached",
-    input: Input::Optional,
-    modifiers: &[],
-    check: None,
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "authn",
+    "authenticate to the upstream (Bearer token or Basic), tokens cached",
+)
+.run(run_fn!(run))
+.caps(Caps::ROUTE);
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        cx.route(call)?;
-        client::authenticate(cx).await?;
-        cx.calls_run += 1;
-        Ok(())
-    })
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    cx.route(call)?;
+    client::authenticate(cx).await?;
+    Ok(())
 }

@@ -1,9 +1,11 @@
 //! The typed context a sequence of plugin calls runs over.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::catalogue::{Invocation, RunFuture};
+use crate::call::{Invocation, RunFuture};
 use crate::registry::{
     AuthState, ClientRequest, Credentials, Reply, RequestState, Shared, Upstream,
 };
@@ -53,10 +55,9 @@ pub struct Context {
     /// which the request's upstream calls answer at once instead of waiting again.
     pub upstream_unavailable: Option<crate::RegistryError>,
     pub reply: Option<Reply>,
-    /// What `.inject-layer` calls of the route declared; `.resolve` applies it.
-    pub injection: crate::inject_layer::Injection,
-    /// What `.discover` found: referrers of the resolved manifest.
-    pub referrers: Option<crate::registry::referrers::Referrers>,
+    /// What one plugin leaves for another (`.inject-layer` for `.resolve`, `.discover` for
+    /// `.teleport`), one value per type: a new plugin adds a type, not a field here.
+    pub slots: Slots,
     /// The injection a client asked for with a container token (`/v2/wt/TOKEN/...`).
     pub client_injection: Option<std::sync::Arc<crate::inject_layer::Injection>>,
     /// The id of the container token the request came through (never the token itself): the
@@ -167,5 +168,53 @@ impl RequestState for Context {
             authorization: &mut self.authorization,
             unavailable: &mut self.upstream_unavailable,
         }
+    }
+}
+
+/// Plugin state keyed by its type: each plugin keeps what it hands to later calls in a type of
+/// its own (`Injection`, `Referrers`), so plugins add no field to [`Context`].
+#[derive(Default)]
+pub struct Slots(HashMap<TypeId, Box<dyn Any + Send>>);
+
+impl Slots {
+    /// The value of type `T` an earlier call left, if any.
+    pub fn get<T: Any + Send>(&self) -> Option<&T> {
+        self.0.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// Changes the value of type `T` with `change`, starting from `T::default()` when no call
+    /// left one yet.
+    pub fn update<T: Any + Send + Default>(&mut self, change: impl FnOnce(&mut T)) {
+        let mut value = self.take::<T>().unwrap_or_default();
+        change(&mut value);
+        self.insert(value);
+    }
+
+    /// Takes the value of type `T` out, if a call left one.
+    pub fn take<T: Any + Send>(&mut self) -> Option<T> {
+        let boxed = self.0.remove(&TypeId::of::<T>())?;
+        boxed.downcast().ok().map(|value| *value)
+    }
+
+    /// Leaves `value` for later calls, in place of any earlier value of its type.
+    pub fn insert<T: Any + Send>(&mut self, value: T) {
+        self.0.insert(TypeId::of::<T>(), Box::new(value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slots;
+
+    #[test]
+    fn slots_keep_one_value_per_type() {
+        let mut slots = Slots::default();
+        assert_eq!(slots.get::<u32>(), None);
+        slots.update(|n: &mut u32| *n += 2);
+        slots.update(|n: &mut u32| *n += 3);
+        slots.insert(String::from("x"));
+        assert_eq!(slots.get::<u32>(), Some(&5));
+        assert_eq!(slots.take::<String>().as_deref(), Some("x"));
+        assert_eq!(slots.get::<String>(), None);
     }
 }

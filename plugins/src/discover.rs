@@ -5,55 +5,42 @@
 //! the tag schema `sha256-<hex>`. A request by digest is skipped (its referrers are what the
 //! referrers route answers), and so is a failed lookup: discovery never fails a pull.
 
-use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
+use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
 use crate::registry::{referrers, Reference, Resource};
 use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "discover",
-    summary: "find referrers of the resolved manifest by artifact type (API, else the sha256- tag)",
-    input: Input::Optional,
-    modifiers: &[],
-    check: None,
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "discover",
+    "find referrers of the resolved manifest by artifact type (API, else the sha256- tag)",
+)
+.run(run_fn!(run))
+.caps(Caps::route_of(&[Resource::Manifests]));
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let (req, _, _) = cx.route(call)?;
-        if req.resource != Resource::Manifests {
-            return Err(PluginError::failed(
-                call,
-                "`.discover` belongs in the `.manifests` route, after `.resolve`",
-            ));
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    let (req, _, _) = cx.route(call)?;
+    let artifact_type = call.input.trim();
+    if artifact_type.is_empty()
+        || !matches!(Reference::parse(&req.reference), Ok(Reference::Tag(_)))
+    {
+        return Ok(());
+    }
+    let digest = crate::manifests::resolved_digest(cx, call)?;
+    let found = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        referrers::lookup(cx, &req.name, &digest, Some(artifact_type)),
+    )
+    .await;
+    match found {
+        Ok(Ok(r)) => {
+            tracing::debug!(name = %req.name, digest = %digest, artifact_type, source = r.source, n = r.descriptors.len(), "discovered");
+            cx.slots.insert(r);
         }
-        let artifact_type = call.input.trim();
-        if artifact_type.is_empty()
-            || !matches!(Reference::parse(&req.reference), Ok(Reference::Tag(_)))
-        {
-            cx.calls_run += 1;
-            return Ok(());
+        Ok(Err(e)) => {
+            tracing::warn!(name = %req.name, digest = %digest, "referrers lookup failed: {}", e.message)
         }
-        let digest = crate::manifests::resolved_digest(cx, call)?;
-        let found = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            referrers::lookup(cx, &req.name, &digest, Some(artifact_type)),
-        )
-        .await;
-        match found {
-            Ok(Ok(r)) => {
-                tracing::debug!(name = %req.name, digest = %digest, artifact_type, source = r.source, n = r.descriptors.len(), "discovered");
-                cx.referrers = Some(r);
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(name = %req.name, digest = %digest, "referrers lookup failed: {}", e.message)
-            }
-            Err(_) => {
-                tracing::warn!(name = %req.name, digest = %digest, "referrers lookup did not finish in 10 s")
-            }
+        Err(_) => {
+            tracing::warn!(name = %req.name, digest = %digest, "referrers lookup did not finish in 10 s")
         }
-        cx.calls_run += 1;
-        Ok(())
-    })
+    }
+    Ok(())
 }

@@ -7,25 +7,22 @@
 //! this call a client's credentials never leave acr. A proxy that authenticates clients
 //! itself (`: .users`) never forwards them: those credentials are acr's.
 
-use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
-use crate::Context;
+use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
+use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "forward-auth",
-    summary: "send the client's own Authorization to the upstream",
-    input: Input::Optional,
-    modifiers: &[],
-    check: None,
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "forward-auth",
+    "send the client's own Authorization to the upstream",
+)
+.run(run_fn!(run))
+.caps(Caps {
+    forwards_client_auth: true,
+    ..Caps::ROUTE
+});
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let (req, _, _) = cx.route(call)?;
-        cx.forward_auth = true;
-        cx.authorization = req.authorization.map(|s| s.0);
-        cx.calls_run += 1;
-        Ok(())
-    })
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    let (req, _, _) = cx.route(call)?;
+    cx.forward_auth = true;
+    cx.authorization = req.authorization.map(|s| s.0);
+    Ok(())
 }

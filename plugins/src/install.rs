@@ -16,18 +16,16 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::catalogue::{Input, InputError, Invocation, PluginSpec, RunFuture};
+use crate::plugin::{run_fn, InputError, Invocation, PluginSpec};
 use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "install",
-    summary: "put the newest copy of a file from the block's src_dir in its work_dir",
-    input: Input::Required("a file name relative to src_dir"),
-    modifiers: &[],
-    check: Some(check),
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "install",
+    "put the newest copy of a file from the block's src_dir in its work_dir",
+)
+.input("a file name relative to src_dir")
+.check(check)
+.run(run_fn!(run));
 
 fn check(input: &str) -> Result<(), InputError> {
     let path = Path::new(input.trim());
@@ -122,33 +120,30 @@ fn temporary_beside(to: &Path) -> PathBuf {
     to.with_file_name(format!(".{name}.install-{}", std::process::id()))
 }
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let file = call.input.trim();
-        let src_dir = cx.dir("src_dir").unwrap_or_else(|| cx.base_dir.clone());
-        let work_dir = cx.dir("work_dir").ok_or_else(|| {
-            PluginError::failed(
-                call,
-                "no work_dir: add `: work_dir .symbol DIR` to the block",
-            )
-        })?;
-        let (from, to) = (src_dir.join(file), work_dir.join(file));
-        let target = to.clone();
-        let done = tokio::task::spawn_blocking(move || install(&from, &target))
-            .await
-            .map_err(|e| PluginError::failed(call, format!("install task: {e}")))?
-            .map_err(|e| PluginError::failed(call, e.to_string()))?;
-        match done {
-            Installed::Copied => tracing::info!(file = %to.display(), "installed"),
-            Installed::AlreadyThere => {
-                tracing::info!(file = %to.display(), "already installed (the newest copy)")
-            }
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    let file = call.input.trim();
+    let src_dir = cx.dir("src_dir").unwrap_or_else(|| cx.base_dir.clone());
+    let work_dir = cx.dir("work_dir").ok_or_else(|| {
+        PluginError::failed(
+            call,
+            "no work_dir: add `: work_dir .symbol DIR` to the block",
+        )
+    })?;
+    let (from, to) = (src_dir.join(file), work_dir.join(file));
+    let target = to.clone();
+    let done = tokio::task::spawn_blocking(move || install(&from, &target))
+        .await
+        .map_err(|e| PluginError::failed(call, format!("install task: {e}")))?
+        .map_err(|e| PluginError::failed(call, e.to_string()))?;
+    match done {
+        Installed::Copied => tracing::info!(file = %to.display(), "installed"),
+        Installed::AlreadyThere => {
+            tracing::info!(file = %to.display(), "already installed (the newest copy)")
         }
-        cx.values
-            .set("installed", crate::Value::Symbol(to.display().to_string()));
-        cx.calls_run += 1;
-        Ok(())
-    })
+    }
+    cx.values
+        .set("installed", crate::Value::Symbol(to.display().to_string()));
+    Ok(())
 }
 
 #[cfg(test)]

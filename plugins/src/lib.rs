@@ -1,16 +1,19 @@
 //! `acr-plugins`: what each step of a runmd pipeline does.
 //!
-//! One file per plugin, named as in runmd (`println.rs` is `.println`). The runtime (the `acr`
-//! crate) knows them only through [`catalogue`]: a name, the modifiers a call of it accepts, a
-//! compile-time check of its input, and the function that runs it over a [`Context`].
+//! One file per plugin, named as in runmd (`println.rs` is `.println`), each built on the
+//! plugin API in [`plugin`]. The runtime (the `acr` crate) knows them only through
+//! [`catalogue`]: a name, the modifiers a call of it accepts, a compile-time check of its
+//! input, its capability flags ([`Caps`]), and the function that runs it over a [`Context`].
 
 pub mod access;
+pub mod call;
 pub mod catalogue;
 pub mod clock;
 pub mod context;
 pub mod manifests;
 pub mod metrics;
 pub mod oci;
+pub mod plugin;
 pub mod registry;
 pub mod store;
 pub mod value;
@@ -30,9 +33,11 @@ mod resolve;
 mod teleport;
 mod timer;
 
-pub use catalogue::{catalogue, lookup, InputError, Invocation, ModifierSpec, PluginSpec};
+pub use catalogue::{catalogue, lookup};
 pub use context::{Context, Host};
 pub use oci::RegistryError;
+pub use plugin::{Caps, InputError, Invocation, ModifierSpec, PluginSpec};
+
 pub use timer::parse_duration;
 pub use value::{Props, Value};
 

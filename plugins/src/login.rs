@@ -11,46 +11,43 @@
 //! names itself (`.mirror`, `.endpoint`, an exact `.allow`); an upstream a client chose with
 //! `?ns=` through an `.allow` glob gets only credentials kept for its own host.
 
-use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
+use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
 use crate::registry::credentials::LoginQuery;
-use crate::Context;
+use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "login",
-    summary: "find credentials for the upstream (file, config.json, helper, environment)",
-    input: Input::Optional,
-    modifiers: &[],
-    check: None,
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "login",
+    "find credentials for the upstream (file, config.json, helper, environment)",
+)
+.run(run_fn!(run))
+.caps(Caps {
+    upstream_login: true,
+    ..Caps::ROUTE
+});
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let (_, shared, upstream) = cx.route(call)?;
-        let input = call.input.trim();
-        let file = if !input.is_empty() {
-            Some(cx.work_dir().join(input))
-        } else {
-            cx.dir("file_src")
-        };
-        let query = LoginQuery {
-            host: upstream.host().to_string(),
-            ns: upstream.ns.clone(),
-            file,
-            named_by_pipeline: upstream.named_by_pipeline,
-        };
-        cx.credentials = shared.credentials.find(&query).await?;
-        match &cx.credentials {
-            Some(c) => {
-                tracing::debug!(upstream = %upstream.ns, user = %c.username, source = %c.source, "credentials found")
-            }
-            None if !upstream.named_by_pipeline => {
-                tracing::debug!(upstream = %upstream.ns, "an upstream chosen through an `.allow` glob: only credentials kept for its own host apply, and there are none")
-            }
-            None => {}
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    let (_, shared, upstream) = cx.route(call)?;
+    let input = call.input.trim();
+    let file = if !input.is_empty() {
+        Some(cx.work_dir().join(input))
+    } else {
+        cx.dir("file_src")
+    };
+    let query = LoginQuery {
+        host: upstream.host().to_string(),
+        ns: upstream.ns.clone(),
+        file,
+        named_by_pipeline: upstream.named_by_pipeline,
+    };
+    cx.credentials = shared.credentials.find(&query).await?;
+    match &cx.credentials {
+        Some(c) => {
+            tracing::debug!(upstream = %upstream.ns, user = %c.username, source = %c.source, "credentials found")
         }
-        cx.calls_run += 1;
-        Ok(())
-    })
+        None if !upstream.named_by_pipeline => {
+            tracing::debug!(upstream = %upstream.ns, "an upstream chosen through an `.allow` glob: only credentials kept for its own host apply, and there are none")
+        }
+        None => {}
+    }
+    Ok(())
 }

@@ -25,24 +25,22 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::catalogue::{Input, InputError, Invocation, ModifierSpec, PluginSpec, RunFuture};
+use crate::plugin::{run_fn, InputError, Invocation, ModifierSpec, PluginSpec};
 use crate::registry::challenge;
 use crate::value::Value;
 use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "login-acr",
-    summary: "log in to an Azure Container Registry (az, or an Azure AD identity) and keep its refresh token",
-    input: Input::Required("the registry name"),
-    modifiers: &[ModifierSpec {
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "login-acr",
+    "log in to an Azure Container Registry (az, or an Azure AD identity) and keep its refresh token",
+)
+.input("the registry name")
+.modifiers(&[ModifierSpec {
         name: "login-server",
         usage: ".login-server https://NAME.azurecr.io",
         parse: server_modifier,
-    }],
-    check: None,
-    run: Some(run),
-    planned: None,
-};
+    }])
+.run(run_fn!(run));
 
 fn server_modifier(
     modifier: &str,
@@ -68,45 +66,42 @@ pub const TOKEN_FILE: &str = "access_token";
 #[error("{0}")]
 pub struct LoginError(String);
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let name = call.input.trim().to_string();
-        let server = match call.props.get_str("login-server") {
-            Some(s) => s.to_string(),
-            None if name.contains('.') => format!("https://{name}"),
-            None => format!("https://{name}.azurecr.io"),
-        };
-        let http = match &cx.registry {
-            Some(shared) => shared.http.clone(),
-            None => client(),
-        };
-        let login = Login {
-            name,
-            server,
-            http,
-            path: cx.work_dir().join(TOKEN_FILE),
-        };
-        let token = login
-            .token()
-            .await
-            .map_err(|e| PluginError::failed(call, e.to_string()))?;
-        login
-            .keep(&token)
-            .map_err(|e| PluginError::failed(call, e.to_string()))?;
-        tracing::info!(
-            registry = %login.server,
-            file = %login.path.display(),
-            expires_in_s = expires_in(&token).map(|d| d.as_secs()).unwrap_or(0),
-            "logged in to the registry"
-        );
-        cx.values.set(
-            "access_token_file",
-            Value::Symbol(login.path.display().to_string()),
-        );
-        login.renew_in_background();
-        cx.calls_run += 1;
-        Ok(())
-    })
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    let name = call.input.trim().to_string();
+    let server = match call.props.get_str("login-server") {
+        Some(s) => s.to_string(),
+        None if name.contains('.') => format!("https://{name}"),
+        None => format!("https://{name}.azurecr.io"),
+    };
+    let http = match &cx.registry {
+        Some(shared) => shared.http.clone(),
+        None => client(),
+    };
+    let login = Login {
+        name,
+        server,
+        http,
+        path: cx.work_dir().join(TOKEN_FILE),
+    };
+    let token = login
+        .token()
+        .await
+        .map_err(|e| PluginError::failed(call, e.to_string()))?;
+    login
+        .keep(&token)
+        .map_err(|e| PluginError::failed(call, e.to_string()))?;
+    tracing::info!(
+        registry = %login.server,
+        file = %login.path.display(),
+        expires_in_s = expires_in(&token).map(|d| d.as_secs()).unwrap_or(0),
+        "logged in to the registry"
+    );
+    cx.values.set(
+        "access_token_file",
+        Value::Symbol(login.path.display().to_string()),
+    );
+    login.renew_in_background();
+    Ok(())
 }
 
 fn client() -> reqwest::Client {

@@ -2,7 +2,7 @@
 //! `.resolve` answered with (for `.discover` and `.teleport`), and a manifest by digest from
 //! the store or the upstream (`.teleport`'s twin, an index's children for `.inject-layer`).
 
-use crate::catalogue::Invocation;
+use crate::call::Invocation;
 use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, Manifest, RegistryError};
 use crate::registry::client::{send, upstream_error};

@@ -15,47 +15,50 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::catalogue::{
-    symbol_modifier, Input, InputError, Invocation, ModifierSpec, PluginSpec, RunFuture,
+use crate::plugin::{
+    run_fn, symbol_modifier, Caps, InputError, Invocation, ModifierSpec, PluginSpec,
 };
 use crate::value::Value;
 use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "mirror",
-    summary: "write containerd's hosts.toml for HOST and serve the block's proxy",
-    input: Input::Required("the registry host(s) this mirror stands in for"),
-    modifiers: &[
-        ModifierSpec {
-            name: "host",
-            usage: ".host ADDR, resolve, pull",
-            parse: parse_host,
-        },
-        ModifierSpec {
-            name: "server",
-            usage: ".server https://registry.example",
-            parse: symbol_modifier,
-        },
-        ModifierSpec {
-            name: "https",
-            usage: ".https /path/to/ca.pem",
-            parse: symbol_modifier,
-        },
-        ModifierSpec {
-            name: "header",
-            usage: ".header NAME VALUE",
-            parse: parse_header,
-        },
-        ModifierSpec {
-            name: "hosts-dir",
-            usage: ".hosts-dir /etc/containerd/certs.d",
-            parse: symbol_modifier,
-        },
-    ],
-    check: Some(check),
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "mirror",
+    "write containerd's hosts.toml for HOST and serve the block's proxy",
+)
+.input("the registry host(s) this mirror stands in for")
+.modifiers(&[
+    ModifierSpec {
+        name: "host",
+        usage: ".host ADDR, resolve, pull",
+        parse: parse_host,
+    },
+    ModifierSpec {
+        name: "server",
+        usage: ".server https://registry.example",
+        parse: symbol_modifier,
+    },
+    ModifierSpec {
+        name: "https",
+        usage: ".https /path/to/ca.pem",
+        parse: symbol_modifier,
+    },
+    ModifierSpec {
+        name: "header",
+        usage: ".header NAME VALUE",
+        parse: parse_header,
+    },
+    ModifierSpec {
+        name: "hosts-dir",
+        usage: ".hosts-dir /etc/containerd/certs.d",
+        parse: symbol_modifier,
+    },
+])
+.check(check)
+.run(run_fn!(run))
+.caps(Caps {
+    writes_hosts_toml: true,
+    ..Caps::NONE
+});
 
 const CAPABILITIES: &[&str] = &["resolve", "pull", "push"];
 
@@ -225,65 +228,62 @@ fn write_with_backup(path: &Path, text: &str) -> std::io::Result<Option<PathBuf>
     Ok(backup)
 }
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let host_handle = cx.host.clone();
-        let mirror_addr = call
-            .props
-            .get_str("host")
-            .map(String::from)
-            .or_else(|| host_handle.as_ref().and_then(|h| h.proxy_address(call.block)))
-            .ok_or_else(|| PluginError::failed(call, "no address for containerd to reach acr: add `: .host ADDR, resolve, pull` or a `+ .proxy ADDR`"))?;
-        let mut capabilities: Vec<String> = call
-            .props
-            .all("capability")
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect();
-        if capabilities.is_empty() {
-            capabilities = vec!["pull".into(), "resolve".into()];
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    let host_handle = cx.host.clone();
+    let mirror_addr = call
+        .props
+        .get_str("host")
+        .map(String::from)
+        .or_else(|| host_handle.as_ref().and_then(|h| h.proxy_address(call.block)))
+        .ok_or_else(|| PluginError::failed(call, "no address for containerd to reach acr: add `: .host ADDR, resolve, pull` or a `+ .proxy ADDR`"))?;
+    let mut capabilities: Vec<String> = call
+        .props
+        .all("capability")
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    if capabilities.is_empty() {
+        capabilities = vec!["pull".into(), "resolve".into()];
+    }
+    let headers: Vec<(String, String)> = call
+        .props
+        .all("header")
+        .filter_map(|v| {
+            v.as_str()?
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let dir = call
+        .props
+        .get_str("hosts-dir")
+        .map(|d| cx.resolve(Path::new(d)))
+        .or_else(|| cx.dir("hosts_dir"))
+        .unwrap_or_else(|| cx.world_dir.join(".work/etc/containerd/certs.d"));
+    let ca = call.props.get_str("https");
+    for (i, host) in hosts(&call.input).enumerate() {
+        let (ns, default_server) = namespace_and_server(host);
+        let server = if i == 0 {
+            call.props.get_str("server").unwrap_or(&default_server)
+        } else {
+            &default_server
+        };
+        let text = hosts_toml(Some(server), &mirror_addr, &capabilities, ca, &headers);
+        let path = dir.join(&ns).join("hosts.toml");
+        let backup = write_with_backup(&path, &text).map_err(|e| {
+            PluginError::failed(call, format!("cannot write {}: {e}", path.display()))
+        })?;
+        if let Some(b) = backup {
+            tracing::warn!(path = %path.display(), backup = %b.display(), "hosts.toml changed; the old one is kept");
         }
-        let headers: Vec<(String, String)> = call
-            .props
-            .all("header")
-            .filter_map(|v| {
-                v.as_str()?
-                    .split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
-        let dir = call
-            .props
-            .get_str("hosts-dir")
-            .map(|d| cx.resolve(Path::new(d)))
-            .or_else(|| cx.dir("hosts_dir"))
-            .unwrap_or_else(|| cx.world_dir.join(".work/etc/containerd/certs.d"));
-        let ca = call.props.get_str("https");
-        for (i, host) in hosts(&call.input).enumerate() {
-            let (ns, default_server) = namespace_and_server(host);
-            let server = if i == 0 {
-                call.props.get_str("server").unwrap_or(&default_server)
-            } else {
-                &default_server
-            };
-            let text = hosts_toml(Some(server), &mirror_addr, &capabilities, ca, &headers);
-            let path = dir.join(&ns).join("hosts.toml");
-            let backup = write_with_backup(&path, &text).map_err(|e| {
-                PluginError::failed(call, format!("cannot write {}: {e}", path.display()))
-            })?;
-            if let Some(b) = backup {
-                tracing::warn!(path = %path.display(), backup = %b.display(), "hosts.toml changed; the old one is kept");
-            }
-            tracing::info!(path = %path.display(), namespace = %ns, "wrote hosts.toml");
-        }
-        cx.calls_run += 1;
-        match host_handle {
-            Some(h) => h.serve(call.block).await,
-            None => Err(PluginError::failed(
-                call,
-                "`.mirror` needs `acr mirror start` to serve",
-            )),
-        }
-    })
+        tracing::info!(path = %path.display(), namespace = %ns, "wrote hosts.toml");
+    }
+    match host_handle {
+        Some(h) => h.serve(call.block).await,
+        None => Err(PluginError::failed(
+            call,
+            "`.mirror` needs `acr mirror start` to serve",
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -2,26 +2,16 @@
 
 use std::io::Write;
 
-use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
+use crate::plugin::{run_fn, Invocation, PluginSpec};
 use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "println",
-    summary: "print the input on standard output",
-    input: Input::Optional,
-    modifiers: &[],
-    check: None,
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec =
+    PluginSpec::new("println", "print the input on standard output").run(run_fn!(run));
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", call.input)
-            .and_then(|_| out.flush())
-            .map_err(|e| PluginError::failed(call, format!("cannot write to stdout: {e}")))?;
-        cx.calls_run += 1;
-        Ok(())
-    })
+async fn run(call: &Invocation, _cx: &mut Context) -> Result<(), PluginError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", call.input)
+        .and_then(|_| out.flush())
+        .map_err(|e| PluginError::failed(call, format!("cannot write to stdout: {e}")))?;
+    Ok(())
 }

@@ -7,49 +7,33 @@
 
 use std::process::Stdio;
 
-use crate::catalogue::{Input, InputError, Invocation, ModifierSpec, PluginSpec, RunFuture};
+use crate::plugin::{run_fn, symbol_modifier, InputError, Invocation, ModifierSpec, PluginSpec};
 use crate::value::Value;
 use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "process",
-    summary: "run a program with arguments, flags and environment",
-    input: Input::Required("the program to run"),
-    modifiers: &[
-        ModifierSpec {
-            name: "arg",
-            usage: ".arg VALUE",
-            parse: parse_arg,
-        },
-        ModifierSpec {
-            name: "flag",
-            usage: ".flag --name value",
-            parse: parse_arg,
-        },
-        ModifierSpec {
-            name: "env",
-            usage: ".env KEY=VALUE  or  NAME .env VALUE",
-            parse: parse_env,
-        },
-    ],
-    check: None,
-    run: Some(run),
-    planned: None,
-};
-
-fn parse_arg(
-    modifier: &str,
-    _: Option<&str>,
-    value: &str,
-) -> Result<Vec<(String, Value)>, InputError> {
-    if value.is_empty() {
-        return Err(InputError::new(format!("`.{modifier}` needs a value")));
-    }
-    Ok(vec![(
-        modifier.to_string(),
-        Value::Symbol(value.to_string()),
-    )])
-}
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "process",
+    "run a program with arguments, flags and environment",
+)
+.input("the program to run")
+.modifiers(&[
+    ModifierSpec {
+        name: "arg",
+        usage: ".arg VALUE",
+        parse: symbol_modifier,
+    },
+    ModifierSpec {
+        name: "flag",
+        usage: ".flag --name value",
+        parse: symbol_modifier,
+    },
+    ModifierSpec {
+        name: "env",
+        usage: ".env KEY=VALUE  or  NAME .env VALUE",
+        parse: parse_env,
+    },
+])
+.run(run_fn!(run));
 
 fn parse_env(_: &str, name: Option<&str>, value: &str) -> Result<Vec<(String, Value)>, InputError> {
     let (key, val) = match name {
@@ -73,57 +57,54 @@ fn parse_env(_: &str, name: Option<&str>, value: &str) -> Result<Vec<(String, Va
     )])
 }
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let mut words = call.input.split_whitespace();
-        let program = words
-            .next()
-            .ok_or_else(|| PluginError::failed(call, "no program to run"))?;
-        let mut command = tokio::process::Command::new(program);
-        command.args(words);
-        for (name, value) in call.props.iter() {
-            let Some(text) = value.as_str() else { continue };
-            match name {
-                "arg" => {
-                    command.arg(text);
-                }
-                "flag" => {
-                    command.args(text.split_whitespace());
-                }
-                "env" => {
-                    if let Some((k, v)) = text.split_once('=') {
-                        command.env(k, v);
-                    }
-                }
-                _ => {}
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    let mut words = call.input.split_whitespace();
+    let program = words
+        .next()
+        .ok_or_else(|| PluginError::failed(call, "no program to run"))?;
+    let mut command = tokio::process::Command::new(program);
+    command.args(words);
+    for (name, value) in call.props.iter() {
+        let Some(text) = value.as_str() else { continue };
+        match name {
+            "arg" => {
+                command.arg(text);
             }
+            "flag" => {
+                command.args(text.split_whitespace());
+            }
+            "env" => {
+                if let Some((k, v)) = text.split_once('=') {
+                    command.env(k, v);
+                }
+            }
+            _ => {}
         }
-        let dir = cx.dir("current_dir").unwrap_or_else(|| cx.base_dir.clone());
-        if !dir.is_dir() {
-            return Err(PluginError::failed(
-                call,
-                format!("current_dir `{}` does not exist", dir.display()),
-            ));
-        }
-        command.current_dir(dir);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let status = command
-            .status()
-            .await
-            .map_err(|e| PluginError::failed(call, format!("cannot start `{program}`: {e}")))?;
-        cx.values
-            .set("exit_code", Value::Int(status.code().unwrap_or(-1) as i64));
-        cx.calls_run += 1;
-        if !status.success() {
-            return Err(PluginError::failed(
-                call,
-                format!("`{program}` exited with {status}"),
-            ));
-        }
-        Ok(())
-    })
+    }
+    let dir = cx.dir("current_dir").unwrap_or_else(|| cx.base_dir.clone());
+    if !dir.is_dir() {
+        return Err(PluginError::failed(
+            call,
+            format!("current_dir `{}` does not exist", dir.display()),
+        ));
+    }
+    command.current_dir(dir);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let status = command
+        .status()
+        .await
+        .map_err(|e| PluginError::failed(call, format!("cannot start `{program}`: {e}")))?;
+    cx.values
+        .set("exit_code", Value::Int(status.code().unwrap_or(-1) as i64));
+    if !status.success() {
+        return Err(PluginError::failed(
+            call,
+            format!("`{program}` exited with {status}"),
+        ));
+    }
+    Ok(())
 }

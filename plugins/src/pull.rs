@@ -15,7 +15,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 
-use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
+use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
 use crate::registry::client::{send, upstream_error};
 use std::sync::Arc;
 
@@ -26,103 +26,93 @@ use crate::store::flight::parse_range;
 use crate::store::{BlobLookup, Follow, Store};
 use crate::{Context, PluginError, RegistryError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "pull",
-    summary: "stream a blob from the upstream, digest verified on the way",
-    input: Input::Optional,
-    modifiers: &[],
-    check: None,
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "pull",
+    "stream a blob from the upstream, digest verified on the way",
+)
+.run(run_fn!(run))
+.caps(Caps {
+    answers: true,
+    ..Caps::route_of(&[Resource::Blobs])
+});
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let (req, _, _) = cx.route(call)?;
-        if req.resource != Resource::Blobs {
-            return Err(PluginError::failed(
-                call,
-                "`.pull` serves blobs; use `.resolve` for manifests",
-            ));
-        }
-        let digest = Digest::parse(&req.reference).map_err(RegistryError::digest_invalid)?;
-        let path = format!("/v2/{}/blobs/{digest}", req.name);
-        if let Some(store) = cx.store.clone() {
-            // A layer acr injects is served from the store; if the store lost it (evicted, or
-            // another replica made the manifest), it is put back from its source first.
-            if store.blob_size(&digest).is_none() {
-                let http = crate::inject_layer::http_of(cx);
-                let client_layer = cx
-                    .client_injection
-                    .as_ref()
-                    .and_then(|i| i.layers.iter().find(|l| l.gzip_digest == digest).cloned());
-                match client_layer {
-                    Some(l) => {
-                        if let Err(e) = crate::inject_layer::ensure_layer(&http, &store, &l).await {
-                            tracing::warn!(digest = %digest, "could not restore a container token's layer: {}", e.message);
-                        }
-                    }
-                    None if crate::inject_layer::layer::known_layer(&digest).is_some() => {
-                        crate::inject_layer::restore_layer(&http, &store, &digest).await;
-                    }
-                    None => {}
-                }
-            }
-            if let Some(reply) = through_store(cx, &store, &req, &digest, &path).await? {
-                cx.reply = Some(reply);
-                cx.calls_run += 1;
-                return Ok(());
-            }
-        }
-        let mut headers = Vec::new();
-        if let Some(range) = &req.range {
-            headers.push(("Range", range.clone()));
-        }
-        let method = match req.method {
-            Method::Head => reqwest::Method::HEAD,
-            Method::Get => reqwest::Method::GET,
-        };
-        let resp = send(cx, method, &path, &headers).await?;
-        let status = resp.status().as_u16();
-        if !(status == 200 || status == 206) {
-            return Err(upstream_error(cx, resp, Resource::Blobs).await.into());
-        }
-        let mut reply_headers = vec![
-            ("Docker-Content-Digest".to_string(), digest.to_string()),
-            ("Accept-Ranges".to_string(), "bytes".to_string()),
-            (
-                "Content-Type".to_string(),
-                "application/octet-stream".to_string(),
-            ),
-        ];
-        for name in ["content-length", "content-range"] {
-            if let Some(v) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
-                reply_headers.push((name.to_string(), v.to_string()));
-            }
-        }
-        let body = if req.method == Method::Head {
-            Body::Empty
-        } else {
-            let ns = cx
-                .upstream
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    let (req, _, _) = cx.route(call)?;
+    let digest = Digest::parse(&req.reference).map_err(RegistryError::digest_invalid)?;
+    let path = format!("/v2/{}/blobs/{digest}", req.name);
+    if let Some(store) = cx.store.clone() {
+        // A layer acr injects is served from the store; if the store lost it (evicted, or
+        // another replica made the manifest), it is put back from its source first.
+        if store.blob_size(&digest).is_none() {
+            let http = crate::inject_layer::http_of(cx);
+            let client_layer = cx
+                .client_injection
                 .as_ref()
-                .map(|u| u.ns.clone())
-                .unwrap_or_default();
-            let stream: BodyStream = crate::registry::fetch::body_stream(cx, resp);
-            if status == 200 {
-                Body::Stream(Box::pin(Verified::new(stream, digest, ns)))
-            } else {
-                Body::Stream(stream)
+                .and_then(|i| i.layers.iter().find(|l| l.gzip_digest == digest).cloned());
+            match client_layer {
+                Some(l) => {
+                    if let Err(e) = crate::inject_layer::ensure_layer(&http, &store, &l).await {
+                        tracing::warn!(digest = %digest, "could not restore a container token's layer: {}", e.message);
+                    }
+                }
+                None if crate::inject_layer::layer::known_layer(&digest).is_some() => {
+                    crate::inject_layer::restore_layer(&http, &store, &digest).await;
+                }
+                None => {}
             }
-        };
-        cx.reply = Some(Reply {
-            status,
-            headers: reply_headers,
-            body,
-        });
-        cx.calls_run += 1;
-        Ok(())
-    })
+        }
+        if let Some(reply) = through_store(cx, &store, &req, &digest, &path).await? {
+            cx.reply = Some(reply);
+            return Ok(());
+        }
+    }
+    let mut headers = Vec::new();
+    if let Some(range) = &req.range {
+        headers.push(("Range", range.clone()));
+    }
+    let method = match req.method {
+        Method::Head => reqwest::Method::HEAD,
+        Method::Get => reqwest::Method::GET,
+    };
+    let resp = send(cx, method, &path, &headers).await?;
+    let status = resp.status().as_u16();
+    if !(status == 200 || status == 206) {
+        return Err(upstream_error(cx, resp, Resource::Blobs).await.into());
+    }
+    let mut reply_headers = vec![
+        ("Docker-Content-Digest".to_string(), digest.to_string()),
+        ("Accept-Ranges".to_string(), "bytes".to_string()),
+        (
+            "Content-Type".to_string(),
+            "application/octet-stream".to_string(),
+        ),
+    ];
+    for name in ["content-length", "content-range"] {
+        if let Some(v) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
+            reply_headers.push((name.to_string(), v.to_string()));
+        }
+    }
+    let body = if req.method == Method::Head {
+        Body::Empty
+    } else {
+        let ns = cx
+            .upstream
+            .as_ref()
+            .map(|u| u.ns.clone())
+            .unwrap_or_default();
+        let stream: BodyStream = crate::registry::fetch::body_stream(cx, resp);
+        if status == 200 {
+            Body::Stream(Box::pin(Verified::new(stream, digest, ns)))
+        } else {
+            Body::Stream(stream)
+        }
+    };
+    cx.reply = Some(Reply {
+        status,
+        headers: reply_headers,
+        body,
+    });
+    Ok(())
 }
 
 fn store_error(e: std::io::Error) -> RegistryError {

@@ -7,60 +7,57 @@
 
 use bytes::Bytes;
 
-use crate::catalogue::{Input, Invocation, PluginSpec, RunFuture};
 use crate::metrics::Metrics;
 use crate::oci::media::{accept_header as accept, accepts, MAX_MANIFEST_BYTES};
 use crate::oci::{Body, Digest, Manifest, Reference, RegistryError};
+use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
 use crate::registry::client::{send, upstream_error};
 use crate::registry::fetch::{header, mismatch, ns_of, read_limited};
 use crate::registry::{referrers, tag_list, ClientRequest, Method, Reply, Resource};
 use crate::store::{Store, TagEntry};
 use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "resolve",
-    summary: "fetch a manifest, tag list or referrers index from the upstream, digest checked",
-    input: Input::Optional,
-    modifiers: &[],
-    check: None,
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "resolve",
+    "fetch a manifest, tag list or referrers index from the upstream, digest checked",
+)
+.run(run_fn!(run))
+.caps(Caps {
+    answers: true,
+    ..Caps::route_of(&[Resource::Manifests, Resource::Tags, Resource::Referrers])
+});
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let (req, _, _) = cx.route(call)?;
-        let reply = match req.resource {
-            Resource::Manifests => {
-                // A tag is rewritten when the route injects layers; a digest never is.
-                let inject = !crate::inject_layer::effective(cx).is_empty()
-                    && matches!(Reference::parse(&req.reference), Ok(Reference::Tag(_)));
-                match cx.store.clone() {
-                    Some(store) => cached_manifest(cx, &store, &req, &call.input, inject).await?,
-                    None if inject => {
-                        return Err(RegistryError::new(
-                            500,
-                            "UNKNOWN",
-                            "`.inject-layer` keeps the rewritten manifests, configs and layers in the store, and this proxy has `: .cache off`: give it a store",
-                        )
-                        .into())
-                    }
-                    None => manifest(cx, &req, &call.input).await?,
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    let (req, _, _) = cx.route(call)?;
+    let reply = match req.resource {
+        Resource::Manifests => {
+            // A tag is rewritten when the route injects layers; a digest never is.
+            let inject = !crate::inject_layer::effective(cx).is_empty()
+                && matches!(Reference::parse(&req.reference), Ok(Reference::Tag(_)));
+            match cx.store.clone() {
+                Some(store) => cached_manifest(cx, &store, &req, &call.input, inject).await?,
+                None if inject => {
+                    return Err(RegistryError::new(
+                        500,
+                        "UNKNOWN",
+                        "`.inject-layer` keeps the rewritten manifests, configs and layers in the store, and this proxy has `: .cache off`: give it a store",
+                    )
+                    .into())
                 }
+                None => manifest(cx, &req, &call.input).await?,
             }
-            Resource::Tags => tag_list::tag_list(cx, &req).await?,
-            Resource::Referrers => referrers::reply(cx, &req).await?,
-            Resource::Blobs => {
-                return Err(PluginError::failed(
-                    call,
-                    "blobs are fetched with `.pull`, not `.resolve`",
-                ));
-            }
-        };
-        cx.reply = Some(reply);
-        cx.calls_run += 1;
-        Ok(())
-    })
+        }
+        Resource::Tags => tag_list::tag_list(cx, &req).await?,
+        Resource::Referrers => referrers::reply(cx, &req).await?,
+        Resource::Blobs => {
+            return Err(PluginError::failed(
+                call,
+                "blobs are fetched with `.pull`, not `.resolve`",
+            ));
+        }
+    };
+    cx.reply = Some(reply);
+    Ok(())
 }
 
 async fn manifest(

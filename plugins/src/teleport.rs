@@ -13,32 +13,33 @@
 //! A request by digest is never swapped: a digest names fixed content. `none` does nothing.
 //! The node's platform is `ACR_PLATFORM` (`linux/arm64`) or the one acr runs on.
 
-use crate::catalogue::{symbol_modifier, Input, Invocation, ModifierSpec, PluginSpec, RunFuture};
-use crate::manifests::{manifest_by_digest, resolved_digest};
+use crate::manifests::manifest_by_digest;
 use crate::oci::{media, Digest, Platform, Reference};
+use crate::plugin::{run_fn, symbol_modifier, Caps, Invocation, ModifierSpec, PluginSpec};
 use crate::registry::{Reply, Resource};
 use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "teleport",
-    summary: "swap a manifest resolved by tag for its streamable twin (or `manual` .from/.to)",
-    input: Input::Optional,
-    modifiers: &[
-        ModifierSpec {
-            name: "from",
-            usage: ".from sha256:...",
-            parse: symbol_modifier,
-        },
-        ModifierSpec {
-            name: "to",
-            usage: ".to sha256:...",
-            parse: symbol_modifier,
-        },
-    ],
-    check: None,
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "teleport",
+    "swap a manifest resolved by tag for its streamable twin (or `manual` .from/.to)",
+)
+.modifiers(&[
+    ModifierSpec {
+        name: "from",
+        usage: ".from sha256:...",
+        parse: symbol_modifier,
+    },
+    ModifierSpec {
+        name: "to",
+        usage: ".to sha256:...",
+        parse: symbol_modifier,
+    },
+])
+.run(run_fn!(run))
+.caps(Caps {
+    answers: true,
+    ..Caps::route_of(&[Resource::Manifests])
+});
 
 /// The header a client opts in with.
 pub const OPT_IN: &str = "x-ms-upgrade-if-streamable";
@@ -63,78 +64,69 @@ pub fn node_platform() -> Platform {
         })
 }
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let (req, _, _) = cx.route(call)?;
-        if req.resource != Resource::Manifests {
-            return Err(PluginError::failed(
-                call,
-                "`.teleport` belongs in the `.manifests` route, after `.resolve`",
-            ));
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    let (req, _, _) = cx.route(call)?;
+    let format = call.input.trim();
+    if format.is_empty()
+        || format == "none"
+        || !matches!(Reference::parse(&req.reference), Ok(Reference::Tag(_)))
+    {
+        return Ok(());
+    }
+    let resolved = crate::manifests::resolved_digest(cx, call)?;
+    let target = if format == "manual" {
+        let parse = |name: &str| {
+            call.props
+                .get_str(name)
+                .map(|d| {
+                    Digest::parse(d)
+                        .map_err(|e| PluginError::failed(call, format!("`.{name} {d}`: {e}")))
+                })
+                .transpose()
+        };
+        match (parse("from")?, parse("to")?) {
+            (Some(from), Some(to)) if from == resolved => Some((to, String::new())),
+            (Some(_), Some(_)) => None,
+            _ => {
+                return Err(PluginError::failed(
+                    call,
+                    "`.teleport manual` needs `.from sha256:...` and `.to sha256:...`",
+                ))
+            }
         }
-        cx.calls_run += 1;
-        let format = call.input.trim();
-        if format.is_empty()
-            || format == "none"
-            || !matches!(Reference::parse(&req.reference), Ok(Reference::Tag(_)))
-        {
+    } else {
+        let asked = req
+            .opt_in(OPT_IN)
+            .is_some_and(|v| v.split(',').any(|f| f.trim().eq_ignore_ascii_case(format)));
+        if !asked {
             return Ok(());
         }
-        let resolved = resolved_digest(cx, call)?;
-        let target = if format == "manual" {
-            let parse = |name: &str| {
-                call.props
-                    .get_str(name)
-                    .map(|d| {
-                        Digest::parse(d)
-                            .map_err(|e| PluginError::failed(call, format!("`.{name} {d}`: {e}")))
-                    })
-                    .transpose()
-            };
-            match (parse("from")?, parse("to")?) {
-                (Some(from), Some(to)) if from == resolved => Some((to, String::new())),
-                (Some(_), Some(_)) => None,
-                _ => {
-                    return Err(PluginError::failed(
-                        call,
-                        "`.teleport manual` needs `.from sha256:...` and `.to sha256:...`",
-                    ))
-                }
-            }
-        } else {
-            let asked = req
-                .opt_in(OPT_IN)
-                .is_some_and(|v| v.split(',').any(|f| f.trim().eq_ignore_ascii_case(format)));
-            if !asked {
-                return Ok(());
-            }
-            twin(cx, format)
-        };
-        let Some((digest, media_type)) = target else {
-            return Ok(());
-        };
-        let accept = if media_type.is_empty() {
-            media::ALL_MANIFESTS.join(", ")
-        } else {
-            media_type
-        };
-        let twin = manifest_by_digest(cx, &req.name, &digest, &accept).await?;
-        tracing::info!(name = %req.name, reference = %req.reference, from = %resolved, to = %twin.digest, format, "teleported");
-        cx.reply = Some(Reply::manifest(
-            req.method,
-            &twin.digest,
-            twin.bytes,
-            &twin.media_type,
-        ));
-        Ok(())
-    })
+        twin(cx, format)
+    };
+    let Some((digest, media_type)) = target else {
+        return Ok(());
+    };
+    let accept = if media_type.is_empty() {
+        media::ALL_MANIFESTS.join(", ")
+    } else {
+        media_type
+    };
+    let twin = manifest_by_digest(cx, &req.name, &digest, &accept).await?;
+    tracing::info!(name = %req.name, reference = %req.reference, from = %resolved, to = %twin.digest, format, "teleported");
+    cx.reply = Some(Reply::manifest(
+        req.method,
+        &twin.digest,
+        twin.bytes,
+        &twin.media_type,
+    ));
+    Ok(())
 }
 
 /// The streamable twin for this node among the discovered referrers: its digest and media
 /// type.
 fn twin(cx: &Context, format: &str) -> Option<(Digest, String)> {
     let node = node_platform();
-    let found = cx.referrers.as_ref()?;
+    let found = cx.slots.get::<crate::registry::referrers::Referrers>()?;
     found.descriptors.iter().find_map(|d| {
         let a = d.get("annotations")?;
         let get = |k: &str| a.get(k).and_then(|v| v.as_str());

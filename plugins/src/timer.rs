@@ -2,18 +2,16 @@
 
 use std::time::Duration;
 
-use crate::catalogue::{Input, InputError, Invocation, PluginSpec, RunFuture};
+use crate::plugin::{run_fn, InputError, Invocation, PluginSpec};
 use crate::{Context, PluginError};
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "timer",
-    summary: "wait for a duration: `.timer 100 ms`, `.timer 2` (seconds)",
-    input: Input::Required("a duration such as `2 s` or `100 ms`"),
-    modifiers: &[],
-    check: Some(check),
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "timer",
+    "wait for a duration: `.timer 100 ms`, `.timer 2` (seconds)",
+)
+.input("a duration such as `2 s` or `100 ms`")
+.check(check)
+.run(run_fn!(run));
 
 /// Parses `100 ms`, `100ms`, `2`, `2 s`, `1.5 secs`, `3 min`.
 pub fn parse_duration(text: &str) -> Result<Duration, InputError> {
@@ -48,13 +46,10 @@ fn check(input: &str) -> Result<(), InputError> {
     parse_duration(input).map(|_| ())
 }
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let wait = parse_duration(&call.input).map_err(|e| PluginError::failed(call, e.message))?;
-        tokio::time::sleep(wait).await;
-        cx.calls_run += 1;
-        Ok(())
-    })
+async fn run(call: &Invocation, _cx: &mut Context) -> Result<(), PluginError> {
+    let wait = parse_duration(&call.input).map_err(|e| PluginError::failed(call, e.message))?;
+    tokio::time::sleep(wait).await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ impl ProxyHost {
         let forwards = proxy
             .routes
             .iter()
-            .any(|r| r.calls.iter().any(|c| c.spec.name == "forward-auth"));
+            .any(|r| r.calls.iter().any(|c| c.spec.caps.forwards_client_auth));
         if !forwards || proxy.settings.client_auth.is_some() {
             return None;
         }

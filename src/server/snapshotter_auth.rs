@@ -63,7 +63,7 @@ impl ProxyHost {
             .map(|r| {
                 r.calls
                     .iter()
-                    .filter(|c| c.spec.name == "login")
+                    .filter(|c| c.spec.caps.upstream_login)
                     .cloned()
                     .collect()
             })

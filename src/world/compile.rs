@@ -72,7 +72,12 @@ pub fn compile(path: &Path, source: &str) -> Result<Pipeline, Report> {
     if !c.diagnostics.is_empty() {
         return Err(Report::new(path, source, c.diagnostics));
     }
-    Ok(c.finish(path))
+    let pipeline = c.finish(path);
+    let chain_problems = super::chain::check(&pipeline);
+    if !chain_problems.is_empty() {
+        return Err(Report::new(path, source, chain_problems));
+    }
+    Ok(pipeline)
 }
 
 /// What the last `+` line started: it decides what the `:` lines after it mean.

@@ -8,6 +8,7 @@
 //! `compile` (with `compile/`) gives each line its meaning; `settings` types a proxy's
 //! settings once, so the server never reads a setting's text; `dump` prints the tree.
 
+pub mod chain;
 pub mod compile;
 pub mod dump;
 pub mod settings;
@@ -267,7 +268,7 @@ impl Pipeline {
                 mirror_hosts: self
                     .calls_of(block)
                     .iter()
-                    .filter(|c| c.spec.name == "mirror")
+                    .filter(|c| c.spec.caps.writes_hosts_toml)
                     .flat_map(|c| {
                         c.invocation
                             .input

@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
-use crate::catalogue::{Input, InputError, Invocation, ModifierSpec, PluginSpec, RunFuture};
 use crate::manifests::manifest_by_digest;
 use crate::oci::{media, Digest, Manifest, ManifestKind, Platform, RegistryError};
+use crate::plugin::{run_fn, Caps, InputError, Invocation, ModifierSpec, PluginSpec};
 use crate::registry::client::{send, upstream_error};
 use crate::registry::fetch::read_limited;
 use crate::registry::{ClientRequest, Resource};
@@ -38,51 +38,55 @@ use crate::{Context, PluginError};
 pub use layer::{Content, Layer, Packed};
 use rewrite::ConfigEdits;
 
-pub const SPEC: PluginSpec = PluginSpec {
-    name: "inject-layer",
-    summary: "append a layer and rewrite the config of every image pulled (apply with `.resolve`)",
-    input: Input::Required("a directory, a .tar.gz file, or a data: or https:// location"),
-    modifiers: &[
-        ModifierSpec {
-            name: "entrypoint",
-            usage: ".entrypoint /opt/tool/entry.sh  (or a JSON list)",
-            parse: words_modifier,
-        },
-        ModifierSpec {
-            name: "cmd",
-            usage: ".cmd ARG...  (or a JSON list)",
-            parse: words_modifier,
-        },
-        ModifierSpec {
-            name: "env",
-            usage: ".env KEY=VALUE",
-            parse: env_modifier,
-        },
-        ModifierSpec {
-            name: "working-dir",
-            usage: ".working-dir /dir",
-            parse: crate::catalogue::symbol_modifier,
-        },
-        ModifierSpec {
-            name: "platform",
-            usage: ".platform linux/arm64",
-            parse: platform_modifier,
-        },
-        ModifierSpec {
-            name: "digest",
-            usage: ".digest sha256:...  (of the .tar.gz)",
-            parse: digest_modifier,
-        },
-        ModifierSpec {
-            name: "diff-id",
-            usage: ".diff-id sha256:...  (of the uncompressed tar)",
-            parse: digest_modifier,
-        },
-    ],
-    check: Some(check),
-    run: Some(run),
-    planned: None,
-};
+pub const SPEC: PluginSpec = PluginSpec::new(
+    "inject-layer",
+    "append a layer and rewrite the config of every image pulled (apply with `.resolve`)",
+)
+.input("a directory, a .tar.gz file, or a data: or https:// location")
+.modifiers(&[
+    ModifierSpec {
+        name: "entrypoint",
+        usage: ".entrypoint /opt/tool/entry.sh  (or a JSON list)",
+        parse: words_modifier,
+    },
+    ModifierSpec {
+        name: "cmd",
+        usage: ".cmd ARG...  (or a JSON list)",
+        parse: words_modifier,
+    },
+    ModifierSpec {
+        name: "env",
+        usage: ".env KEY=VALUE",
+        parse: env_modifier,
+    },
+    ModifierSpec {
+        name: "working-dir",
+        usage: ".working-dir /dir",
+        parse: crate::plugin::symbol_modifier,
+    },
+    ModifierSpec {
+        name: "platform",
+        usage: ".platform linux/arm64",
+        parse: platform_modifier,
+    },
+    ModifierSpec {
+        name: "digest",
+        usage: ".digest sha256:...  (of the .tar.gz)",
+        parse: digest_modifier,
+    },
+    ModifierSpec {
+        name: "diff-id",
+        usage: ".diff-id sha256:...  (of the uncompressed tar)",
+        parse: digest_modifier,
+    },
+])
+.check(check)
+.run(run_fn!(run))
+.caps(Caps {
+    before_answer: true,
+    needs_store: true,
+    ..Caps::route_of(&[Resource::Manifests])
+});
 
 /// Reads the source when the file is compiled: a directory is packed, a file or `data:` is
 /// read, so a bad source is a diagnostic and the digests are fixed from then on.
@@ -228,46 +232,31 @@ impl Injection {
     }
 }
 
-fn run<'a>(call: &'a Invocation, cx: &'a mut Context) -> RunFuture<'a> {
-    Box::pin(async move {
-        let (req, _, _) = cx.route(call)?;
-        if req.resource != Resource::Manifests {
-            return Err(PluginError::failed(
-                call,
-                "`.inject-layer` belongs in the `.manifests` route, before `.resolve` (blobs need nothing: `.pull` serves the new ones)",
-            ));
-        }
-        if cx.reply.is_some() {
-            return Err(PluginError::failed(
-                call,
-                "`.inject-layer` must come before `.resolve` in the route: `.resolve` applies what the calls before it declared",
-            ));
-        }
-        let layer = layer_of_call(call, cx)?;
-        layer::remember(&layer);
-        let mut mine = Injection {
-            layers: vec![layer],
-            edits: ConfigEdits::default(),
-        };
-        let props = &call.props;
-        if let Some(v) = props.get_str("entrypoint") {
-            mine.edits.entrypoint = Some(words(v).map_err(|e| PluginError::failed(call, e))?);
-        }
-        if let Some(v) = props.get_str("cmd") {
-            mine.edits.cmd = Some(words(v).map_err(|e| PluginError::failed(call, e))?);
-        }
-        if let Some(v) = props.get_str("working-dir") {
-            mine.edits.working_dir = Some(v.to_string());
-        }
-        mine.edits.env = props
-            .all("env")
-            .filter_map(Value::as_str)
-            .map(String::from)
-            .collect();
-        cx.injection.merge(&mine);
-        cx.calls_run += 1;
-        Ok(())
-    })
+async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
+    cx.route(call)?;
+    let layer = layer_of_call(call, cx)?;
+    layer::remember(&layer);
+    let mut mine = Injection {
+        layers: vec![layer],
+        edits: ConfigEdits::default(),
+    };
+    let props = &call.props;
+    if let Some(v) = props.get_str("entrypoint") {
+        mine.edits.entrypoint = Some(words(v).map_err(|e| PluginError::failed(call, e))?);
+    }
+    if let Some(v) = props.get_str("cmd") {
+        mine.edits.cmd = Some(words(v).map_err(|e| PluginError::failed(call, e))?);
+    }
+    if let Some(v) = props.get_str("working-dir") {
+        mine.edits.working_dir = Some(v.to_string());
+    }
+    mine.edits.env = props
+        .all("env")
+        .filter_map(Value::as_str)
+        .map(String::from)
+        .collect();
+    cx.slots.update(|all: &mut Injection| all.merge(&mine));
+    Ok(())
 }
 
 /// The layer of a call: its source as compiled, with the call's platform and declared digests.
@@ -343,7 +332,7 @@ fn derived() -> &'static DerivedTable {
 
 /// The injection a request gets: the route's `.inject-layer` calls, then a container token's.
 pub fn effective(cx: &Context) -> Injection {
-    let mut all = cx.injection.clone();
+    let mut all = cx.slots.get::<Injection>().cloned().unwrap_or_default();
     if let Some(client) = &cx.client_injection {
         all.merge(client);
     }
