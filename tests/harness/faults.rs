@@ -1,0 +1,487 @@
+//! What `tests/security/faults.rs` needs besides the shared harness: a paced TCP relay in front of an
+//! upstream (so a transfer can be cut in the middle), a restart of a killed distribution on
+//! its own storage and port, a raw HTTP upstream that can trickle a body one byte at a time,
+//! a small tmpfs mounted for a store (a full disk), and a count of acr's client connections.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::harness::mirror::*;
+use crate::harness::*;
+
+// ------------------------------------------------------------------------------------------
+// a paced relay
+
+/// A TCP relay `127.0.0.1:PORT` → `target`: requests pass as they come, answers are paced to
+/// `bytes_per_sec` while pacing is on. When the target closes or breaks a connection, the
+/// client's side is closed too (a body cut short stays cut short).
+pub struct Relay {
+    addr: SocketAddr,
+    paced: Arc<AtomicBool>,
+    down: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Bytes per write of a paced answer.
+const RELAY_CHUNK: usize = 32 << 10;
+
+impl Relay {
+    pub fn start(target: SocketAddr, bytes_per_sec: u64) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let addr = listener.local_addr().expect("relay addr");
+        let paced = Arc::new(AtomicBool::new(true));
+        let down = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, d, s) = (paced.clone(), down.clone(), stop.clone());
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(upstream) = TcpStream::connect(target) else {
+                    // Nothing behind the relay: the client sees its connection closed.
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                };
+                let (p, d) = (p.clone(), d.clone());
+                thread::spawn(move || relay_connection(client, upstream, bytes_per_sec, &p, &d));
+            }
+        });
+        Relay {
+            addr,
+            paced,
+            down,
+            stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_paced(&self, on: bool) {
+        self.paced.store(on, Ordering::SeqCst);
+    }
+
+    /// Bytes relayed from the target to clients so far.
+    pub fn bytes_down(&self) -> u64 {
+        self.down.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the stop.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn relay_connection(
+    client: TcpStream,
+    upstream: TcpStream,
+    bytes_per_sec: u64,
+    paced: &AtomicBool,
+    down: &AtomicU64,
+) {
+    let (Ok(mut client_r), Ok(mut upstream_w)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    // Requests: as they come.
+    let up = thread::spawn(move || {
+        let _ = std::io::copy(&mut client_r, &mut upstream_w);
+        let _ = upstream_w.shutdown(Shutdown::Write);
+    });
+    // Answers: paced.
+    let (mut upstream_r, mut client_w) = (upstream, client);
+    let mut buf = vec![0u8; RELAY_CHUNK];
+    loop {
+        let n = match upstream_r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if client_w.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        down.fetch_add(n as u64, Ordering::SeqCst);
+        if paced.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_nanos(
+                n as u64 * 1_000_000_000 / bytes_per_sec.max(1),
+            ));
+        }
+    }
+    // The target went away (or finished): so does the client's side.
+    let _ = client_w.shutdown(Shutdown::Both);
+    let _ = upstream_r.shutdown(Shutdown::Both);
+    let _ = up.join();
+}
+
+// ------------------------------------------------------------------------------------------
+// distribution, restarted
+
+/// Starts `docker-registry serve` again on the config (so the storage and the port) of `reg`,
+/// whose own process was killed; waits until it answers `/v2/`. Killed on drop.
+pub fn restart_registry(reg: &Registry) -> Proc {
+    assert!(
+        wait_until(Duration::from_secs(10), || !reg.is_running()),
+        "the first registry still runs"
+    );
+    let log = reg.config_path().with_file_name("registry-restarted.log");
+    let url = format!("{}/v2/", reg.url());
+    for _ in 0..5 {
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve").arg(reg.config_path());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("REGISTRY_") {
+                cmd.env_remove(k);
+            }
+        }
+        let proc = Proc::spawn("docker-registry (restarted)", cmd, &log);
+        let up = wait_until(Duration::from_secs(30), || {
+            !proc.is_running()
+                || try_http_request("GET", &url, &[], None).is_ok_and(|r| r.status == 200)
+        });
+        if up && proc.is_running() {
+            return proc;
+        }
+        // The port may still be held for a moment; try again.
+        thread::sleep(Duration::from_millis(500));
+    }
+    panic!(
+        "the registry did not come back on {}:\n{}",
+        reg.url(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// an upstream that trickles
+
+/// What a [`SlowUpstream`] answers: like a `FakeReply`, and with `per_byte` the body is sent
+/// one byte at a time, that long apart.
+#[derive(Clone, Debug, Default)]
+pub struct SlowReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub per_byte: Option<Duration>,
+}
+
+impl SlowReply {
+    pub fn new(status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> SlowReply {
+        SlowReply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.into(),
+            per_byte: None,
+        }
+    }
+}
+
+type SlowHandler = dyn Fn(&FakeRequest) -> SlowReply + Send + Sync;
+
+/// A raw HTTP/1.1 upstream on 127.0.0.1: a thread per connection, one request per
+/// connection (`Connection: close`). It counts the connections still open and the trickled
+/// bodies a client broke off; dropped, it stops trickling.
+pub struct SlowUpstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(Instant, FakeRequest)>>>,
+    open: Arc<AtomicUsize>,
+    broken_off: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowUpstream {
+    pub fn start(handler: impl Fn(&FakeRequest) -> SlowReply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the slow upstream");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(AtomicUsize::new(0));
+        let broken_off = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Arc<SlowHandler> = Arc::new(handler);
+        let (seen2, open2, broken2, stop2) =
+            (seen.clone(), open.clone(), broken_off.clone(), stop.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (h, seen, open, broken, stop) = (
+                    handler.clone(),
+                    seen2.clone(),
+                    open2.clone(),
+                    broken2.clone(),
+                    stop2.clone(),
+                );
+                open.fetch_add(1, Ordering::SeqCst);
+                thread::spawn(move || {
+                    serve_slow(stream, &*h, &seen, &broken, &stop);
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        SlowUpstream {
+            addr,
+            seen,
+            open,
+            broken_off,
+            stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// `METHOD PATH` of every request so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .map(|(_, r)| format!("{} {}", r.method, r.path))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Connections accepted and not finished yet.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Trickled bodies whose reader went away before the end.
+    pub fn broken_off(&self) -> usize {
+        self.broken_off.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SlowUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Reads one request head (and body, by Content-Length) from `stream`.
+pub fn read_request(stream: &mut TcpStream) -> Option<FakeRequest> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let mut req = FakeRequest {
+        method: first.next().unwrap_or("").to_string(),
+        path: first.next().unwrap_or("").to_string(),
+        ..FakeRequest::default()
+    };
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            req.headers
+                .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let length: usize = req
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    req.body = buf[head_end..].to_vec();
+    while req.body.len() < length {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => req.body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(req)
+}
+
+fn serve_slow(
+    mut stream: TcpStream,
+    handler: &SlowHandler,
+    seen: &Mutex<Vec<(Instant, FakeRequest)>>,
+    broken_off: &AtomicUsize,
+    stop: &AtomicBool,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Some(req) = read_request(&mut stream) else {
+        return;
+    };
+    if let Ok(mut s) = seen.lock() {
+        s.push((Instant::now(), req.clone()));
+    }
+    let reply = handler(&req);
+    let mut out = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", reply.status);
+    if !reply
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        out += &format!("Content-Length: {}\r\n", reply.body.len());
+    }
+    for (k, v) in &reply.headers {
+        out += &format!("{k}: {v}\r\n");
+    }
+    out += "\r\n";
+    if stream.write_all(out.as_bytes()).is_err() {
+        return;
+    }
+    let _ = stream.flush();
+    if req.method != "HEAD" {
+        match reply.per_byte {
+            None => {
+                if stream.write_all(&reply.body).is_err() {
+                    return;
+                }
+            }
+            Some(gap) => {
+                for b in &reply.body {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    thread::sleep(gap);
+                    if stream.write_all(std::slice::from_ref(b)).is_err() {
+                        broken_off.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    let _ = stream.flush();
+                }
+            }
+        }
+    }
+    let _ = stream.flush();
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut chunk = [0u8; 4096];
+    while matches!(stream.read(&mut chunk), Ok(n) if n > 0) {}
+}
+
+// ------------------------------------------------------------------------------------------
+// a small tmpfs
+
+/// A tmpfs of `size` mounted on a fresh temporary directory; unmounted (lazily, so files acr
+/// still holds do not stop it) when dropped, also while a test unwinds.
+pub struct Tmpfs {
+    dir: TempDir,
+    mounted: bool,
+}
+
+impl Tmpfs {
+    /// `mount -t tmpfs -o size=SIZE tmpfs DIR`; `Err` with the reason when it is not allowed.
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = temp_dir("acr-tmpfs-");
+        let mut cmd = Command::new("mount");
+        cmd.args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path());
+        let out = run_cmd(cmd, Duration::from_secs(30));
+        if !out.success() {
+            return Err(format!(
+                "`{}` failed ({}): {}",
+                out.cmdline,
+                out.status,
+                out.stderr.trim()
+            ));
+        }
+        Ok(Tmpfs { dir, mounted: true })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Bytes free on the filesystem.
+    pub fn free_bytes(&self) -> u64 {
+        let c = std::ffi::CString::new(self.dir.path().to_string_lossy().as_bytes())
+            .expect("path without NUL");
+        // SAFETY: statvfs into a zeroed struct we own, with a valid C string.
+        unsafe {
+            let mut s: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(c.as_ptr(), &mut s) != 0 {
+                return 0;
+            }
+            s.f_bavail * s.f_frsize
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if self.mounted {
+            unmount_under(self.dir.path());
+            self.mounted = false;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// acr's sockets
+
+/// The socket inodes among `pid`'s open files.
+fn socket_inodes(pid: u32) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            let t = target.to_string_lossy();
+            if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                out.insert(inode.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// How many established TCP connections process `pid` holds on its local port `port` (the
+/// connections of its clients, when `port` is its listening port).
+pub fn established_on_port(pid: u32, port: u16) -> usize {
+    let inodes = socket_inodes(pid);
+    let mut n = 0;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 {
+                continue;
+            }
+            let local_port = f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && f[3] == "01" && inodes.contains(f[9]) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
