@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::mirror::*;
 use crate::harness::*;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;

@@ -1,7 +1,6 @@
 //! The Grafana dashboard acr ships (`lib/grafana/acr-dashboard.json`) asks only for metrics a
 //! running acr exposes: every `acr_*` name in its queries is on `/metrics` of a real mirror.
 
-use crate::harness::mirror::*;
 use crate::harness::*;
 
 #[test]

@@ -14,7 +14,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::harness::faults::established_on_port;
-use crate::harness::mirror::*;
 use crate::harness::store::*;
 use crate::harness::*;
 

@@ -17,7 +17,6 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::mirror::{oci_code, pipeline, pull_through, routes};
 use crate::harness::production::*;
 use crate::harness::*;
 use sha2::{Digest as _, Sha256};
@@ -51,18 +50,18 @@ const AUTH_SETTINGS: [&str; 3] = [
 
 /// acr in front of `reg` with client auth (`AUTH_SETTINGS` and `extra` settings), and its
 /// own upstream credentials in `ACR_AUTH_127_0_0_1_PORT`.
-fn auth_mirror(reg: &Registry, extra: &[&str], files: &[(&str, &str)]) -> Mirror {
+fn auth_mirror(reg: &Registry, extra: &[&str], files: &[(&str, &str)]) -> Acr {
     let mut settings: Vec<&str> = AUTH_SETTINGS.to_vec();
     settings.extend_from_slice(extra);
-    let mut opts = MirrorOptions {
+    let mut opts = AcrOptions {
         env: vec![(acr_auth_var(reg), format!("{UP_USER}:{UP_PASS}"))],
         files: vec![("users.htpasswd".into(), htpasswd_file(&[ALICE, BOB]))],
-        ..MirrorOptions::default()
+        ..AcrOptions::default()
     };
     for (name, content) in files {
         opts.files.push((name.to_string(), content.to_string()));
     }
-    Mirror::start(&pipeline(&reg.url(), &[], &settings, &routes("")), opts)
+    Acr::launch(&pipeline(&reg.url(), &[], &settings, &routes("")), opts)
 }
 
 /// The upstream saw none of the clients' credentials: its log names none of acr's users,
@@ -395,7 +394,7 @@ fn replicas_sharing_a_token_secret_accept_each_others_tokens() {
     );
     assert_eq!(t.status, 200, "{}", t.text());
     let bearer = format!("Bearer {}", t.json()["token"].as_str().expect("token"));
-    let get = |acr: &Mirror| {
+    let get = |acr: &Acr| {
         http_request(
             "GET",
             &format!("{}/v2/library/test/manifests/1", acr.url()),
@@ -573,9 +572,9 @@ fn forward_auth_sends_the_clients_credentials_upstream() {
     let routes = ": .manifests head, get\n:   .forward-auth\n:   .resolve\n\
                   : .blobs head, get\n:   .forward-auth\n:   .pull\n\
                   : .tags get\n:   .forward-auth\n:   .resolve\n";
-    let acr = Mirror::start(
+    let acr = Acr::launch(
         &pipeline(&reg.url(), &[], &[], routes),
-        MirrorOptions::default(),
+        AcrOptions::default(),
     );
     let url = format!("{}/v2/library/test/manifests/1", acr.url());
 
@@ -673,11 +672,11 @@ fn plain_upstream() -> Registry {
     reg
 }
 
-fn tls_mirror(reg: &Registry, settings: &[String]) -> Mirror {
+fn tls_mirror(reg: &Registry, settings: &[String]) -> Acr {
     let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
-    Mirror::start(
+    Acr::launch(
         &pipeline(&reg.url(), &[], &settings, &routes("")),
-        MirrorOptions::default(),
+        AcrOptions::default(),
     )
 }
 
@@ -1026,7 +1025,7 @@ fn test_blobs() -> Vec<String> {
 }
 
 /// One pull of `library/test:1` by raw requests: `manifests` GETs of the tag, then each blob.
-fn raw_pull(acr: &Mirror, manifests: usize) -> usize {
+fn raw_pull(acr: &Acr, manifests: usize) -> usize {
     for _ in 0..manifests {
         let r = http_request(
             "GET",
@@ -1053,7 +1052,7 @@ fn raw_pull(acr: &Mirror, manifests: usize) -> usize {
 
 /// Scrapes until `key` has grown by `by` over `before` (a request is counted when its last
 /// byte has left, which may be just after the client has it), then returns that scrape.
-fn scrape_until(acr: &Mirror, before: &Metrics, waits: &[(&str, f64)]) -> Metrics {
+fn scrape_until(acr: &Acr, before: &Metrics, waits: &[(&str, f64)]) -> Metrics {
     let mut last = scrape(&acr.url());
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline
@@ -1102,9 +1101,9 @@ fn assert_histograms_cumulative(m: &Metrics) {
 #[test]
 fn metrics_health_and_readiness() {
     let reg = plain_upstream();
-    let acr = Mirror::start(
+    let acr = Acr::launch(
         &pipeline(&reg.url(), &[], &[".cache store"], &routes("")),
-        MirrorOptions::default(),
+        AcrOptions::default(),
     );
 
     let m0 = scrape(&acr.url());
@@ -1202,9 +1201,9 @@ fn status_page_renders_in_headless_chromium() {
         );
     };
     let reg = plain_upstream();
-    let acr = Mirror::start(
+    let acr = Acr::launch(
         &pipeline(&reg.url(), &[], &[".cache store"], &routes("")),
-        MirrorOptions::default(),
+        AcrOptions::default(),
     );
     let out = temp_dir("acr-status-");
     let dest = format!("dir:{}", out.path().join("d").display());
@@ -1318,7 +1317,7 @@ fn wait_client(client: &mut Proc, timeout: Duration) -> std::process::ExitStatus
 fn sigterm_lets_a_transfer_in_progress_finish() {
     let reg = Registry::start(RegistryAuth::None);
     let big = seed_big(&reg, BIG_MIB);
-    let mut acr = Mirror::start(&pull_through(&reg.url()), MirrorOptions::default());
+    let mut acr = Acr::launch(&pull_through(&reg.url()), AcrOptions::default());
     let scratch = temp_dir("acr-shutdown-");
     let file = scratch.path().join("blob");
     let url = format!("{}/v2/library/big/blobs/{}", acr.url(), big.layer_digest);
@@ -1372,11 +1371,11 @@ fn sigterm_lets_a_transfer_in_progress_finish() {
 fn sigterm_past_the_grace_breaks_slow_transfers_with_an_error() {
     let reg = Registry::start(RegistryAuth::None);
     let big = seed_big(&reg, BIG_MIB);
-    let mut acr = Mirror::start(
+    let mut acr = Acr::launch(
         &pull_through(&reg.url()),
-        MirrorOptions {
+        AcrOptions {
             args: vec!["--shutdown-grace".into(), "1".into()],
-            ..MirrorOptions::default()
+            ..AcrOptions::default()
         },
     );
     let scratch = temp_dir("acr-shutdown-");

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::mirror::*;
 use crate::harness::*;
 use tempfile::TempDir;
 

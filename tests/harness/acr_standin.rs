@@ -623,29 +623,6 @@ impl Default for AcrMirrorOptions {
 }
 
 /// Environment prefixes no acr child inherits from the test runner.
-const SCRUBBED: &[&str] = &[
-    "ACR_",
-    "DOCKER_",
-    "REGISTRY_",
-    "AZURE_",
-    "AZ_",
-    "MSI_",
-    "IDENTITY_",
-    "IMDS_",
-];
-
-/// `PATH` without directories that hold an `az`.
-fn path_without_az() -> String {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
-        .filter(|d| !d.join("az").exists())
-        .collect();
-    std::env::join_paths(dirs)
-        .expect("join PATH")
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// The directory acr runs in (where `init` ran), the stand-in `az`, and the hosts dir.
 pub struct AcrWorkspace {
     dir: TempDir,
@@ -748,25 +725,15 @@ impl AcrWorkspace {
     /// `acr --registry example --registry-host URL ARGS...` in this workspace, with a
     /// clean environment plus the options' (az, env).
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_acr"));
+        let mut cmd = acr_command(self.dir.path());
         cmd.args(["--registry", REGISTRY_NAME, "--registry-host"])
             .arg(&self.registry_url)
-            .args(args)
-            .current_dir(self.dir.path());
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if SCRUBBED.iter().any(|p| k.starts_with(p)) || k == "XDG_RUNTIME_DIR" {
-                cmd.env_remove(k);
-            }
-        }
+            .args(args);
         let path = match self.opts.az {
             Az::Absent => path_without_az(),
             _ => format!("{}:{}", self.bin_dir().display(), path_without_az()),
         };
         cmd.env("PATH", path)
-            .env("HOME", self.dir.path())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
             .env("AZ_STANDIN_URL", &self.registry_url)
             .env("AZ_STANDIN_LOG", self.az_log_path())
             .env("AZ_STANDIN_FAIL_FILE", self.az_fail_flag());
@@ -808,47 +775,33 @@ impl AcrMirror {
     /// `init` with a free mirror address, then `mirror start`; waits for `Listening on`.
     pub fn start(registry: &AcrRegistry, opts: AcrMirrorOptions) -> AcrMirror {
         let ws = AcrWorkspace::new(registry, opts);
-        let mut last = String::new();
-        for attempt in 0..10 {
-            let port = free_port();
-            let addr = format!("127.0.0.1:{port}");
-            let init = ws.init(&addr);
-            assert!(
-                init.success(),
-                "acr init --registry-host {} failed: {init:?}",
-                ws.registry_url
-            );
-            let hosts = ws.hosts_dir().display().to_string();
-            let cmd = ws.command(&["mirror", "start", "--hosts-dir", &hosts]);
-            let log = ws.dir().join(format!("acr-{attempt}.log"));
-            let proc = Proc::spawn("acr mirror start", cmd, &log);
-            let mut up = false;
-            let ready = wait_until(START_TIMEOUT, || {
-                up = proc.log().contains(&format!("Listening on {addr}"));
-                up || !proc.is_running()
-            });
-            last = proc.log();
-            if ready && up {
-                let m = AcrMirror {
-                    proc,
-                    port,
-                    init,
-                    ws,
-                };
-                let r = http_request("GET", &format!("{}/v2/", m.url()), &[], None);
-                assert_eq!(r.status, 200, "acr does not answer /v2/:\n{}", m.log());
-                return m;
-            }
-            if last.contains("ddress already in use") {
-                continue;
-            }
-            panic!(
-                "acr mirror start did not come up ({}):\n{last}\n--- az calls ---\n{}",
-                if ready { "exited" } else { "timed out" },
-                ws.az_calls().join("\n")
-            );
-        }
-        panic!("acr: no free port after 10 attempts:\n{last}");
+        let mut init = None;
+        let (proc, port) = spawn_listening(
+            ws.dir(),
+            START_TIMEOUT,
+            |addr| {
+                let out = ws.init(addr);
+                assert!(
+                    out.success(),
+                    "acr init --registry-host {} failed: {out:?}",
+                    ws.registry_url
+                );
+                init = Some(out);
+                let hosts = ws.hosts_dir().display().to_string();
+                ws.command(&["mirror", "start", "--hosts-dir", &hosts])
+            },
+            || format!("\n--- az calls ---\n{}", ws.az_calls().join("\n")),
+        );
+        let init = init.expect("init ran before the start");
+        let m = AcrMirror {
+            proc,
+            port,
+            init,
+            ws,
+        };
+        let r = http_request("GET", &format!("{}/v2/", m.url()), &[], None);
+        assert_eq!(r.status, 200, "acr does not answer /v2/:\n{}", m.log());
+        m
     }
 
     /// Stops acr (kills its process group); the workspace stays.
@@ -872,15 +825,10 @@ impl AcrMirror {
         let cmd = self.ws.command(&all);
         let log = self.ws.dir().join("acr-restart.log");
         let proc = Proc::spawn("acr mirror start", cmd, &log);
-        let mut up = false;
-        let ready = wait_until(START_TIMEOUT, || {
-            up = proc.log().contains(&format!("Listening on {addr}"));
-            up || !proc.is_running()
-        });
+        let readiness = wait_listening(&proc, &addr, START_TIMEOUT);
         assert!(
-            ready && up,
-            "acr did not come up again ({}):\n{}",
-            if ready { "exited" } else { "timed out" },
+            readiness == Readiness::Listening,
+            "acr did not come up again ({readiness:?}):\n{}",
             proc.log()
         );
         AcrMirror {
@@ -910,12 +858,7 @@ impl AcrMirror {
     }
     /// acr's one-line-per-request log lines containing every one of `parts`.
     pub fn requests_with(&self, parts: &[&str]) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter(|l| l.contains(" method=") && l.contains(" status="))
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .map(str::to_string)
-            .collect()
+        requests_with(&self.log(), parts)
     }
     /// GET/HEAD `/v2/<repo>/manifests/<reference>` through acr with `headers` added to
     /// `Accept: ACCEPT_MANIFESTS`; `query` (e.g. `?ns=...`) is appended as is.

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::harness::faults::read_request;
 use crate::harness::*;
 
 // ------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::harness::mirror::*;
 use crate::harness::*;
 
 // ------------------------------------------------------------------------------------------
@@ -280,47 +279,6 @@ impl Drop for SlowUpstream {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(self.addr);
     }
-}
-
-/// Reads one request head (and body, by Content-Length) from `stream`.
-pub fn read_request(stream: &mut TcpStream) -> Option<FakeRequest> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split(' ');
-    let mut req = FakeRequest {
-        method: first.next().unwrap_or("").to_string(),
-        path: first.next().unwrap_or("").to_string(),
-        ..FakeRequest::default()
-    };
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            req.headers
-                .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let length: usize = req
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    req.body = buf[head_end..].to_vec();
-    while req.body.len() < length {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => req.body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    Some(req)
 }
 
 fn serve_slow(

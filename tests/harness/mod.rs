@@ -17,19 +17,20 @@
 //! Every area binary (`tests/<area>/main.rs`) includes it with
 //! `#[path = "../harness/mod.rs"] mod harness;`.
 
+mod acr;
 pub mod acr_standin;
 pub mod bounds;
 pub mod faults;
 pub mod inject;
-pub mod mirror;
 pub mod production;
 pub mod store;
-pub mod upstream;
 
 mod clients;
 mod encode;
+mod fake_upstream;
 mod http;
 mod images;
+mod pipelines;
 mod process;
 mod registry;
 mod seed;
@@ -39,8 +40,8 @@ mod tools;
 // What a test gets with `use crate::harness::*`; each area binary uses a part of it.
 #[allow(unused_imports)]
 pub use {
-    clients::*, encode::*, http::*, images::*, process::*, registry::*, seed::*, tokenserver::*,
-    tools::*,
+    acr::*, clients::*, encode::*, fake_upstream::*, http::*, images::*, pipelines::*, process::*,
+    registry::*, seed::*, tokenserver::*, tools::*,
 };
 
 use std::time::Duration;

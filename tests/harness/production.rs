@@ -1,141 +1,17 @@
-//! What `tests/deploy/production.rs` needs beyond the rest of the harness: an acr
-//! launcher that does not expect `/v2/` to answer 200 over plain http (client auth answers 401,
-//! https refuses plain http) and takes extra `mirror start` arguments (`--shutdown-grace`), a
+//! What `tests/deploy/production.rs` needs beyond the rest of the harness: htpasswd files, a
 //! small PKI made with `openssl`, `curl`, the Prometheus text of `/metrics` and a PNG check.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::harness::mirror::{ACR, START_TIMEOUT};
 use crate::harness::*;
 
 /// How long one client command may take (generous: a shared 2-core machine).
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// How to start acr.
-#[derive(Default, Clone)]
-pub struct MirrorOptions {
-    /// Extra environment for acr (e.g. `ACR_AUTH_127_0_0_1_PORT=user:pass`).
-    pub env: Vec<(String, String)>,
-    /// Files written into acr's directory (its cwd) before start: (relative path, content).
-    pub files: Vec<(String, String)>,
-    /// Extra arguments after `mirror start` (e.g. `--shutdown-grace 1`).
-    pub args: Vec<String>,
-}
-
-/// `acr --runmd-path DIR/mirror.runmd mirror start ARGS` on a free port, cwd DIR; killed on
-/// drop. Ready when its log says `Listening on 127.0.0.1:PORT`.
-pub struct Mirror {
-    proc: Proc,
-    port: u16,
-    dir: TempDir,
-}
-
-impl Mirror {
-    pub fn start(runmd: &str, opts: MirrorOptions) -> Mirror {
-        let dir = temp_dir("acr-production-");
-        for (name, content) in &opts.files {
-            let p = dir.path().join(name);
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).expect("mkdir");
-            }
-            std::fs::write(&p, content).expect("write a file beside the runmd");
-        }
-        let path = dir.path().join("mirror.runmd");
-        for attempt in 0..10 {
-            let port = free_port();
-            let addr = format!("127.0.0.1:{port}");
-            std::fs::write(&path, runmd.replace(ACR, &addr)).expect("write runmd");
-            let log = dir.path().join(format!("acr-{attempt}.log"));
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_acr"));
-            cmd.arg("--runmd-path")
-                .arg(&path)
-                .args(["mirror", "start"])
-                .args(&opts.args)
-                .current_dir(dir.path());
-            for (k, _) in std::env::vars_os() {
-                let k = k.to_string_lossy().into_owned();
-                if k.starts_with("ACR_")
-                    || k.starts_with("DOCKER_")
-                    || k.starts_with("REGISTRY_")
-                    || k == "XDG_RUNTIME_DIR"
-                {
-                    cmd.env_remove(k);
-                }
-            }
-            cmd.env("HOME", dir.path())
-                .env("RUST_LOG", "info")
-                .env("NO_COLOR", "1");
-            for (k, v) in &opts.env {
-                cmd.env(k, v);
-            }
-            let proc = Proc::spawn("acr", cmd, &log);
-            let mut up = false;
-            let ready = wait_until(START_TIMEOUT, || {
-                up = proc.log().contains(&format!("Listening on {addr}"));
-                up || !proc.is_running()
-            });
-            if ready && up {
-                return Mirror { proc, port, dir };
-            }
-            let text = proc.log();
-            if text.contains("ddress already in use") {
-                continue;
-            }
-            panic!(
-                "acr did not start (attempt {attempt}, {}):\n{text}",
-                if ready { "exited" } else { "timed out" }
-            );
-        }
-        panic!("acr: no free port after 10 attempts");
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-    /// `127.0.0.1:PORT`
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-    /// `http://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-    /// `https://127.0.0.1:PORT`
-    pub fn https_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
-    pub fn is_running(&self) -> bool {
-        self.proc.is_running()
-    }
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-    pub fn log(&self) -> String {
-        self.proc.log()
-    }
-    /// Sends `signal` to acr (the process, not its group).
-    pub fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) on our own child, which has not been reaped (so its pid is ours).
-        let r = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
-        assert_eq!(r, 0, "kill({}, {signal})", self.pid());
-    }
-    /// Waits up to `timeout` for acr to exit by itself; its exit status, or `None` if it
-    /// still runs.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        if !wait_until(timeout, || !self.proc.is_running()) {
-            return None;
-        }
-        self.proc.stop()
-    }
-}
 
 // ------------------------------------------------------------------------------------------
 // htpasswd

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::harness::mirror::*;
 use crate::harness::*;
 
 // ------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::inject::*;
-use crate::harness::mirror::*;
 use crate::harness::*;
 
 /// Pushes only `library/test:1` (for tests that need one image).

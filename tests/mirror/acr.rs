@@ -19,7 +19,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::acr_standin::*;
-use crate::harness::mirror::{layout_digest, pipeline, routes, Acr, AcrOptions};
 use crate::harness::*;
 
 // ------------------------------------------------------------------------------------------

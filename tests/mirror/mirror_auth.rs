@@ -8,7 +8,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::mirror::*;
 use crate::harness::*;
 
 const USER: &str = "mirroruser";

@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::harness::mirror::*;
 use crate::harness::*;
 
 const TIMEOUT: Duration = Duration::from_secs(60);

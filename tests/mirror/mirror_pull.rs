@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::mirror::*;
 use crate::harness::*;
 use sha2::{Digest as _, Sha256};
 

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use crate::harness::mirror::*;
 use crate::harness::*;
 
 const PATIENCE: Duration = Duration::from_secs(60);

@@ -13,7 +13,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::harness::faults::*;
-use crate::harness::mirror::*;
 use crate::harness::store::*;
 use crate::harness::*;
 

@@ -7,7 +7,6 @@
 //!    client's credentials for the repository;
 //! 4. the store serves an object to a repository only when the upstream holds it there.
 
-use crate::harness::mirror::{oci_code, pipeline, routes};
 use crate::harness::production::*;
 use crate::harness::*;
 use sha2::{Digest as _, Sha256};
@@ -54,7 +53,7 @@ fn private_upstream() -> Registry {
 }
 
 /// acr with users alice (`library/*`) and bob (`public/*`), a store, and `extra` settings.
-fn users_mirror(reg: &Registry, extra: &[&str]) -> Mirror {
+fn users_mirror(reg: &Registry, extra: &[&str]) -> Acr {
     let mut settings = vec![
         ".users users.htpasswd",
         ".allow-pull alice library/*",
@@ -62,12 +61,12 @@ fn users_mirror(reg: &Registry, extra: &[&str]) -> Mirror {
         ".cache store",
     ];
     settings.extend_from_slice(extra);
-    Mirror::start(
+    Acr::launch(
         &pipeline(&reg.url(), &[], &settings, &routes("")),
-        MirrorOptions {
+        AcrOptions {
             env: vec![(acr_auth_var(reg), format!("{UP_USER}:{UP_PASS}"))],
             files: vec![("users.htpasswd".into(), htpasswd_file(&[ALICE, BOB]))],
-            ..MirrorOptions::default()
+            ..AcrOptions::default()
         },
     )
 }
@@ -157,12 +156,12 @@ fn an_anonymous_token_stops_when_the_mirror_gets_users() {
     let reg = private_upstream();
     let settings = [".container-tokens 1h", ".cache store"];
     let runmd = pipeline(&reg.url(), &[], &settings, &routes(""));
-    let acr = Mirror::start(
+    let acr = Acr::launch(
         &runmd,
-        MirrorOptions {
+        AcrOptions {
             env: vec![(acr_auth_var(&reg), format!("{UP_USER}:{UP_PASS}"))],
             files: vec![("users.htpasswd".into(), htpasswd_file(&[ALICE]))],
-            ..MirrorOptions::default()
+            ..AcrOptions::default()
         },
     );
     let request = format!("{{\"containerImage\":\"{}/library/test:1\"}}", reg.host());
@@ -203,9 +202,9 @@ fn forward_auth_serves_the_store_only_after_the_upstream_says_yes() {
     push(&reg, &fixtures().test, "library/test:1", &[]);
     let routes = ": .manifests head, get\n:   .forward-auth\n:   .resolve\n\
                   : .blobs head, get\n:   .forward-auth\n:   .pull\n";
-    let acr = Mirror::start(
+    let acr = Acr::launch(
         &pipeline(&reg.url(), &[], &[".cache store"], routes),
-        MirrorOptions::default(),
+        AcrOptions::default(),
     );
     let accept = format!("Accept: {ACCEPT_MANIFESTS}");
     let by_tag = format!("{}/v2/library/test/manifests/1", acr.url());
@@ -385,11 +384,11 @@ fn a_gzip_bomb_in_a_token_request_is_refused() {
     use base64::Engine as _;
     let reg = private_upstream();
     let settings = [".container-tokens 1h", ".cache store"];
-    let acr = Mirror::start(
+    let acr = Acr::launch(
         &pipeline(&reg.url(), &[], &settings, &routes("")),
-        MirrorOptions {
+        AcrOptions {
             env: vec![(acr_auth_var(&reg), format!("{UP_USER}:{UP_PASS}"))],
-            ..MirrorOptions::default()
+            ..AcrOptions::default()
         },
     );
     let dir = temp_dir("acr-bomb-");

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use crate::harness::bounds::*;
 use crate::harness::faults::Relay;
-use crate::harness::mirror::*;
 use crate::harness::store::*;
 use crate::harness::*;
 

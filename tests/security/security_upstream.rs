@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::mirror::*;
-use crate::harness::upstream::*;
 use crate::harness::*;
 
 /// The upstream waits acr runs with here (the defaults are 10 s, 30 s, 30 s).
@@ -64,8 +62,8 @@ fn assert_oci_error(r: &HttpResponse, status: u16) {
 
 /// An upstream that serves `ok`, never answers `stall` (nor anything while `all_silent`),
 /// and stalls the body of `slowbody` after its headers.
-fn stalling_upstream(all_silent: Arc<AtomicBool>) -> Hostile {
-    Hostile::start("127.0.0.1", move |req: &FakeRequest| {
+fn stalling_upstream(all_silent: Arc<AtomicBool>) -> FakeUpstream {
+    FakeUpstream::start_on("127.0.0.1", move |req: &FakeRequest| {
         if all_silent.load(Ordering::SeqCst) || req.path.contains("/stall/") {
             thread::sleep(FOREVER);
             return FakeReply::new(500, &[], "");
@@ -195,14 +193,14 @@ fn a_silent_upstream_on_a_cold_start_holds_no_queue_of_probes() {
 fn a_silent_token_realm_is_a_504_within_the_bound_and_recovers() {
     let realm_silent = Arc::new(AtomicBool::new(true));
     let flag = realm_silent.clone();
-    let realm = Hostile::start("127.0.0.1", move |_: &FakeRequest| {
+    let realm = FakeUpstream::start_on("127.0.0.1", move |_: &FakeRequest| {
         if flag.load(Ordering::SeqCst) {
             thread::sleep(FOREVER);
         }
         FakeReply::new(200, &[], r#"{"token":"good-token","expires_in":300}"#)
     });
     let challenge = format!(r#"Bearer realm="{}/token",service="svc""#, realm.url());
-    let up = Hostile::start("127.0.0.1", move |req: &FakeRequest| {
+    let up = FakeUpstream::start_on("127.0.0.1", move |req: &FakeRequest| {
         if req.header("authorization") != Some("Bearer good-token") {
             return FakeReply::new(401, &[("WWW-Authenticate", &challenge)], "");
         }
@@ -238,11 +236,11 @@ fn a_silent_token_realm_is_a_504_within_the_bound_and_recovers() {
 #[test]
 fn a_redirect_from_https_down_to_http_is_refused() {
     let tls = TestTls::new();
-    let storage = Hostile::start("127.0.0.1", |_: &FakeRequest| {
+    let storage = FakeUpstream::start_on("127.0.0.1", |_: &FakeRequest| {
         FakeReply::new(200, &[], "stolen")
     });
     let location = format!("http://{}/blob", storage.host());
-    let up = Hostile::start_tls(&tls, move |req: &FakeRequest| {
+    let up = FakeUpstream::start_tls(&tls, move |req: &FakeRequest| {
         if req.path == "/v2/" {
             return FakeReply::new(200, &[], "{}");
         }
@@ -263,7 +261,7 @@ fn a_redirect_from_https_down_to_http_is_refused() {
 
 #[test]
 fn a_redirect_to_a_metadata_address_is_refused_at_once() {
-    let up = Hostile::start("127.0.0.1", |req: &FakeRequest| {
+    let up = FakeUpstream::start_on("127.0.0.1", |req: &FakeRequest| {
         if req.path == "/v2/" {
             return FakeReply::new(200, &[], "{}");
         }
@@ -298,7 +296,7 @@ fn a_redirect_to_a_metadata_address_is_refused_at_once() {
 
 #[test]
 fn a_chain_of_redirects_is_cut_after_five_hops() {
-    let up = Hostile::start("127.0.0.1", |req: &FakeRequest| {
+    let up = FakeUpstream::start_on("127.0.0.1", |req: &FakeRequest| {
         if req.path == "/v2/" {
             return FakeReply::new(200, &[], "{}");
         }
@@ -330,7 +328,7 @@ fn a_chain_of_redirects_is_cut_after_five_hops() {
 
 #[test]
 fn documents_redirected_to_another_host_are_never_served() {
-    let attacker = Hostile::start("127.0.0.2", |req: &FakeRequest| {
+    let attacker = FakeUpstream::start_on("127.0.0.2", |req: &FakeRequest| {
         let body = if req.path.contains("tags") {
             r#"{"name":"app","tags":["attacker-tag"]}"#.to_string()
         } else {
@@ -340,7 +338,7 @@ fn documents_redirected_to_another_host_are_never_served() {
         FakeReply::new(200, &[("Content-Type", "application/json")], body)
     });
     let attacker_url = attacker.url();
-    let up = Hostile::start("127.0.0.1", move |req: &FakeRequest| {
+    let up = FakeUpstream::start_on("127.0.0.1", move |req: &FakeRequest| {
         if req.path == "/v2/" {
             return FakeReply::new(200, &[], "{}");
         }
@@ -367,12 +365,12 @@ fn a_blob_follows_its_redirect_to_storage_without_the_upstreams_authorization() 
     let blob = b"the blob bytes".to_vec();
     let digest = digest_of(&blob);
     let stored = blob.clone();
-    let storage = Hostile::start("127.0.0.2", move |_: &FakeRequest| {
+    let storage = FakeUpstream::start_on("127.0.0.2", move |_: &FakeRequest| {
         FakeReply::new(200, &[], stored.clone())
     });
     let location = format!("{}/bucket/blob?X-Amz-Signature=abc", storage.url());
     let expected = basic_auth("alice", "s3cret-pass");
-    let up = Hostile::start("127.0.0.1", move |req: &FakeRequest| {
+    let up = FakeUpstream::start_on("127.0.0.1", move |req: &FakeRequest| {
         if req.header("authorization") != Some(expected.as_str()) {
             return FakeReply::new(401, &[("WWW-Authenticate", r#"Basic realm="reg""#)], "");
         }
@@ -401,11 +399,11 @@ fn a_blob_follows_its_redirect_to_storage_without_the_upstreams_authorization() 
 
 #[test]
 fn a_plain_http_realm_on_another_host_never_gets_the_password() {
-    let realm = Hostile::start("127.0.0.2", |_: &FakeRequest| {
+    let realm = FakeUpstream::start_on("127.0.0.2", |_: &FakeRequest| {
         FakeReply::new(200, &[], r#"{"token":"t"}"#)
     });
     let challenge = format!(r#"Bearer realm="{}/token",service="svc""#, realm.url());
-    let up = Hostile::start("127.0.0.1", move |_: &FakeRequest| {
+    let up = FakeUpstream::start_on("127.0.0.1", move |_: &FakeRequest| {
         FakeReply::new(401, &[("WWW-Authenticate", &challenge)], "")
     });
     let runmd = pipeline(&up.url(), &[], &[], &routes("creds"));
@@ -426,7 +424,7 @@ fn a_plain_http_realm_on_another_host_never_gets_the_password() {
 fn a_metadata_realm_is_refused_and_a_huge_token_answer_too() {
     let huge = Arc::new(AtomicBool::new(false));
     let flag = huge.clone();
-    let realm = Hostile::start("127.0.0.1", move |_: &FakeRequest| {
+    let realm = FakeUpstream::start_on("127.0.0.1", move |_: &FakeRequest| {
         if flag.load(Ordering::SeqCst) {
             let pad = "x".repeat(4 << 20);
             return FakeReply::new(200, &[], format!(r#"{{"token":"t","pad":"{pad}"}}"#));
@@ -434,7 +432,7 @@ fn a_metadata_realm_is_refused_and_a_huge_token_answer_too() {
         FakeReply::new(200, &[], r#"{"token":"t"}"#)
     });
     let realm_url = realm.url();
-    let up = Hostile::start("127.0.0.1", move |req: &FakeRequest| {
+    let up = FakeUpstream::start_on("127.0.0.1", move |req: &FakeRequest| {
         let realm = if req.path.contains("/meta/") {
             "https://169.254.169.254/token".to_string()
         } else {
@@ -466,16 +464,16 @@ fn a_metadata_realm_is_refused_and_a_huge_token_answer_too() {
 
 /// An https upstream a client may name through `.allow 127.0.0.1:*`: it asks for Basic auth
 /// and records what it gets.
-fn credential_thief(tls: &TestTls) -> Hostile {
-    Hostile::start_tls(tls, |_: &FakeRequest| {
+fn credential_thief(tls: &TestTls) -> FakeUpstream {
+    FakeUpstream::start_tls(tls, |_: &FakeRequest| {
         FakeReply::new(401, &[("WWW-Authenticate", r#"Basic realm="evil""#)], "")
     })
 }
 
 /// A named upstream that takes `alice:PASS` (Basic) and serves a manifest.
-fn named_upstream(pass: &str) -> Hostile {
+fn named_upstream(pass: &str) -> FakeUpstream {
     let expected = basic_auth("alice", pass);
-    Hostile::start("127.0.0.1", move |req: &FakeRequest| {
+    FakeUpstream::start_on("127.0.0.1", move |req: &FakeRequest| {
         if req.header("authorization") != Some(expected.as_str()) {
             return FakeReply::new(401, &[("WWW-Authenticate", r#"Basic realm="reg""#)], "");
         }
@@ -540,7 +538,7 @@ fn credentials_never_go_to_an_upstream_a_client_chose_through_a_glob() {
 fn login_acr_posts_the_azure_ad_token_to_the_login_server_only() {
     use crate::harness::acr_standin::*;
     let standin = AcrStandin::start(&AcrStandinOptions::default());
-    let thief = Hostile::start("127.0.0.2", |_: &FakeRequest| {
+    let thief = FakeUpstream::start_on("127.0.0.2", |_: &FakeRequest| {
         FakeReply::new(200, &[], r#"{"refresh_token":"stolen"}"#)
     });
     let challenge = format!(
@@ -549,7 +547,7 @@ fn login_acr_posts_the_azure_ad_token_to_the_login_server_only() {
         thief.host()
     );
     // The login server: its challenge names the thief's realm; it answers the exchange.
-    let login_server = Hostile::start("127.0.0.1", move |req: &FakeRequest| {
+    let login_server = FakeUpstream::start_on("127.0.0.1", move |req: &FakeRequest| {
         if req.path.starts_with("/oauth2/exchange") {
             return FakeReply::new(200, &[], r#"{"refresh_token":"from-the-login-server"}"#);
         }
@@ -618,7 +616,7 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn two_identities_with_one_user_name_never_share_an_upstream_token() {
     // The token service answers `t-<refresh token>`: which identity got a token shows.
-    let realm = Hostile::start("127.0.0.1", |req: &FakeRequest| {
+    let realm = FakeUpstream::start_on("127.0.0.1", |req: &FakeRequest| {
         let form = String::from_utf8_lossy(&req.body).into_owned();
         let refresh = form
             .split('&')
@@ -634,7 +632,7 @@ fn two_identities_with_one_user_name_never_share_an_upstream_token() {
     let challenge = format!(r#"Bearer realm="{}/token",service="svc""#, realm.url());
     let blob = b"a blob".to_vec();
     let served = blob.clone();
-    let up = Hostile::start("127.0.0.1", move |req: &FakeRequest| {
+    let up = FakeUpstream::start_on("127.0.0.1", move |req: &FakeRequest| {
         if !req
             .header("authorization")
             .is_some_and(|a| a.starts_with("Bearer t-"))
@@ -678,7 +676,7 @@ fn two_identities_with_one_user_name_never_share_an_upstream_token() {
 #[test]
 fn signed_urls_and_credential_details_reach_neither_the_client_nor_the_log() {
     let dead = closed_port();
-    let up = Hostile::start("127.0.0.1", move |req: &FakeRequest| {
+    let up = FakeUpstream::start_on("127.0.0.1", move |req: &FakeRequest| {
         if req.path == "/v2/" {
             return FakeReply::new(200, &[], "{}");
         }
@@ -733,7 +731,7 @@ fn signed_urls_and_credential_details_reach_neither_the_client_nor_the_log() {
     assert!(!bodies.contains("AKIAEXAMPLE") && !log.contains("AKIAEXAMPLE"));
 
     // Refused credentials: the client hears which upstream, not whose or from where.
-    let refusing = Hostile::start("127.0.0.1", |_: &FakeRequest| {
+    let refusing = FakeUpstream::start_on("127.0.0.1", |_: &FakeRequest| {
         FakeReply::new(401, &[("WWW-Authenticate", r#"Basic realm="reg""#)], "")
     });
     let runmd = pipeline(&refusing.url(), &[], &[], &routes("my-creds-file"));

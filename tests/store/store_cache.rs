@@ -9,7 +9,6 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use crate::harness::mirror::*;
 use crate::harness::store::*;
 use crate::harness::*;
 

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::mirror::*;
 use crate::harness::store::*;
 use crate::harness::*;
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -1,8 +1,8 @@
-//! What `tests/security/security_upstream.rs` needs besides the shared harness: a hostile upstream
-//! that listens on any loopback address (127.0.0.2 is "another host" than 127.0.0.1), in
-//! plain http or in https with a certificate from a test CA, records every request (headers
-//! and body: what a credential thief would keep), and answers what its handler says, or
-//! nothing at all for as long as the handler sleeps.
+//! A fake upstream for what a real registry cannot be made to do: a raw HTTP/1.1 server on
+//! any loopback address (127.0.0.2 is "another host" than 127.0.0.1), in plain http or in
+//! https with a certificate from a test CA, that records every request (headers and body:
+//! what a credential thief would keep) and answers what its handler says: a wrong body, a
+//! body cut short or stalled, or nothing at all for as long as the handler sleeps.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,18 +16,36 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls;
 
-use crate::harness::mirror::{FakeReply, FakeRequest};
-use crate::harness::production::Pki;
+use super::production::Pki;
+use super::*;
+
+/// What a [`FakeUpstream`] answers: status, headers, body. `truncate_to` cuts the body
+/// short (the connection is closed after that many bytes, whatever Content-Length said);
+/// `pause` stops for a while after that many bytes.
+#[derive(Clone, Debug, Default)]
+pub struct FakeReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub truncate_to: Option<usize>,
+    pub pause: Option<(usize, Duration)>,
+}
+
+impl FakeReply {
+    pub fn new(status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> FakeReply {
+        FakeReply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.into(),
+            ..FakeReply::default()
+        }
+    }
+}
 
 type Handler = dyn Fn(&FakeRequest) -> FakeReply + Send + Sync;
-
-/// A recording upstream; its threads end with the test process.
-pub struct Hostile {
-    addr: SocketAddr,
-    tls: bool,
-    seen: Arc<Mutex<Vec<FakeRequest>>>,
-    connections: Arc<AtomicUsize>,
-}
 
 /// A CA acr is told to trust (`SSL_CERT_FILE`) and a server certificate for 127.0.0.1.
 pub struct TestTls {
@@ -63,52 +81,81 @@ impl TestTls {
     }
 }
 
-impl Hostile {
-    /// Plain http on `ip` (a loopback address), a free port.
+/// A recording upstream: a thread per connection, one request per connection, answered with
+/// `handler(request)`; its threads end with the test process.
+pub struct FakeUpstream {
+    addr: SocketAddr,
+    tls: bool,
+    seen: Arc<Mutex<Vec<FakeRequest>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl FakeUpstream {
+    /// Plain http on 127.0.0.1, a free port.
     pub fn start(
+        handler: impl Fn(&FakeRequest) -> FakeReply + Send + Sync + 'static,
+    ) -> FakeUpstream {
+        FakeUpstream::start_with("127.0.0.1", None, Arc::new(handler))
+    }
+
+    /// Plain http on `ip` (a loopback address), a free port.
+    pub fn start_on(
         ip: &str,
         handler: impl Fn(&FakeRequest) -> FakeReply + Send + Sync + 'static,
-    ) -> Hostile {
-        Hostile::start_with(ip, None, Arc::new(handler))
+    ) -> FakeUpstream {
+        FakeUpstream::start_with(ip, None, Arc::new(handler))
     }
 
     /// https on 127.0.0.1 with `tls`'s certificate.
     pub fn start_tls(
         tls: &TestTls,
         handler: impl Fn(&FakeRequest) -> FakeReply + Send + Sync + 'static,
-    ) -> Hostile {
-        Hostile::start_with("127.0.0.1", Some(tls.config.clone()), Arc::new(handler))
+    ) -> FakeUpstream {
+        FakeUpstream::start_with("127.0.0.1", Some(tls.config.clone()), Arc::new(handler))
     }
 
     fn start_with(
         ip: &str,
         tls: Option<Arc<rustls::ServerConfig>>,
         handler: Arc<Handler>,
-    ) -> Hostile {
-        let listener = TcpListener::bind((ip, 0)).expect("bind the hostile upstream");
+    ) -> FakeUpstream {
+        let listener = TcpListener::bind((ip, 0)).expect("bind the fake upstream");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let (seen2, counter, is_tls) = (seen.clone(), connections.clone(), tls.is_some());
         thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
+            for mut stream in listener.incoming().flatten() {
                 counter.fetch_add(1, Ordering::SeqCst);
                 let (handler, seen, tls) = (handler.clone(), seen2.clone(), tls.clone());
                 thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
                     match tls {
-                        None => serve(stream, &*handler, &seen),
+                        None => {
+                            serve(&mut stream, &*handler, &seen);
+                            let _ = stream.shutdown(std::net::Shutdown::Write);
+                            // Drain what the client still sends so the close is not a reset.
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                            let mut rest = [0u8; 4096];
+                            while matches!(stream.read(&mut rest), Ok(n) if n > 0) {}
+                        }
                         Some(config) => {
                             let Ok(conn) = rustls::ServerConnection::new(config) else {
                                 return;
                             };
-                            serve(rustls::StreamOwned::new(conn, stream), &*handler, &seen)
+                            serve(
+                                &mut rustls::StreamOwned::new(conn, stream),
+                                &*handler,
+                                &seen,
+                            );
+                            // Let the client read to the end before the connection goes.
+                            thread::sleep(Duration::from_millis(50));
                         }
                     }
                 });
             }
         });
-        Hostile {
+        FakeUpstream {
             addr,
             tls: is_tls,
             seen,
@@ -127,10 +174,11 @@ impl Hostile {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
     }
-    /// Connections accepted so far (also those that never sent a whole request).
+    /// Connections accepted so far (also those that never sent a whole request, e.g. TLS).
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+    /// Every request so far.
     pub fn received(&self) -> Vec<FakeRequest> {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -159,50 +207,11 @@ impl Hostile {
     }
 }
 
-fn read_request(stream: &mut impl Read) -> Option<FakeRequest> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split(' ');
-    let mut req = FakeRequest {
-        method: first.next().unwrap_or("").to_string(),
-        path: first.next().unwrap_or("").to_string(),
-        ..FakeRequest::default()
-    };
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            req.headers
-                .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let length: usize = req
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    req.body = buf[head_end..].to_vec();
-    while req.body.len() < length {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => req.body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    Some(req)
-}
-
-/// One request per connection: read it, record it, answer `handler(request)` (which may
-/// sleep first: a silent upstream), honouring the reply's `pause` (a body that stalls).
-fn serve(mut stream: impl Read + Write, handler: &Handler, seen: &Mutex<Vec<FakeRequest>>) {
-    let Some(req) = read_request(&mut stream) else {
+/// One request: read it, record it, answer `handler(request)` (which may sleep first: a
+/// silent upstream), honouring the reply's `truncate_to` (a body cut short) and `pause` (a
+/// body that stalls after exactly that many bytes).
+fn serve(stream: &mut (impl Read + Write), handler: &Handler, seen: &Mutex<Vec<FakeRequest>>) {
+    let Some(req) = read_request(stream) else {
         return;
     };
     if let Ok(mut s) = seen.lock() {
@@ -224,40 +233,31 @@ fn serve(mut stream: impl Read + Write, handler: &Handler, seen: &Mutex<Vec<Fake
     }
     let _ = stream.flush();
     if req.method != "HEAD" {
+        let end = reply
+            .truncate_to
+            .unwrap_or(reply.body.len())
+            .min(reply.body.len());
         let mut sent = 0;
-        for part in reply.body.chunks(16 << 10) {
-            let part = match reply.pause {
-                Some((at, _)) if sent < at && sent + part.len() > at => &part[..at - sent],
-                _ => part,
-            };
-            if stream.write_all(part).is_err() {
+        while sent < end {
+            let mut next = (sent + (16 << 10)).min(end);
+            if let Some((at, _)) = reply.pause {
+                if sent < at && next > at {
+                    next = at;
+                }
+            }
+            if stream.write_all(&reply.body[sent..next]).is_err() {
                 return;
             }
-            sent += part.len();
+            sent = next;
             let _ = stream.flush();
             if let Some((at, pause)) = reply.pause {
                 if sent == at {
                     thread::sleep(pause);
-                    return;
                 }
             }
         }
     }
     let _ = stream.flush();
-    // Let the client read to the end before the connection goes.
-    thread::sleep(Duration::from_millis(50));
-}
-
-/// `PATH` without directories that hold an `az` (so `.login-acr` uses the environment).
-pub fn path_without_az() -> String {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
-        .filter(|d| !d.join("az").exists())
-        .collect();
-    std::env::join_paths(dirs)
-        .expect("join PATH")
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// `{"errors":[...]}` of an OCI error reply, as a test would build one.
