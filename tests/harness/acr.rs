@@ -149,7 +149,7 @@ impl Acr {
     /// [`launch`](Self::launch), then `GET /v2/` must answer 200.
     pub fn start_with(runmd: &str, opts: AcrOptions) -> Acr {
         let acr = Acr::launch(runmd, opts);
-        let r = http_request("GET", &format!("{}/v2/", acr.url()), &[], None);
+        let r = fetch("GET", &format!("{}/v2/", acr.url()), &[]);
         assert_eq!(r.status, 200, "acr does not answer /v2/: {}", acr.log());
         acr
     }
@@ -287,11 +287,10 @@ impl Acr {
             .unwrap_or_else(|e| panic!("acr stopped serving: {e}\n{}", self.log()));
         assert_eq!(r.status, 200, "GET /v2/ after the hostile request");
         if let Some((repo, reference)) = manifest {
-            let r = http_request(
+            let r = fetch(
                 "GET",
                 &format!("{}/v2/{repo}/manifests/{reference}", self.url()),
                 &[("Accept", ACCEPT_MANIFESTS)],
-                None,
             );
             assert_eq!(
                 r.status,

@@ -106,6 +106,12 @@ pub fn http_request(
     try_http_request(method, url, headers, body).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A request without a body (`GET`, `HEAD`, `DELETE`); panics when it cannot be sent.
+#[track_caller]
+pub fn fetch(method: &str, url: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    http_request(method, url, headers, None)
+}
+
 /// Blocking GET: `(status, headers, body)`.
 #[track_caller]
 pub fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, Headers, Vec<u8>) {

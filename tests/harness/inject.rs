@@ -381,11 +381,10 @@ pub fn strs(v: &[String]) -> Vec<&str> {
 
 /// HEAD or GET `/v2/<repo>/manifests/<reference>` at acr, accepting every manifest type.
 pub fn manifest(acr: &Acr, method: &str, repo: &str, reference: &str) -> HttpResponse {
-    http_request(
+    fetch(
         method,
         &format!("{}/v2/{repo}/manifests/{reference}", acr.url()),
         &[("Accept", ACCEPT_MANIFESTS)],
-        None,
     )
 }
 
@@ -455,11 +454,10 @@ pub fn head_manifest(acr: &Acr, repo: &str, reference: &str) -> (String, String,
 
 /// GET (or HEAD) `/v2/<repo>/blobs/<digest>` at acr.
 pub fn blob(acr: &Acr, method: &str, repo: &str, digest: &str) -> HttpResponse {
-    http_request(
+    fetch(
         method,
         &format!("{}/v2/{repo}/blobs/{digest}", acr.url()),
         &[],
-        None,
     )
 }
 
@@ -557,12 +555,7 @@ pub fn upstream_config(
     let d = manifest["config"]["digest"]
         .as_str()
         .expect("config digest");
-    let r = http_request(
-        "GET",
-        &format!("{}/v2/{repo}/blobs/{d}", reg.url()),
-        &[],
-        None,
-    );
+    let r = fetch("GET", &format!("{}/v2/{repo}/blobs/{d}", reg.url()), &[]);
     assert_eq!(r.status, 200);
     r.json()
 }

@@ -359,7 +359,7 @@ impl Metrics {
 
 /// `GET /metrics` of acr, parsed.
 pub fn scrape(acr_url: &str) -> Metrics {
-    let r = http_request("GET", &format!("{acr_url}/metrics"), &[], None);
+    let r = fetch("GET", &format!("{acr_url}/metrics"), &[]);
     assert_eq!(r.status, 200, "GET /metrics: {}", r.text());
     let ct = r.header("content-type").unwrap_or_default().to_string();
     assert!(ct.starts_with("text/plain"), "/metrics content type {ct}");

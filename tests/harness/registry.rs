@@ -343,11 +343,10 @@ impl Registry {
         if let Some(a) = auth.as_deref() {
             headers.push(("Authorization", a));
         }
-        http_request(
+        fetch(
             method,
             &format!("{}/v2/{repo}/manifests/{reference}", self.url()),
             &headers,
-            None,
         )
     }
 }

@@ -176,7 +176,7 @@ impl TokenServer {
     /// `GET /stats`: counters such as `issued`, `issued_anonymous`, `issued_password`,
     /// `issued_refresh`, `denied`, `token_requests`.
     pub fn stats(&self) -> serde_json::Value {
-        http_request("GET", &format!("{}/stats", self.url()), &[], None).json()
+        fetch("GET", &format!("{}/stats", self.url()), &[]).json()
     }
     /// Number of access tokens issued so far (`stats().issued`).
     pub fn issued(&self) -> u64 {
@@ -191,7 +191,7 @@ impl TokenServer {
             .as_deref()
             .map(|a| vec![("Authorization", a)])
             .unwrap_or_default();
-        let r = http_request("GET", &url, &headers, None);
+        let r = fetch("GET", &url, &headers);
         assert_eq!(r.status, 200, "token request failed: {}", r.text());
         r.json()["token"]
             .as_str()

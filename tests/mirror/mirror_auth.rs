@@ -332,11 +332,10 @@ fn token_upstream_pulls_with_an_identity_token_from_config_json() {
             ..Default::default()
         },
     );
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/test/manifests/1", acr.url()),
         &[("Accept", ACCEPT_MANIFESTS)],
-        None,
     );
     assert_eq!(r.status, 200, "{}\n{}", r.text(), acr.log());
     assert_eq!(digest_of(&r.body), fixtures().test.digest);
@@ -361,11 +360,10 @@ fn refused(auth: Auth) {
             "/v2/library/test/manifests/1".to_string(),
             format!("/v2/library/test/blobs/{}", fixtures().test.layers()[0].0),
         ] {
-            let r = http_request(
+            let r = fetch(
                 "GET",
                 &format!("{}{path}", acr.url()),
                 &[("Accept", ACCEPT_MANIFESTS)],
-                None,
             );
             let body = r.text();
             assert_eq!(r.status, 401, "{what} {path}: {body}\n{}", acr.log());
@@ -438,7 +436,7 @@ fn tokens_are_fetched_once_per_scope_and_lifetime() {
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let url = format!("{}/v2/library/test/blobs/{layer}", acr.url());
-            std::thread::spawn(move || http_request("GET", &url, &[], None).status)
+            std::thread::spawn(move || fetch("GET", &url, &[]).status)
         })
         .collect();
     for t in threads {
@@ -487,7 +485,7 @@ fn an_expired_token_is_renewed() {
     let setup = acr_with(&reg, Source::EnvHost, USER, PASS);
     let url = format!("{}/v2/library/test/manifests/1", setup.acr.url());
     let get = || {
-        let r = http_request("GET", &url, &[("Accept", ACCEPT_MANIFESTS)], None);
+        let r = fetch("GET", &url, &[("Accept", ACCEPT_MANIFESTS)]);
         assert_eq!(r.status, 200, "{}", r.text());
     };
     get();
@@ -588,7 +586,7 @@ fn a_refused_token_is_renewed_once_and_the_request_retried() {
     let (fake, state) = fake_bearer_upstream(manifest.clone());
     let acr = acr_with_fake(&fake);
     let url = format!("{}/v2/library/x/manifests/1", acr.url());
-    let get = || http_request("GET", &url, &[("Accept", OCI_MANIFEST)], None);
+    let get = || fetch("GET", &url, &[("Accept", OCI_MANIFEST)]);
     let issued = || state.lock().expect("state").issued;
 
     let r = get();
@@ -696,11 +694,10 @@ fn a_redirect_to_another_host_never_gets_the_authorization() {
         FakeReply::new(404, &[], "")
     });
     let acr = acr_with_fake(&registry);
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/x/blobs/{digest}", acr.url()),
         &[],
-        None,
     );
     assert_eq!(r.status, 200, "{}\n{}", r.text(), acr.log());
     assert_eq!(digest_of(&r.body), digest);
@@ -746,11 +743,10 @@ fn the_credential_file_wins_over_config_json_and_the_environment() {
             ..Default::default()
         },
     );
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/test/manifests/1", acr.url()),
         &[("Accept", ACCEPT_MANIFESTS)],
-        None,
     );
     assert_eq!(r.status, 200, "{}\n{}", r.text(), acr.log());
     assert!(acr.log().contains("source=file "), "{}", acr.log());

@@ -22,7 +22,7 @@ fn serving() -> (Registry, Acr) {
 }
 
 fn get(acr: &Acr, path: &str) -> HttpResponse {
-    http_request("GET", &format!("{}{path}", acr.url()), &[], None)
+    fetch("GET", &format!("{}{path}", acr.url()), &[])
 }
 
 /// Raw `METHOD PATH` over TCP, status and OCI code of the answer.
@@ -290,11 +290,10 @@ fn an_undeclared_route_is_an_oci_error() {
     assert_eq!(r.status, 405, "{}", r.text());
     assert_eq!(oci_code(&r.text()), "UNSUPPORTED");
     assert!(oci_message(&r.text()).contains(".tags get"), "{}", r.text());
-    let r = http_request(
+    let r = fetch(
         "HEAD",
         &format!("{}/v2/library/test/manifests/1", acr.url()),
         &[],
-        None,
     );
     assert_eq!(r.status, 405);
     // The distribution spec: a registry without the referrers API answers 404, so clients
@@ -457,11 +456,10 @@ fn a_manifest_that_does_not_match_its_digest_is_502_never_served() {
         format!("/v2/library/x/manifests/{digest}"),
         "/v2/library/x/manifests/latest".to_string(),
     ] {
-        let r = http_request(
+        let r = fetch(
             "GET",
             &format!("{}{path}", acr.url()),
             &[("Accept", OCI_MANIFEST)],
-            None,
         );
         assert_eq!(r.status, 502, "{path}: {}", r.text());
         assert_eq!(oci_code(&r.text()), "UNAVAILABLE");

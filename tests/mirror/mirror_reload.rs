@@ -15,7 +15,7 @@ fn an_edited_route_serves_without_a_restart_and_a_bad_edit_changes_nothing() {
     let routes = ": .manifests head, get\n:   .resolve\n: .blobs head, get\n:   .pull\n";
     let acr = Acr::start(&pipeline(&reg.url(), &[], &[], routes));
     let tags = format!("{}/v2/library/test/tags/list", acr.url());
-    let get = || http_request("GET", &tags, &[], None);
+    let get = || fetch("GET", &tags, &[]);
 
     // No `.tags` route yet.
     let r = get();

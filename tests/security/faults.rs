@@ -63,7 +63,7 @@ impl Fetched {
 }
 
 /// GETs `url`, comparing the body with `expected` as it streams (never holding it whole).
-fn fetch(url: &str, headers: &[(&str, &str)], expected: &[u8]) -> Fetched {
+fn fetch_blob(url: &str, headers: &[(&str, &str)], expected: &[u8]) -> Fetched {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(10))
         .timeout_read(Duration::from_secs(120))

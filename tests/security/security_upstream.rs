@@ -40,7 +40,7 @@ fn acr_with(runmd: &str, env: Vec<(String, String)>, files: Vec<(String, String)
 }
 
 fn get(acr: &Acr, path: &str) -> HttpResponse {
-    http_request("GET", &format!("{}{path}", acr.url()), &[], None)
+    fetch("GET", &format!("{}{path}", acr.url()), &[])
 }
 
 /// `GET path` and how long the answer took.

@@ -198,14 +198,13 @@ fn token_registry_anonymous_pull_through_skopeo() {
 
     // a token for another repository does not open this one
     let wrong = ts.token("repository:library/other:pull", None);
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/test/manifests/1", reg.url()),
         &[
             ("Authorization", &format!("Bearer {wrong}")),
             ("Accept", OCI_MANIFEST),
         ],
-        None,
     );
     assert_eq!(r.status, 401);
 }
@@ -249,14 +248,13 @@ fn tokenserver_oauth_password_and_refresh_grants() {
         .to_string();
 
     let get_manifest = |token: &str| {
-        http_request(
+        fetch(
             "GET",
             &format!("{}/v2/library/test/manifests/1", reg.url()),
             &[
                 ("Authorization", &format!("Bearer {token}")),
                 ("Accept", OCI_MANIFEST),
             ],
-            None,
         )
     };
     let m = get_manifest(&access);

@@ -179,7 +179,7 @@ fn ranges_and_head_on_cached_blobs_and_during_a_miss_move_the_counters() {
     let m0 = scrape(&acr);
 
     // A range of a cold blob: a miss that fetches the whole blob once, answered with 206.
-    let r = http_request("GET", &url, &[("Range", "bytes=1000-1999")], None);
+    let r = fetch("GET", &url, &[("Range", "bytes=1000-1999")]);
     assert_eq!(r.status, 206, "{}", r.text());
     assert_eq!(
         r.header("content-range"),
@@ -213,7 +213,7 @@ fn ranges_and_head_on_cached_blobs_and_during_a_miss_move_the_counters() {
     ];
     let mut served = 0;
     for (range, from, to) in cases {
-        let r = http_request("GET", &url, &[("Range", range)], None);
+        let r = fetch("GET", &url, &[("Range", range)]);
         assert_eq!(r.status, 206, "{range}: {}", r.text());
         assert_eq!(
             r.header("content-range"),
@@ -225,14 +225,14 @@ fn ranges_and_head_on_cached_blobs_and_during_a_miss_move_the_counters() {
         served += to - from;
     }
     // HEAD: the size and digest, no body.
-    let r = http_request("HEAD", &url, &[], None);
+    let r = fetch("HEAD", &url, &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some(size.to_string().as_str()));
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
     assert!(r.body.is_empty());
     // The whole blob.
-    let r = http_request("GET", &url, &[], None);
+    let r = fetch("GET", &url, &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.body, layer);
     served += size;
@@ -245,7 +245,7 @@ fn ranges_and_head_on_cached_blobs_and_during_a_miss_move_the_counters() {
     assert_eq!(upstream_requests(&reg), log1);
 
     // A range past the end: 416 with the size, as an OCI error.
-    let r = http_request("GET", &url, &[("Range", &format!("bytes={size}-"))], None);
+    let r = fetch("GET", &url, &[("Range", &format!("bytes={size}-"))]);
     assert_eq!(r.status, 416, "{}", r.text());
     assert_eq!(
         r.header("content-range"),
@@ -261,7 +261,7 @@ fn ranges_and_head_on_cached_blobs_and_during_a_miss_move_the_counters() {
     );
     let m3 = scrape(&acr);
     for _ in 0..2 {
-        let r = http_request("GET", &murl, &[("Accept", ACCEPT_MANIFESTS)], None);
+        let r = fetch("GET", &murl, &[("Accept", ACCEPT_MANIFESTS)]);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.body, image.manifest);
         assert_eq!(r.header("content-type"), Some(OCI_MANIFEST));
@@ -336,9 +336,7 @@ fn ranges_of_a_blob_in_flight_follow_the_one_fetch() {
         .iter()
         .map(|(range, _, _)| {
             let (url, range) = (url.clone(), range.to_string());
-            std::thread::spawn(move || {
-                http_request("GET", &url, &[("Range", range.as_str())], None)
-            })
+            std::thread::spawn(move || fetch("GET", &url, &[("Range", range.as_str())]))
         })
         .collect();
     for ((range, from, to), f) in ranges.into_iter().zip(followers) {
@@ -388,7 +386,7 @@ fn a_tag_is_trusted_for_its_ttl_then_one_head_revalidates_it() {
     let accept = [("Accept", ACCEPT_MANIFESTS)];
     let manifests = |method: &str| reg.count_requests(method, "/v2/library/ttl/manifests/");
 
-    let r = http_request("GET", &url, &accept, None);
+    let r = fetch("GET", &url, &accept);
     assert_eq!(r.status, 200, "{}", r.text());
     let fetched_at = Instant::now();
     assert_eq!(r.body, first.manifest);
@@ -407,7 +405,7 @@ fn a_tag_is_trusted_for_its_ttl_then_one_head_revalidates_it() {
 
     // Within the TTL: answered from the store, the upstream is not asked.
     for method in ["GET", "HEAD", "GET", "HEAD", "GET"] {
-        let r = http_request(method, &url, &accept, None);
+        let r = fetch(method, &url, &accept);
         assert_eq!(r.status, 200);
         assert_eq!(
             r.header("docker-content-digest"),
@@ -430,7 +428,7 @@ fn a_tag_is_trusted_for_its_ttl_then_one_head_revalidates_it() {
     // Past the TTL: one HEAD, the same digest, the cached bytes; then trusted again.
     std::thread::sleep(Duration::from_secs(TTL) + Duration::from_millis(500));
     for _ in 0..3 {
-        let r = http_request("GET", &url, &accept, None);
+        let r = fetch("GET", &url, &accept);
         assert_eq!(r.status, 200);
         assert_eq!(r.body, first.manifest);
     }
@@ -459,10 +457,10 @@ fn a_tag_is_trusted_for_its_ttl_then_one_head_revalidates_it() {
         vec![pseudo_random_bytes("acr-ttl-2", 4096)],
     );
     let log4 = upstream_requests(&reg);
-    let r = http_request("GET", &url, &accept, None);
+    let r = fetch("GET", &url, &accept);
     assert_eq!(r.body, first.manifest, "still within the TTL");
     std::thread::sleep(Duration::from_secs(TTL) + Duration::from_millis(500));
-    let r = http_request("GET", &url, &accept, None);
+    let r = fetch("GET", &url, &accept);
     assert_eq!(r.status, 200);
     assert_eq!(r.body, second.manifest);
     assert_eq!(

@@ -84,11 +84,10 @@ fn with_the_upstream_stopped_everything_pulled_before_still_pulls() {
         never.stderr.contains("unreachable"),
         "skopeo's error does not say why: {never:?}"
     );
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/test/manifests/never", acr.url()),
         &[("Accept", ACCEPT_MANIFESTS)],
-        None,
     );
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(oci_code(&r.text()), "UNAVAILABLE");
@@ -97,7 +96,7 @@ fn with_the_upstream_stopped_everything_pulled_before_still_pulls() {
         "{}",
         r.text()
     );
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!(
             "{}/v2/library/test/blobs/sha256:{}",
@@ -105,7 +104,6 @@ fn with_the_upstream_stopped_everything_pulled_before_still_pulls() {
             "1".repeat(64)
         ),
         &[],
-        None,
     );
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(oci_code(&r.text()), "UNAVAILABLE");
@@ -452,7 +450,7 @@ fn a_5xx_serves_the_stale_tag_but_a_404_does_not() {
     ));
     let url = format!("{}/v2/library/stale/manifests/1", acr.url());
     let accept = [("Accept", ACCEPT_MANIFESTS)];
-    let r = http_request("GET", &url, &accept, None);
+    let r = fetch("GET", &url, &accept);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, manifest);
 
@@ -466,11 +464,11 @@ fn a_5xx_serves_the_stale_tag_but_a_404_does_not() {
             .count()
     };
     for method in ["GET", "HEAD"] {
-        let r = http_request(method, &url, &accept, None);
+        let r = fetch(method, &url, &accept);
         assert_eq!(r.status, 200, "{method} with the upstream answering 503");
         assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
     }
-    let r = http_request("GET", &url, &accept, None);
+    let r = fetch("GET", &url, &accept);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, manifest);
     let m1 = scrape(&acr);
@@ -479,7 +477,7 @@ fn a_5xx_serves_the_stale_tag_but_a_404_does_not() {
     assert_eq!(heads(&fake), 3, "each stale request tried the upstream");
 
     mode.store(GONE, Ordering::SeqCst);
-    let r = http_request("GET", &url, &accept, None);
+    let r = fetch("GET", &url, &accept);
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(oci_code(&r.text()), "MANIFEST_UNKNOWN");
     let m2 = scrape(&acr);

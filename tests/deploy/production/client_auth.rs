@@ -20,7 +20,7 @@ fn raw_requests_see_the_challenge_tokens_and_oci_errors() {
         if let Some(a) = auth {
             headers.push(("Authorization", a));
         }
-        http_request("GET", url, &headers, None)
+        fetch("GET", url, &headers)
     };
 
     // No credentials: exactly the two challenges on the wire (curl shows the real head).
@@ -95,7 +95,7 @@ fn raw_requests_see_the_challenge_tokens_and_oci_errors() {
         "{}/token?service=acr&scope=repository:library/test:pull",
         acr.url()
     );
-    let t = http_request("GET", &token_url, &[("Authorization", &alice)], None);
+    let t = fetch("GET", &token_url, &[("Authorization", &alice)]);
     assert_eq!(t.status, 200, "{}", t.text());
     let j = t.json();
     let token = j["token"].as_str().expect("token").to_string();
@@ -107,11 +107,10 @@ fn raw_requests_see_the_challenge_tokens_and_oci_errors() {
     assert_eq!(r.body, upstream_raw);
     // The blobs too.
     for (digest, size) in fixtures().test.layers() {
-        let r = http_request(
+        let r = fetch(
             "GET",
             &format!("{}/v2/library/test/blobs/{digest}", acr.url()),
             &[("Authorization", &bearer)],
-            None,
         );
         assert_eq!(r.status, 200);
         assert_eq!(r.body.len() as u64, size);
@@ -135,7 +134,7 @@ fn raw_requests_see_the_challenge_tokens_and_oci_errors() {
     let r = get(&manifest_url("library/test"), Some(&forged));
     assert_eq!(r.status, 401, "a forged token: {}", r.text());
     // Without credentials /token says how to log in.
-    let r = http_request("GET", &token_url, &[], None);
+    let r = fetch("GET", &token_url, &[]);
     assert_eq!(r.status, 401, "{}", r.text());
     assert!(
         r.headers
@@ -200,23 +199,21 @@ fn replicas_sharing_a_token_secret_accept_each_others_tokens() {
     let one = auth_mirror(&reg, &[".token-secret token.secret"], &files);
     let two = auth_mirror(&reg, &[".token-secret token.secret"], &files);
     let other = auth_mirror(&reg, &[], &[]);
-    let t = http_request(
+    let t = fetch(
         "GET",
         &format!(
             "{}/token?service=acr&scope=repository:library/test:pull",
             one.url()
         ),
         &[("Authorization", &basic_auth(ALICE.0, ALICE.1))],
-        None,
     );
     assert_eq!(t.status, 200, "{}", t.text());
     let bearer = format!("Bearer {}", t.json()["token"].as_str().expect("token"));
     let get = |acr: &Acr| {
-        http_request(
+        fetch(
             "GET",
             &format!("{}/v2/library/test/manifests/1", acr.url()),
             &[("Accept", ACCEPT_MANIFESTS), ("Authorization", &bearer)],
-            None,
         )
     };
     assert_eq!(get(&one).status, 200, "the issuer itself");
@@ -403,28 +400,26 @@ fn forward_auth_sends_the_clients_credentials_upstream() {
         vec!["Basic realm=\"acr-basic-realm\""],
         "not the upstream's challenge: {head:?}"
     );
-    let r = http_request("GET", &url, &[("Accept", ACCEPT_MANIFESTS)], None);
+    let r = fetch("GET", &url, &[("Accept", ACCEPT_MANIFESTS)]);
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(oci_code(&r.text()), "UNAUTHORIZED");
-    let r = http_request(
+    let r = fetch(
         "GET",
         &url,
         &[
             ("Accept", ACCEPT_MANIFESTS),
             ("Authorization", &basic_auth(FW_USER, FW_PASS)),
         ],
-        None,
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(digest_of(&r.body), fixtures().test.digest);
-    let r = http_request(
+    let r = fetch(
         "GET",
         &url,
         &[
             ("Accept", ACCEPT_MANIFESTS),
             ("Authorization", &basic_auth(FW_USER, "wrong")),
         ],
-        None,
     );
     assert_eq!(r.status, 401, "a wrong password: {}", r.text());
 

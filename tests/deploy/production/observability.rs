@@ -27,22 +27,20 @@ fn test_blobs() -> Vec<String> {
 /// One pull of `library/test:1` by raw requests: `manifests` GETs of the tag, then each blob.
 fn raw_pull(acr: &Acr, manifests: usize) -> usize {
     for _ in 0..manifests {
-        let r = http_request(
+        let r = fetch(
             "GET",
             &format!("{}/v2/library/test/manifests/1", acr.url()),
             &[("Accept", ACCEPT_MANIFESTS)],
-            None,
         );
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(digest_of(&r.body), fixtures().test.digest);
     }
     let blobs = test_blobs();
     for digest in &blobs {
-        let r = http_request(
+        let r = fetch(
             "GET",
             &format!("{}/v2/library/test/blobs/{digest}", acr.url()),
             &[],
-            None,
         );
         assert_eq!(r.status, 200);
         assert_eq!(&digest_of(&r.body), digest);
@@ -157,14 +155,14 @@ fn metrics_health_and_readiness() {
     assert_histograms_cumulative(&m3);
 
     // Health and readiness.
-    let h = http_request("GET", &format!("{}/healthz", acr.url()), &[], None);
+    let h = fetch("GET", &format!("{}/healthz", acr.url()), &[]);
     assert_eq!(h.status, 200);
-    let ready = http_request("GET", &format!("{}/readyz", acr.url()), &[], None);
+    let ready = fetch("GET", &format!("{}/readyz", acr.url()), &[]);
     assert_eq!(ready.status, 200, "{}", ready.text());
     assert!(ready.text().contains(&reg.url()), "{}", ready.text());
     drop(reg);
     std::thread::sleep(Duration::from_secs(7));
-    let r = http_request("GET", &format!("{}/readyz", acr.url()), &[], None);
+    let r = fetch("GET", &format!("{}/readyz", acr.url()), &[]);
     assert_eq!(
         r.status,
         503,
@@ -172,7 +170,7 @@ fn metrics_health_and_readiness() {
         r.text()
     );
     assert!(r.text().contains("not ready"), "{}", r.text());
-    let h = http_request("GET", &format!("{}/healthz", acr.url()), &[], None);
+    let h = fetch("GET", &format!("{}/healthz", acr.url()), &[]);
     assert_eq!(h.status, 200, "/healthz does not depend on the upstream");
     let m4 = scrape(&acr.url());
     assert!(

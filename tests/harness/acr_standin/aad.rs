@@ -142,7 +142,7 @@ impl AcrStandin {
     }
     /// `GET /stats`.
     pub fn stats(&self) -> serde_json::Value {
-        http_request("GET", &format!("{}/stats", self.url()), &[], None).json()
+        fetch("GET", &format!("{}/stats", self.url()), &[]).json()
     }
     pub fn stat(&self, name: &str) -> u64 {
         self.stats()[name].as_u64().unwrap_or(0)
@@ -235,7 +235,7 @@ impl AcrStandin {
 
     /// An access token for `scope` (e.g. `repository:library/test:pull,push`) as the admin user.
     pub fn admin_token(&self, scope: &str) -> String {
-        let r = http_request(
+        let r = fetch(
             "GET",
             &format!(
                 "{}?service={STANDIN_SERVICE}&scope={}",
@@ -243,7 +243,6 @@ impl AcrStandin {
                 form_encode(scope)
             ),
             &[("Authorization", &basic_auth(ADMIN_USER, ADMIN_PASS))],
-            None,
         );
         assert_eq!(r.status, 200, "admin token: {}", r.text());
         r.json()["access_token"]

@@ -210,7 +210,7 @@ impl AcrMirror {
             init,
             ws,
         };
-        let r = http_request("GET", &format!("{}/v2/", m.url()), &[], None);
+        let r = fetch("GET", &format!("{}/v2/", m.url()), &[]);
         assert_eq!(r.status, 200, "acr does not answer /v2/:\n{}", m.log());
         m
     }
@@ -283,11 +283,10 @@ impl AcrMirror {
     ) -> HttpResponse {
         let mut h = vec![("Accept", ACCEPT_MANIFESTS)];
         h.extend_from_slice(headers);
-        http_request(
+        fetch(
             method,
             &format!("{}/v2/{repo}/manifests/{reference}{query}", self.url()),
             &h,
-            None,
         )
     }
 }

@@ -180,7 +180,7 @@ fn container_token_errors() {
             assert!(!oci_code(&r.text()).is_empty());
         }
     }
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!(
             "{}/v2/wt/0123456789ab/library/test/blobs/{}",
@@ -188,7 +188,6 @@ fn container_token_errors() {
             tl.gzip_digest
         ),
         &[],
-        None,
     );
     assert_eq!(r.status, 404, "blob under a made-up token: {}", r.text());
     assert!(!oci_code(&r.text()).is_empty());

@@ -645,11 +645,10 @@ fn a_schema1_manifest_is_passed_through_unmodified() {
     let acr = standard_acr_url(&upstream.url(), &layer);
     let accept = format!("{SCHEMA1}, {ACCEPT_MANIFESTS}");
     for method in ["GET", "HEAD"] {
-        let r = http_request(
+        let r = fetch(
             method,
             &format!("{}/v2/library/old/manifests/1", acr.url()),
             &[("Accept", &accept)],
-            None,
         );
         assert_eq!(r.status, 200, "{method}: {}\n{}", r.text(), acr.log());
         assert_eq!(r.header("content-type"), Some(SCHEMA1), "{method}");

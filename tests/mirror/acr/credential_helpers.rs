@@ -16,11 +16,10 @@ fn pulls_cloud_host(c: &Cloud, host: &str, user: &str, secret: &str) {
         skopeo_pull(&c.acr.host(), &format!("{host}/library/test:1")),
         fixtures().test.digest
     );
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/test/manifests/1?ns={host}", c.acr.url()),
         &[("Accept", ACCEPT_MANIFESTS)],
-        None,
     );
     assert_eq!(r.status, 200, "?ns={host}: {}\n{}", r.text(), c.acr.log());
     assert_eq!(digest_of(&r.body), fixtures().test.digest);

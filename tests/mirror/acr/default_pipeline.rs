@@ -197,11 +197,10 @@ fn auth_hands_out_the_current_token_after_renewals() {
         reg.host(),
         "1".repeat(64)
     );
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/auth?remote_url={}", m.url(), form_encode(&remote)),
         &[],
-        None,
     );
     assert_eq!(r.status, 200, "{}\n{}", r.text(), m.log());
     let password = r.json()["data"]["auths"][reg.host()]["password"]
@@ -358,11 +357,10 @@ fn look_alike_hosts_do_not_run_the_cloud_helpers() {
         None,
     );
     for host in hosts {
-        let r = http_request(
+        let r = fetch(
             "GET",
             &format!("{}/v2/library/test/manifests/1?ns={host}", c.acr.url()),
             &[("Accept", ACCEPT_MANIFESTS)],
-            None,
         );
         assert_eq!(r.status, 401, "{host}: {}\n{}", r.text(), c.acr.log());
     }

@@ -133,11 +133,10 @@ fn short_lived_tokens_are_renewed_and_no_pull_fails() {
             m.log(),
             reg.standin.log()
         );
-        let r = http_request(
+        let r = fetch(
             "GET",
             &format!("{}/v2/library/test/blobs/{layer}", m.url()),
             &[],
-            None,
         );
         assert_eq!(
             r.status,

@@ -174,11 +174,10 @@ fn teleport_manual_swaps_exactly_the_given_pair() {
         &format!("{manifests}{blobs}"),
     ));
     let get = |reference: &str| {
-        http_request(
+        fetch(
             "GET",
             &format!("{}/v2/library/test/manifests/{reference}", acr.url()),
             &[("Accept", ACCEPT_MANIFESTS)],
-            None,
         )
     };
     assert_manifest(&get("1"), &seeded.test_v2s2, "test:1 (from)", &acr.log());
@@ -188,11 +187,10 @@ fn teleport_manual_swaps_exactly_the_given_pair() {
         "test:v2s2 (to)",
         &acr.log(),
     );
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/multi/manifests/1", acr.url()),
         &[("Accept", ACCEPT_MANIFESTS)],
-        None,
     );
     assert_manifest(&r, &seeded.multi_oci, "multi:1 (another)", &acr.log());
 }
@@ -201,11 +199,10 @@ fn teleport_manual_swaps_exactly_the_given_pair() {
 // referrers through acr
 
 fn referrers(m: &AcrMirror, digest: &str, query: &str) -> HttpResponse {
-    http_request(
+    fetch(
         "GET",
         &format!("{}/v2/library/test/referrers/{digest}{query}", m.url()),
         &[],
-        None,
     )
 }
 
@@ -318,11 +315,10 @@ fn auth_hands_the_snapshotter_the_refresh_token() {
     let m = AcrMirror::start(&reg, AcrMirrorOptions::default());
     let layer = fixtures().test.layers()[0].0.clone();
     let remote = format!("http://{}/v2/library/test/blobs/{layer}", reg.host());
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/auth?remote_url={}", m.url(), form_encode(&remote)),
         &[],
-        None,
     );
     assert_eq!(r.status, 200, "{}\n{}", r.text(), m.log());
     let j = r.json();
@@ -359,11 +355,10 @@ fn auth_refuses_registries_it_does_not_serve() {
             "0".repeat(64)
         ),
     ] {
-        let r = http_request(
+        let r = fetch(
             "GET",
             &format!("{}/auth?remote_url={}", m.url(), form_encode(&remote)),
             &[],
-            None,
         );
         assert!(
             r.status == 403 || r.status == 404,

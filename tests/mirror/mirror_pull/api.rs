@@ -42,7 +42,7 @@ fn tag_pages_and_their_link_point_back_at_acr() {
         let mut seen = Vec::new();
         for page in 0.. {
             assert!(page < 4, "too many pages: {seen:?}");
-            let r = http_request("GET", &url, &[], None);
+            let r = fetch("GET", &url, &[]);
             assert_eq!(r.status, 200, "{url}: {}", r.text());
             let j = r.json();
             let tags: Vec<String> = j["tags"]
@@ -75,11 +75,10 @@ fn tag_pages_and_their_link_point_back_at_acr() {
         assert_eq!(seen, all, "{name} ns={ns:?}");
     }
     // `last` alone.
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/test/tags/list?last=a", acr.url()),
         &[],
-        None,
     );
     assert_eq!(r.json()["tags"], serde_json::json!(["b", "v2s2"]));
 }
@@ -92,7 +91,7 @@ fn api_version_head_headers_and_blob_ranges() {
     let reg = Registry::start(RegistryAuth::None);
     let seeded = seed(&reg);
     let acr = Acr::start(&pull_through(&reg.url()));
-    let r = http_request("GET", &format!("{}/v2/", acr.url()), &[], None);
+    let r = fetch("GET", &format!("{}/v2/", acr.url()), &[]);
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("docker-distribution-api-version"),
@@ -114,11 +113,10 @@ fn api_version_head_headers_and_blob_ranges() {
         let (_, raw) = raw_manifest(&reg, &format!("{repo}:{tag}"));
         for reference in [tag, digest] {
             for method in ["HEAD", "GET"] {
-                let r = http_request(
+                let r = fetch(
                     method,
                     &format!("{}/v2/{repo}/manifests/{reference}", acr.url()),
                     &[("Accept", ACCEPT_MANIFESTS)],
-                    None,
                 );
                 let what = format!("{method} {repo}/manifests/{reference}");
                 assert_eq!(r.status, 200, "{what}: {}", r.text());
@@ -142,23 +140,22 @@ fn api_version_head_headers_and_blob_ranges() {
         }
     }
     // A client that takes only Docker schema 2 is not handed an OCI index.
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/test/manifests/v2s2", acr.url()),
         &[("Accept", DOCKER_MANIFEST)],
-        None,
     );
     assert_eq!(r.header("content-type"), Some(DOCKER_MANIFEST));
     // Blobs.
     let (layer, size) = fixtures().test.layers()[0].clone();
     let bytes = fixtures().test.blob(&layer);
     let url = format!("{}/v2/library/test/blobs/{layer}", acr.url());
-    let r = http_request("HEAD", &url, &[], None);
+    let r = fetch("HEAD", &url, &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("docker-content-digest"), Some(layer.as_str()));
     assert_eq!(r.header("content-length"), Some(size.to_string().as_str()));
     assert!(r.body.is_empty());
-    let r = http_request("GET", &url, &[], None);
+    let r = fetch("GET", &url, &[]);
     assert_eq!(r.status, 200);
     assert_eq!(digest_of(&r.body), layer);
     for (range, from, to) in [
@@ -170,7 +167,7 @@ fn api_version_head_headers_and_blob_ranges() {
             size as usize - 1,
         ),
     ] {
-        let r = http_request("GET", &url, &[("Range", range)], None);
+        let r = fetch("GET", &url, &[("Range", range)]);
         assert_eq!(r.status, 206, "{range}: {}", r.text());
         assert_eq!(
             r.header("content-range"),
@@ -181,15 +178,14 @@ fn api_version_head_headers_and_blob_ranges() {
     }
     assert_eq!(acr.wait_requests(&["status=206"], 3).len(), 3);
     // Unknown things are the OCI errors containerd falls back on.
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/test/manifests/nope", acr.url()),
         &[],
-        None,
     );
     assert_eq!(r.status, 404);
     assert_eq!(oci_code(&r.text()), "MANIFEST_UNKNOWN");
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!(
             "{}/v2/library/test/blobs/sha256:{}",
@@ -197,7 +193,6 @@ fn api_version_head_headers_and_blob_ranges() {
             "0".repeat(64)
         ),
         &[],
-        None,
     );
     assert_eq!(r.status, 404);
     assert_eq!(oci_code(&r.text()), "BLOB_UNKNOWN");
@@ -334,11 +329,10 @@ fn an_upstream_tag_link_is_rewritten_to_point_at_acr() {
         &routes(""),
     );
     let acr = Acr::start(&runmd);
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/app/tags/list?n=2&ns=docker.io", acr.url()),
         &[],
-        None,
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["tags"], serde_json::json!(["a", "b"]));

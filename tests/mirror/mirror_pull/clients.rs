@@ -233,11 +233,10 @@ fn ctr_pulls_docker_io_through_the_endpoint_to_a_local_upstream() {
         .iter()
         .all(|a| a.starts_with("acr/")));
     // A short name gets `library/`, as Docker Hub does.
-    let r = http_request(
+    let r = fetch(
         "HEAD",
         &format!("{}/v2/test/manifests/1?ns=docker.io", acr.url()),
         &[("Accept", ACCEPT_MANIFESTS)],
-        None,
     );
     assert_eq!(r.status, 200);
     assert_eq!(

@@ -19,12 +19,7 @@ fn nested_names_with_dots_dashes_and_underscores() {
     ])
     .ok();
     assert_eq!(layout_digest(out.path(), "t"), fixtures().test.digest);
-    let r = http_request(
-        "GET",
-        &format!("{}/v2/{name}/tags/list", acr.url()),
-        &[],
-        None,
-    );
+    let r = fetch("GET", &format!("{}/v2/{name}/tags/list", acr.url()), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["tags"], serde_json::json!(["1.0_rc-1"]));
     assert!(!acr
@@ -69,11 +64,10 @@ fn path_routing_names_the_registry_in_the_path() {
         "{}",
         acr.log()
     );
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/ghcr.io/library/test/tags/list?n=1", acr.url()),
         &[],
-        None,
     );
     assert_eq!(r.json()["tags"], serde_json::json!(["1"]));
     assert_eq!(
@@ -81,11 +75,10 @@ fn path_routing_names_the_registry_in_the_path() {
         Some(r#"</v2/ghcr.io/library/test/tags/list?n=1&last=1>; rel="next""#)
     );
     // The same repository without the prefix goes to the `.mirror` host.
-    let r = http_request(
+    let r = fetch(
         "HEAD",
         &format!("{}/v2/library/test/manifests/1", acr.url()),
         &[("Accept", ACCEPT_MANIFESTS)],
-        None,
     );
     assert_eq!(
         r.header("docker-content-digest"),
@@ -119,11 +112,10 @@ fn one_acr_serves_two_upstreams_chosen_by_ns() {
         );
     }
     let head = |query: &str| {
-        let r = http_request(
+        let r = fetch(
             "HEAD",
             &format!("{}/v2/library/app/manifests/1{query}", acr.url()),
             &[("Accept", ACCEPT_MANIFESTS)],
-            None,
         );
         assert_eq!(r.status, 200, "{query}");
         r.header("docker-content-digest")
@@ -157,11 +149,10 @@ fn a_mirror_host_without_a_scheme_is_never_plain_http() {
     let reg = Registry::start(RegistryAuth::None);
     push(&reg, &fixtures().test, "library/test:1", &[]);
     let acr = Acr::start(&pipeline(&reg.host(), &[], &[], &routes("")));
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/test/manifests/1", acr.url()),
         &[("Accept", ACCEPT_MANIFESTS)],
-        None,
     );
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(oci_code(&r.text()), "UNAVAILABLE");
@@ -281,11 +272,10 @@ fn resolve_adds_media_types_and_referrers_pass_through() {
     let routes = ": .manifests head, get\n:   .resolve application/vnd.example.a+json application/vnd.example.b+json\n\
                   : .referrers get\n:   .resolve\n";
     let acr = Acr::start(&pipeline(&fake.url(), &[], &[], routes));
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{}/v2/library/x/manifests/1", acr.url()),
         &[("Accept", DOCKER_MANIFEST)],
-        None,
     );
     assert_eq!(r.status, 404);
     assert_eq!(oci_code(&r.text()), "MANIFEST_UNKNOWN");
@@ -302,14 +292,13 @@ fn resolve_adds_media_types_and_referrers_pass_through() {
         )
     );
     let digest = fixtures().test.digest.clone();
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!(
             "{}/v2/library/x/referrers/{digest}?artifactType=application%2Fvnd.example.sig",
             acr.url()
         ),
         &[],
-        None,
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
@@ -338,7 +327,7 @@ fn referrers_from_an_upstream_without_the_api_come_from_the_fallback_tag() {
     let acr = Acr::start(&pull_through(&reg.url()));
     let subject = fixtures().test.digest.clone();
     let url = format!("{}/v2/library/test/referrers/{subject}", acr.url());
-    let r = http_request("GET", &url, &[], None);
+    let r = fetch("GET", &url, &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), Some(OCI_INDEX));
     assert_eq!(r.json()["manifests"], serde_json::json!([]));
@@ -363,7 +352,7 @@ fn referrers_from_an_upstream_without_the_api_come_from_the_fallback_tag() {
         Some(index.as_bytes()),
     );
     assert_eq!(put.status, 201, "{}", put.text());
-    let r = http_request("GET", &url, &[], None);
+    let r = fetch("GET", &url, &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     let found = r.json();
     assert_eq!(
@@ -372,11 +361,10 @@ fn referrers_from_an_upstream_without_the_api_come_from_the_fallback_tag() {
     );
     assert_eq!(found["manifests"][0]["annotations"]["org.example"], "yes");
     assert!(r.header("oci-filters-applied").is_none());
-    let r = http_request(
+    let r = fetch(
         "GET",
         &format!("{url}?artifactType=application%2Fvnd.example.other"),
         &[],
-        None,
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["manifests"], serde_json::json!([]));

@@ -51,7 +51,7 @@ fn a_full_disk_fails_cleanly_and_small_pulls_still_work() {
         assert_eq!(digest_of(&config), p.config_digest);
         let blobs = std::iter::once((p.config_digest.clone(), config)).chain(p.layers.clone());
         for (d, bytes) in &blobs.collect::<Vec<_>>() {
-            let got = fetch(&format!("{}/v2/{repo}/blobs/{d}", acr.url()), &[], bytes);
+            let got = fetch_blob(&format!("{}/v2/{repo}/blobs/{d}", acr.url()), &[], bytes);
             assert!(
                 got.status == 200 && got.end.is_ok() && got.matches,
                 "{d}: {}",
@@ -72,7 +72,7 @@ fn a_full_disk_fails_cleanly_and_small_pulls_still_work() {
         Duration::from_secs(30),
     );
     let blob_path = format!("/v2/library/big/blobs/{}", big.layer_digest);
-    let got = fetch(&format!("{}{blob_path}", acr.url()), &[], &layer);
+    let got = fetch_blob(&format!("{}{blob_path}", acr.url()), &[], &layer);
     println!(
         "full disk: the client of the 64 MiB blob got {}",
         got.describe()

@@ -35,7 +35,7 @@ fn an_upstream_killed_mid_blob_breaks_the_transfer_keeps_nothing_and_heals() {
     let blob_path = format!("/v2/library/big/blobs/{}", big.layer_digest);
     let client = {
         let (url, layer) = (format!("{}{blob_path}", acr.url()), layer.clone());
-        thread::spawn(move || fetch(&url, &[], &layer))
+        thread::spawn(move || fetch_blob(&url, &[], &layer))
     };
     let midway = wait_until(Duration::from_secs(60), || {
         temp_files(cache.path())
@@ -87,14 +87,14 @@ fn an_upstream_killed_mid_blob_breaks_the_transfer_keeps_nothing_and_heals() {
     );
     assert_eq!(by_digest, manifest);
     // While the upstream is down, the blob is a clear error.
-    let r = http_request("GET", &format!("{}{blob_path}", acr.url()), &[], None);
+    let r = fetch("GET", &format!("{}{blob_path}", acr.url()), &[]);
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(oci_code(&r.text()), "UNAVAILABLE");
 
     // The upstream comes back on the same storage and port: the same blob pulls whole.
     relay.set_paced(false);
     let _back = restart_registry(&reg);
-    let got = fetch(&format!("{}{blob_path}", acr.url()), &[], &layer);
+    let got = fetch_blob(&format!("{}{blob_path}", acr.url()), &[], &layer);
     assert!(
         got.status == 200 && got.end.is_ok() && got.matches,
         "after the upstream came back: {}\n{}",

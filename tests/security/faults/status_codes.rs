@@ -123,7 +123,7 @@ fn upstream_500_429_and_503_answers() {
     let accept = [("Accept", OCI_MANIFEST)];
     let get = |path: &str| {
         let started = Instant::now();
-        let r = http_request("GET", &format!("{}{path}", acr.url()), &accept, None);
+        let r = fetch("GET", &format!("{}{path}", acr.url()), &accept);
         (r, started.elapsed())
     };
 
@@ -199,7 +199,7 @@ fn upstream_500_429_and_503_answers() {
     );
 
     // The same for a blob fetched into the store.
-    let got = fetch(&format!("{}{blob_path}", acr.url()), &[], &blob);
+    let got = fetch_blob(&format!("{}{blob_path}", acr.url()), &[], &blob);
     assert!(
         got.status == 200 && got.end.is_ok() && got.matches,
         "blob after a 503 Retry-After 1: {}",
@@ -240,11 +240,10 @@ fn a_long_503_reaches_the_client_with_its_retry_after() {
         format!("/v2/library/down/blobs/sha256:{}", "1".repeat(64)),
     ] {
         let started = Instant::now();
-        let r = http_request(
+        let r = fetch(
             "GET",
             &format!("{}{path}", acr.url()),
             &[("Accept", OCI_MANIFEST)],
-            None,
         );
         let took = started.elapsed();
         println!(

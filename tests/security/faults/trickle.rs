@@ -119,11 +119,10 @@ fn a_trickling_upstream_holds_up_nothing_else_and_stores_nothing_partial() {
         assert_eq!(c, config);
         prompt_get(&acr, "/v2/", &[], limit);
         let head_started = Instant::now();
-        let h = http_request(
+        let h = fetch(
             "HEAD",
             &format!("{}/v2/library/trickle/manifests/1", acr.url()),
             &[("Accept", OCI_MANIFEST)],
-            None,
         );
         assert_eq!(h.status, 200);
         assert!(head_started.elapsed() < limit);
@@ -173,7 +172,7 @@ fn a_trickling_upstream_holds_up_nothing_else_and_stores_nothing_partial() {
     assert!(!has_blob(cache.path(), &layer_digest));
 
     // The fetch goes on: the next client follows it and gets the whole blob.
-    let got = fetch(&blob_url, &[], &layer);
+    let got = fetch_blob(&blob_url, &[], &layer);
     assert!(
         got.status == 200 && got.end.is_ok() && got.matches,
         "the next client: {}\n{}",
