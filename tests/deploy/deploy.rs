@@ -12,7 +12,6 @@
 //! one replica fetched served by the other from the bucket.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::*;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 
 mod manifests;

@@ -30,7 +30,7 @@ fn every_metric_the_dashboard_queries_is_exposed() {
     let acr = Acr::start(&pipeline(&reg.url(), &[], &[".cache store"], &routes("")));
     // A pull, so the per-route series and histograms exist.
     acr.assert_serves(Some(("library/test", "1")));
-    let metrics = fetch("GET", &format!("{}/metrics", acr.url()), &[]);
+    let metrics = acr.fetch("GET", "/metrics", &[]);
     assert_eq!(metrics.status, 200);
     let exposed: Vec<String> = metrics
         .text()

@@ -174,7 +174,7 @@ fn discover(reg: &Registry, acr: &Acr, big: &BigSeeded) -> World {
         });
     }
     for repo in ["library/test", "library/multi", "library/big"] {
-        let r = fetch("GET", &format!("{}/v2/{repo}/tags/list", reg.url()), &[]);
+        let r = reg.fetch("GET", &format!("/v2/{repo}/tags/list"), &[]);
         assert_eq!(r.status, 200);
         let mut tags: Vec<String> = r.json()["tags"]
             .as_array()

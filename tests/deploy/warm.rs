@@ -113,7 +113,7 @@ fn assert_stored(store: &Path, digests: &[String]) {
 
 /// A counter of acr's `/metrics`.
 fn metric(acr: &Acr, name: &str) -> u64 {
-    let text = fetch("GET", &format!("{}/metrics", acr.url()), &[]).text();
+    let text = acr.fetch("GET", "/metrics", &[]).text();
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse::<f64>().ok())

@@ -149,7 +149,7 @@ impl Acr {
     /// [`launch`](Self::launch), then `GET /v2/` must answer 200.
     pub fn start_with(runmd: &str, opts: AcrOptions) -> Acr {
         let acr = Acr::launch(runmd, opts);
-        let r = fetch("GET", &format!("{}/v2/", acr.url()), &[]);
+        let r = acr.fetch("GET", "/v2/", &[]);
         assert_eq!(r.status, 200, "acr does not answer /v2/: {}", acr.log());
         acr
     }
@@ -287,9 +287,9 @@ impl Acr {
             .unwrap_or_else(|e| panic!("acr stopped serving: {e}\n{}", self.log()));
         assert_eq!(r.status, 200, "GET /v2/ after the hostile request");
         if let Some((repo, reference)) = manifest {
-            let r = fetch(
+            let r = self.fetch(
                 "GET",
-                &format!("{}/v2/{repo}/manifests/{reference}", self.url()),
+                &format!("/v2/{repo}/manifests/{reference}"),
                 &[("Accept", ACCEPT_MANIFESTS)],
             );
             assert_eq!(
@@ -327,4 +327,10 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+impl Served for Acr {
+    fn base_url(&self) -> String {
+        self.url()
+    }
 }

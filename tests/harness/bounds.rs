@@ -1,15 +1,11 @@
 //! What `tests/security/security_bounds.rs` needs besides the shared harness: an upstream that serves
-//! blobs with or without a length (chunked), a real S3 server (s3s-fs) in the test process,
-//! and raw HTTP/2 frames.
+//! blobs with or without a length (chunked), and raw HTTP/2 frames.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::harness::*;
 
@@ -139,94 +135,6 @@ fn serve_blob(mut stream: TcpStream, blobs: &Mutex<BlobTable>, requests: &Mutex<
     let mut rest = [0u8; 4096];
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     while matches!(stream.read(&mut rest), Ok(n) if n > 0) {}
-}
-
-// ------------------------------------------------------------------------------------------
-// a real S3 server
-
-pub const S3_ACCESS_KEY: &str = "acr-test";
-pub const S3_SECRET_KEY: &str = "acr-test-secret";
-pub const S3_BUCKET: &str = "cache";
-pub const S3_PREFIX: &str = "acr";
-
-/// s3s-fs on 127.0.0.1:<free port> with SigV4 auth, storing in a temp dir; stops with its
-/// runtime on drop.
-pub struct S3 {
-    addr: SocketAddr,
-    root: tempfile::TempDir,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl S3 {
-    pub fn start() -> S3 {
-        let root = temp_dir("acr-s3-");
-        std::fs::create_dir(root.path().join(S3_BUCKET)).expect("create the bucket");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(
-            S3_ACCESS_KEY,
-            S3_SECRET_KEY,
-        ));
-        let service = builder.build();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind s3");
-        let addr = listener.local_addr().expect("s3 addr");
-        runtime.spawn(async move {
-            let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            while let Ok((socket, _)) = listener.accept().await {
-                let conn = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-        });
-        S3 {
-            addr,
-            root,
-            _runtime: runtime,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Where s3s-fs keeps `key` (under the bucket) on disk.
-    pub fn file(&self, key: &str) -> PathBuf {
-        self.root.path().join(S3_BUCKET).join(key)
-    }
-
-    pub fn has(&self, key: &str) -> bool {
-        self.file(key).is_file()
-    }
-
-    /// The `.cache` settings of a pipeline sharing this bucket.
-    pub fn settings(&self) -> Vec<String> {
-        vec![
-            format!(".cache s3://{S3_BUCKET}/{S3_PREFIX}"),
-            format!(".cache-endpoint {}", self.url()),
-        ]
-    }
-
-    /// What acr needs to reach this server: the AWS environment.
-    pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
-            ("AWS_REGION", "us-east-1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
 }
 
 // ------------------------------------------------------------------------------------------

@@ -304,3 +304,9 @@ pub fn manifest_reply() -> FakeReply {
         body,
     )
 }
+
+impl Served for FakeUpstream {
+    fn base_url(&self) -> String {
+        self.url()
+    }
+}

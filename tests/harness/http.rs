@@ -233,3 +233,17 @@ fn complete_response(buf: &[u8]) -> Option<usize> {
         .unwrap_or(0);
     (buf.len() >= head_end + len).then_some(head_end + len)
 }
+
+/// A server the tests talk HTTP to (acr, a registry, a fake upstream), at [`base_url`].
+///
+/// [`base_url`]: Served::base_url
+pub trait Served {
+    /// `http://HOST:PORT` (or `https://`).
+    fn base_url(&self) -> String;
+
+    /// `METHOD base_url + path` without a body (`path` starts with `/`).
+    #[track_caller]
+    fn fetch(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        fetch(method, &format!("{}{path}", self.base_url()), headers)
+    }
+}

@@ -555,7 +555,7 @@ pub fn upstream_config(
     let d = manifest["config"]["digest"]
         .as_str()
         .expect("config digest");
-    let r = fetch("GET", &format!("{}/v2/{repo}/blobs/{d}", reg.url()), &[]);
+    let r = reg.fetch("GET", &format!("/v2/{repo}/blobs/{d}"), &[]);
     assert_eq!(r.status, 200);
     r.json()
 }

@@ -33,6 +33,7 @@ mod images;
 mod pipelines;
 mod process;
 mod registry;
+mod s3;
 mod seed;
 mod tokenserver;
 mod tools;
@@ -41,7 +42,7 @@ mod tools;
 #[allow(unused_imports)]
 pub use {
     acr::*, clients::*, encode::*, fake_upstream::*, http::*, images::*, pipelines::*, process::*,
-    registry::*, seed::*, tokenserver::*, tools::*,
+    registry::*, s3::*, seed::*, tokenserver::*, tools::*,
 };
 
 use std::time::Duration;

@@ -359,3 +359,9 @@ impl Registry {
         Self::launch(temp_dir("acr-registry-"), auth_yaml, creds, None, None)
     }
 }
+
+impl Served for Registry {
+    fn base_url(&self) -> String {
+        self.url()
+    }
+}

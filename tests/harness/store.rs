@@ -185,7 +185,7 @@ pub const ACR_SERIES: [(&str, &str); 10] = [
 /// there with its type.
 #[track_caller]
 pub fn scrape(acr: &Acr) -> Scrape {
-    let r = fetch("GET", &format!("{}/metrics", acr.url()), &[]);
+    let r = acr.fetch("GET", "/metrics", &[]);
     assert_eq!(r.status, 200, "GET /metrics: {}", r.text());
     let ct = r.header("content-type").unwrap_or_default().to_string();
     assert!(

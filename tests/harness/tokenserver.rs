@@ -176,7 +176,7 @@ impl TokenServer {
     /// `GET /stats`: counters such as `issued`, `issued_anonymous`, `issued_password`,
     /// `issued_refresh`, `denied`, `token_requests`.
     pub fn stats(&self) -> serde_json::Value {
-        fetch("GET", &format!("{}/stats", self.url()), &[]).json()
+        self.fetch("GET", "/stats", &[]).json()
     }
     /// Number of access tokens issued so far (`stats().issued`).
     pub fn issued(&self) -> u64 {
@@ -209,4 +209,10 @@ pub fn token_key_files() -> (PathBuf, PathBuf) {
 /// The python3 the harness runs its helper scripts with.
 pub fn python3_bin() -> PathBuf {
     python3()
+}
+
+impl Served for TokenServer {
+    fn base_url(&self) -> String {
+        self.url()
+    }
 }

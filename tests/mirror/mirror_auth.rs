@@ -332,9 +332,9 @@ fn token_upstream_pulls_with_an_identity_token_from_config_json() {
             ..Default::default()
         },
     );
-    let r = fetch(
+    let r = acr.fetch(
         "GET",
-        &format!("{}/v2/library/test/manifests/1", acr.url()),
+        "/v2/library/test/manifests/1",
         &[("Accept", ACCEPT_MANIFESTS)],
     );
     assert_eq!(r.status, 200, "{}\n{}", r.text(), acr.log());
@@ -360,11 +360,7 @@ fn refused(auth: Auth) {
             "/v2/library/test/manifests/1".to_string(),
             format!("/v2/library/test/blobs/{}", fixtures().test.layers()[0].0),
         ] {
-            let r = fetch(
-                "GET",
-                &format!("{}{path}", acr.url()),
-                &[("Accept", ACCEPT_MANIFESTS)],
-            );
+            let r = acr.fetch("GET", &format!("{path}"), &[("Accept", ACCEPT_MANIFESTS)]);
             let body = r.text();
             assert_eq!(r.status, 401, "{what} {path}: {body}\n{}", acr.log());
             assert_eq!(oci_code(&body), "UNAUTHORIZED", "{body}");
@@ -694,11 +690,7 @@ fn a_redirect_to_another_host_never_gets_the_authorization() {
         FakeReply::new(404, &[], "")
     });
     let acr = acr_with_fake(&registry);
-    let r = fetch(
-        "GET",
-        &format!("{}/v2/library/x/blobs/{digest}", acr.url()),
-        &[],
-    );
+    let r = acr.fetch("GET", &format!("/v2/library/x/blobs/{digest}"), &[]);
     assert_eq!(r.status, 200, "{}\n{}", r.text(), acr.log());
     assert_eq!(digest_of(&r.body), digest);
     let at_storage = storage.received();
@@ -743,9 +735,9 @@ fn the_credential_file_wins_over_config_json_and_the_environment() {
             ..Default::default()
         },
     );
-    let r = fetch(
+    let r = acr.fetch(
         "GET",
-        &format!("{}/v2/library/test/manifests/1", acr.url()),
+        "/v2/library/test/manifests/1",
         &[("Accept", ACCEPT_MANIFESTS)],
     );
     assert_eq!(r.status, 200, "{}\n{}", r.text(), acr.log());

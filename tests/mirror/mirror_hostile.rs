@@ -22,7 +22,7 @@ fn serving() -> (Registry, Acr) {
 }
 
 fn get(acr: &Acr, path: &str) -> HttpResponse {
-    fetch("GET", &format!("{}{path}", acr.url()), &[])
+    acr.fetch("GET", &format!("{path}"), &[])
 }
 
 /// Raw `METHOD PATH` over TCP, status and OCI code of the answer.
@@ -290,11 +290,7 @@ fn an_undeclared_route_is_an_oci_error() {
     assert_eq!(r.status, 405, "{}", r.text());
     assert_eq!(oci_code(&r.text()), "UNSUPPORTED");
     assert!(oci_message(&r.text()).contains(".tags get"), "{}", r.text());
-    let r = fetch(
-        "HEAD",
-        &format!("{}/v2/library/test/manifests/1", acr.url()),
-        &[],
-    );
+    let r = acr.fetch("HEAD", "/v2/library/test/manifests/1", &[]);
     assert_eq!(r.status, 405);
     // The distribution spec: a registry without the referrers API answers 404, so clients
     // fall back to the referrers tag schema.
@@ -456,11 +452,7 @@ fn a_manifest_that_does_not_match_its_digest_is_502_never_served() {
         format!("/v2/library/x/manifests/{digest}"),
         "/v2/library/x/manifests/latest".to_string(),
     ] {
-        let r = fetch(
-            "GET",
-            &format!("{}{path}", acr.url()),
-            &[("Accept", OCI_MANIFEST)],
-        );
+        let r = acr.fetch("GET", &format!("{path}"), &[("Accept", OCI_MANIFEST)]);
         assert_eq!(r.status, 502, "{path}: {}", r.text());
         assert_eq!(oci_code(&r.text()), "UNAVAILABLE");
         assert!(oci_message(&r.text()).contains("does not match"));

@@ -29,7 +29,7 @@ fn hex_of(digest: &str) -> &str {
 
 /// A counter or gauge of acr's `/metrics`, 0 when absent.
 fn metric(acr: &Acr, name: &str) -> u64 {
-    let text = fetch("GET", &format!("{}/metrics", acr.url()), &[]).text();
+    let text = acr.fetch("GET", "/metrics", &[]).text();
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -330,7 +330,7 @@ fn a_tag_record_checked_in_the_future_is_revalidated() {
 #[test]
 fn made_up_methods_do_not_grow_the_metrics() {
     let acr = Acr::start(&pull_through(&dead_url()));
-    let scrape_text = || fetch("GET", &format!("{}/metrics", acr.url()), &[]).text();
+    let scrape_text = || acr.fetch("GET", "/metrics", &[]).text();
     let series = |text: &str| {
         text.lines()
             .filter(|l| l.starts_with("acr_requests_total{"))
@@ -360,7 +360,7 @@ fn made_up_methods_do_not_grow_the_metrics() {
         after.len()
     );
     // `/status` lists recent requests without the made-up names either.
-    let status = fetch("GET", &format!("{}/status", acr.url()), &[]);
+    let status = acr.fetch("GET", "/status", &[]);
     assert_eq!(status.status, 200);
     assert!(!status.text().contains("FOO1999"));
 }
@@ -404,7 +404,7 @@ fn connections_over_the_bound_wait_until_others_close() {
         .expect("the waiting request was never answered");
     assert_eq!(status, Ok(200));
     // And it keeps serving.
-    assert_eq!(fetch("GET", &format!("{}/v2/", acr.url()), &[]).status, 200);
+    assert_eq!(acr.fetch("GET", "/v2/", &[]).status, 200);
 }
 
 /// An h2c (prior knowledge) connection left idle is closed (GOAWAY, then the socket) after
@@ -440,7 +440,7 @@ fn idle_connections_are_closed_after_the_bound() {
     println!("h1 closed after {:?}", started.elapsed());
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
 
-    assert_eq!(fetch("GET", &format!("{}/v2/", acr.url()), &[]).status, 200);
+    assert_eq!(acr.fetch("GET", "/v2/", &[]).status, 200);
 }
 
 /// A POST whose body stalls part way is answered 408 (an OCI error) and its connection
@@ -465,7 +465,7 @@ fn a_post_with_a_stalled_body_is_cut_off() {
         text.to_ascii_lowercase().contains("connection: close"),
         "{text}"
     );
-    assert_eq!(fetch("GET", &format!("{}/v2/", acr.url()), &[]).status, 200);
+    assert_eq!(acr.fetch("GET", "/v2/", &[]).status, 200);
 }
 
 // ------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ fn acr_with(runmd: &str, env: Vec<(String, String)>, files: Vec<(String, String)
 }
 
 fn get(acr: &Acr, path: &str) -> HttpResponse {
-    fetch("GET", &format!("{}{path}", acr.url()), &[])
+    acr.fetch("GET", &format!("{path}"), &[])
 }
 
 /// `GET path` and how long the answer took.

@@ -198,9 +198,9 @@ fn token_registry_anonymous_pull_through_skopeo() {
 
     // a token for another repository does not open this one
     let wrong = ts.token("repository:library/other:pull", None);
-    let r = fetch(
+    let r = reg.fetch(
         "GET",
-        &format!("{}/v2/library/test/manifests/1", reg.url()),
+        "/v2/library/test/manifests/1",
         &[
             ("Authorization", &format!("Bearer {wrong}")),
             ("Accept", OCI_MANIFEST),
@@ -248,9 +248,9 @@ fn tokenserver_oauth_password_and_refresh_grants() {
         .to_string();
 
     let get_manifest = |token: &str| {
-        fetch(
+        reg.fetch(
             "GET",
-            &format!("{}/v2/library/test/manifests/1", reg.url()),
+            "/v2/library/test/manifests/1",
             &[
                 ("Authorization", &format!("Bearer {token}")),
                 ("Accept", OCI_MANIFEST),

@@ -84,9 +84,9 @@ fn with_the_upstream_stopped_everything_pulled_before_still_pulls() {
         never.stderr.contains("unreachable"),
         "skopeo's error does not say why: {never:?}"
     );
-    let r = fetch(
+    let r = acr.fetch(
         "GET",
-        &format!("{}/v2/library/test/manifests/never", acr.url()),
+        "/v2/library/test/manifests/never",
         &[("Accept", ACCEPT_MANIFESTS)],
     );
     assert_eq!(r.status, 502, "{}", r.text());

@@ -3,104 +3,11 @@
 //! on 127.0.0.1) and a real CNCF distribution upstream. What replica A fetched, replica B
 //! serves with the upstream stopped.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::harness::store::*;
 use crate::harness::*;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-
-const ACCESS_KEY: &str = "acr-test";
-const SECRET_KEY: &str = "acr-test-secret";
-const BUCKET: &str = "cache";
-const PREFIX: &str = "acr";
-
-/// s3s-fs on 127.0.0.1:<free port>, storing in a temp dir; stops with its runtime on drop.
-struct S3 {
-    addr: SocketAddr,
-    root: tempfile::TempDir,
-    /// `METHOD /path?query` of every request.
-    log: Arc<Mutex<Vec<String>>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl S3 {
-    fn start() -> S3 {
-        let root = temp_dir("acr-s3-");
-        // A top-level directory is a bucket.
-        std::fs::create_dir(root.path().join(BUCKET)).expect("create the bucket");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        let service = builder.build();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let requests = log.clone();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind s3");
-        let addr = listener.local_addr().expect("s3 addr");
-        runtime.spawn(async move {
-            let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            while let Ok((socket, _)) = listener.accept().await {
-                let (service, requests) = (service.clone(), requests.clone());
-                let logged = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                    if let Ok(mut l) = requests.lock() {
-                        l.push(format!("{} {}", req.method(), req.uri()));
-                    }
-                    hyper::service::Service::call(&service, req)
-                });
-                let conn = http
-                    .serve_connection(TokioIo::new(socket), logged)
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-        });
-        S3 {
-            addr,
-            root,
-            log,
-            _runtime: runtime,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Where s3s-fs keeps `key` (under the bucket) on disk.
-    fn file(&self, key: &str) -> PathBuf {
-        self.root.path().join(BUCKET).join(key)
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.file(key).is_file()
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    /// What acr needs to reach this server: the AWS environment.
-    fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("AWS_REGION", "us-east-1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-}
 
 fn hex_of(digest: &str) -> &str {
     digest.strip_prefix("sha256:").expect("sha256 digest")
@@ -137,7 +44,7 @@ fn replica_b_serves_what_replica_a_fetched_with_the_upstream_stopped() {
     let runmd = store_pipeline(
         &reg.url(),
         &[
-            &format!(".cache s3://{BUCKET}/{PREFIX}"),
+            &format!(".cache s3://{S3_BUCKET}/{S3_PREFIX}"),
             &format!(".cache-endpoint {}", s3.url()),
         ],
     );
@@ -159,18 +66,21 @@ fn replica_b_serves_what_replica_a_fetched_with_the_upstream_stopped() {
     let mut keys = Vec::new();
     for img in &images {
         keys.push(format!(
-            "{PREFIX}/manifests/sha256/{}",
+            "{S3_PREFIX}/manifests/sha256/{}",
             hex_of(&img.manifest_digest)
         ));
         keys.push(format!(
-            "{PREFIX}/manifests/sha256/{}.type",
+            "{S3_PREFIX}/manifests/sha256/{}.type",
             hex_of(&img.manifest_digest)
         ));
         for d in std::iter::once(&img.config_digest).chain(img.layers.iter().map(|(d, _)| d)) {
-            keys.push(format!("{PREFIX}/blobs/sha256/{}", hex_of(d)));
+            keys.push(format!("{S3_PREFIX}/blobs/sha256/{}", hex_of(d)));
         }
         let (repo, tag) = img.repo_ref.split_once(':').expect("repo:tag");
-        keys.push(format!("{PREFIX}/tags/{}/{repo}/_tags/{tag}", reg.host()));
+        keys.push(format!(
+            "{S3_PREFIX}/tags/{}/{repo}/_tags/{tag}",
+            reg.host()
+        ));
     }
     let shared = wait_until(Duration::from_secs(30), || keys.iter().all(|k| s3.has(k)));
     let missing: Vec<&String> = keys.iter().filter(|k| !s3.has(k)).collect();
@@ -181,13 +91,13 @@ fn replica_b_serves_what_replica_a_fetched_with_the_upstream_stopped() {
     );
     for img in &images {
         for (d, bytes) in &img.layers {
-            let stored = std::fs::read(s3.file(&format!("{PREFIX}/blobs/sha256/{}", hex_of(d))))
+            let stored = std::fs::read(s3.file(&format!("{S3_PREFIX}/blobs/sha256/{}", hex_of(d))))
                 .expect("object");
             assert!(stored == *bytes, "the bucket's {d} is not the layer");
         }
     }
     // The big layer went up through a temporary key, which is gone.
-    let leftovers = files_under(&s3.file(&format!("{PREFIX}/tmp")));
+    let leftovers = files_under(&s3.file(&format!("{S3_PREFIX}/tmp")));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // The upstream stops; B has never seen these images.

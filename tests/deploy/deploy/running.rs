@@ -113,72 +113,6 @@ fn the_node_agent_pipeline_writes_hosts_toml_for_each_mirrored_registry() {
     assert!(acr.log().contains("stopping on signal"), "{}", acr.log());
 }
 
-/// s3s-fs on 127.0.0.1, with SigV4 auth, in this process (as in tests/store_s3.rs).
-struct S3 {
-    addr: SocketAddr,
-    root: tempfile::TempDir,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl S3 {
-    fn start(bucket: &str, access_key: &str, secret_key: &str) -> S3 {
-        let root = temp_dir("acr-s3-");
-        std::fs::create_dir(root.path().join(bucket)).expect("create the bucket");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
-        let service = builder.build();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind s3");
-        let addr = listener.local_addr().expect("s3 addr");
-        runtime.spawn(async move {
-            let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            while let Ok((socket, _)) = listener.accept().await {
-                let conn = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-        });
-        S3 {
-            addr,
-            root,
-            _runtime: runtime,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Whether an object whose key contains `part` exists.
-    fn holds(&self, part: &str) -> bool {
-        fn walk(dir: &Path, part: &str) -> bool {
-            std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| {
-                    let p = e.path();
-                    if p.is_dir() {
-                        walk(&p, part)
-                    } else {
-                        p.to_string_lossy().contains(part)
-                    }
-                })
-        }
-        walk(self.root.path(), part)
-    }
-}
-
 /// A pull as a node makes it: containerd asks the node agent (`?ns=docker.io`), the agent
 /// chains docker.io to the shared mirror, a replica fetches from "Docker Hub" (a fake on
 /// 127.0.0.1) and shares what it fetched through the S3 bucket, from which the other replica
@@ -262,7 +196,7 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
         .and_then(|b| b.split('/').next())
         .expect("s3://BUCKET/PREFIX");
     let (access_key, secret_key) = ("acr-deploy-test", "acr-deploy-test-secret");
-    let s3 = S3::start(bucket, access_key, secret_key);
+    let s3 = S3::start_with(bucket, access_key, secret_key);
     let secret = m.get("Secret", "acr-s3");
     let env: Vec<(String, String)> = secret["stringData"]
         .as_object()

@@ -107,9 +107,9 @@ fn raw_requests_see_the_challenge_tokens_and_oci_errors() {
     assert_eq!(r.body, upstream_raw);
     // The blobs too.
     for (digest, size) in fixtures().test.layers() {
-        let r = fetch(
+        let r = acr.fetch(
             "GET",
-            &format!("{}/v2/library/test/blobs/{digest}", acr.url()),
+            &format!("/v2/library/test/blobs/{digest}"),
             &[("Authorization", &bearer)],
         );
         assert_eq!(r.status, 200);
@@ -199,20 +199,17 @@ fn replicas_sharing_a_token_secret_accept_each_others_tokens() {
     let one = auth_mirror(&reg, &[".token-secret token.secret"], &files);
     let two = auth_mirror(&reg, &[".token-secret token.secret"], &files);
     let other = auth_mirror(&reg, &[], &[]);
-    let t = fetch(
+    let t = one.fetch(
         "GET",
-        &format!(
-            "{}/token?service=acr&scope=repository:library/test:pull",
-            one.url()
-        ),
+        "/token?service=acr&scope=repository:library/test:pull",
         &[("Authorization", &basic_auth(ALICE.0, ALICE.1))],
     );
     assert_eq!(t.status, 200, "{}", t.text());
     let bearer = format!("Bearer {}", t.json()["token"].as_str().expect("token"));
     let get = |acr: &Acr| {
-        fetch(
+        acr.fetch(
             "GET",
-            &format!("{}/v2/library/test/manifests/1", acr.url()),
+            "/v2/library/test/manifests/1",
             &[("Accept", ACCEPT_MANIFESTS), ("Authorization", &bearer)],
         )
     };

@@ -27,9 +27,9 @@ fn test_blobs() -> Vec<String> {
 /// One pull of `library/test:1` by raw requests: `manifests` GETs of the tag, then each blob.
 fn raw_pull(acr: &Acr, manifests: usize) -> usize {
     for _ in 0..manifests {
-        let r = fetch(
+        let r = acr.fetch(
             "GET",
-            &format!("{}/v2/library/test/manifests/1", acr.url()),
+            "/v2/library/test/manifests/1",
             &[("Accept", ACCEPT_MANIFESTS)],
         );
         assert_eq!(r.status, 200, "{}", r.text());
@@ -37,11 +37,7 @@ fn raw_pull(acr: &Acr, manifests: usize) -> usize {
     }
     let blobs = test_blobs();
     for digest in &blobs {
-        let r = fetch(
-            "GET",
-            &format!("{}/v2/library/test/blobs/{digest}", acr.url()),
-            &[],
-        );
+        let r = acr.fetch("GET", &format!("/v2/library/test/blobs/{digest}"), &[]);
         assert_eq!(r.status, 200);
         assert_eq!(&digest_of(&r.body), digest);
     }
@@ -155,14 +151,14 @@ fn metrics_health_and_readiness() {
     assert_histograms_cumulative(&m3);
 
     // Health and readiness.
-    let h = fetch("GET", &format!("{}/healthz", acr.url()), &[]);
+    let h = acr.fetch("GET", "/healthz", &[]);
     assert_eq!(h.status, 200);
-    let ready = fetch("GET", &format!("{}/readyz", acr.url()), &[]);
+    let ready = acr.fetch("GET", "/readyz", &[]);
     assert_eq!(ready.status, 200, "{}", ready.text());
     assert!(ready.text().contains(&reg.url()), "{}", ready.text());
     drop(reg);
     std::thread::sleep(Duration::from_secs(7));
-    let r = fetch("GET", &format!("{}/readyz", acr.url()), &[]);
+    let r = acr.fetch("GET", "/readyz", &[]);
     assert_eq!(
         r.status,
         503,
@@ -170,7 +166,7 @@ fn metrics_health_and_readiness() {
         r.text()
     );
     assert!(r.text().contains("not ready"), "{}", r.text());
-    let h = fetch("GET", &format!("{}/healthz", acr.url()), &[]);
+    let h = acr.fetch("GET", "/healthz", &[]);
     assert_eq!(h.status, 200, "/healthz does not depend on the upstream");
     let m4 = scrape(&acr.url());
     assert!(

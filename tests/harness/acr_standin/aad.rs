@@ -142,7 +142,7 @@ impl AcrStandin {
     }
     /// `GET /stats`.
     pub fn stats(&self) -> serde_json::Value {
-        fetch("GET", &format!("{}/stats", self.url()), &[]).json()
+        self.fetch("GET", "/stats", &[]).json()
     }
     pub fn stat(&self, name: &str) -> u64 {
         self.stats()[name].as_u64().unwrap_or(0)
@@ -264,4 +264,10 @@ pub fn form_encode(s: &str) -> String {
         }
     }
     out
+}
+
+impl Served for AcrStandin {
+    fn base_url(&self) -> String {
+        self.url()
+    }
 }

@@ -210,7 +210,7 @@ impl AcrMirror {
             init,
             ws,
         };
-        let r = fetch("GET", &format!("{}/v2/", m.url()), &[]);
+        let r = m.fetch("GET", "/v2/", &[]);
         assert_eq!(r.status, 200, "acr does not answer /v2/:\n{}", m.log());
         m
     }
@@ -288,5 +288,11 @@ impl AcrMirror {
             &format!("{}/v2/{repo}/manifests/{reference}{query}", self.url()),
             &h,
         )
+    }
+}
+
+impl Served for AcrMirror {
+    fn base_url(&self) -> String {
+        self.url()
     }
 }

@@ -38,7 +38,7 @@ impl AcrRegistry {
             Some((ADMIN_USER.into(), ADMIN_PASS.into())),
         );
         standin.configure(serde_json::json!({"backend": backend.url()}));
-        let r = fetch("GET", &format!("{}/v2/", standin.url()), &[]);
+        let r = standin.fetch("GET", "/v2/", &[]);
         assert_eq!(r.status, 401, "the stand-in does not front the registry");
         let challenge = r.header("www-authenticate").unwrap_or_default();
         assert!(

@@ -16,9 +16,9 @@ fn pulls_cloud_host(c: &Cloud, host: &str, user: &str, secret: &str) {
         skopeo_pull(&c.acr.host(), &format!("{host}/library/test:1")),
         fixtures().test.digest
     );
-    let r = fetch(
+    let r = c.acr.fetch(
         "GET",
-        &format!("{}/v2/library/test/manifests/1?ns={host}", c.acr.url()),
+        &format!("/v2/library/test/manifests/1?ns={host}"),
         &[("Accept", ACCEPT_MANIFESTS)],
     );
     assert_eq!(r.status, 200, "?ns={host}: {}\n{}", r.text(), c.acr.log());

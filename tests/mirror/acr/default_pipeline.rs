@@ -357,9 +357,9 @@ fn look_alike_hosts_do_not_run_the_cloud_helpers() {
         None,
     );
     for host in hosts {
-        let r = fetch(
+        let r = c.acr.fetch(
             "GET",
-            &format!("{}/v2/library/test/manifests/1?ns={host}", c.acr.url()),
+            &format!("/v2/library/test/manifests/1?ns={host}"),
             &[("Accept", ACCEPT_MANIFESTS)],
         );
         assert_eq!(r.status, 401, "{host}: {}\n{}", r.text(), c.acr.log());

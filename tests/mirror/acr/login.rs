@@ -133,11 +133,7 @@ fn short_lived_tokens_are_renewed_and_no_pull_fails() {
             m.log(),
             reg.standin.log()
         );
-        let r = fetch(
-            "GET",
-            &format!("{}/v2/library/test/blobs/{layer}", m.url()),
-            &[],
-        );
+        let r = m.fetch("GET", &format!("/v2/library/test/blobs/{layer}"), &[]);
         assert_eq!(
             r.status,
             200,

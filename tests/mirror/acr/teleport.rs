@@ -174,9 +174,9 @@ fn teleport_manual_swaps_exactly_the_given_pair() {
         &format!("{manifests}{blobs}"),
     ));
     let get = |reference: &str| {
-        fetch(
+        acr.fetch(
             "GET",
-            &format!("{}/v2/library/test/manifests/{reference}", acr.url()),
+            &format!("/v2/library/test/manifests/{reference}"),
             &[("Accept", ACCEPT_MANIFESTS)],
         )
     };
@@ -187,9 +187,9 @@ fn teleport_manual_swaps_exactly_the_given_pair() {
         "test:v2s2 (to)",
         &acr.log(),
     );
-    let r = fetch(
+    let r = acr.fetch(
         "GET",
-        &format!("{}/v2/library/multi/manifests/1", acr.url()),
+        "/v2/library/multi/manifests/1",
         &[("Accept", ACCEPT_MANIFESTS)],
     );
     assert_manifest(&r, &seeded.multi_oci, "multi:1 (another)", &acr.log());
@@ -199,9 +199,9 @@ fn teleport_manual_swaps_exactly_the_given_pair() {
 // referrers through acr
 
 fn referrers(m: &AcrMirror, digest: &str, query: &str) -> HttpResponse {
-    fetch(
+    m.fetch(
         "GET",
-        &format!("{}/v2/library/test/referrers/{digest}{query}", m.url()),
+        &format!("/v2/library/test/referrers/{digest}{query}"),
         &[],
     )
 }

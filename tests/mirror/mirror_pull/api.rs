@@ -75,11 +75,7 @@ fn tag_pages_and_their_link_point_back_at_acr() {
         assert_eq!(seen, all, "{name} ns={ns:?}");
     }
     // `last` alone.
-    let r = fetch(
-        "GET",
-        &format!("{}/v2/library/test/tags/list?last=a", acr.url()),
-        &[],
-    );
+    let r = acr.fetch("GET", "/v2/library/test/tags/list?last=a", &[]);
     assert_eq!(r.json()["tags"], serde_json::json!(["b", "v2s2"]));
 }
 
@@ -91,7 +87,7 @@ fn api_version_head_headers_and_blob_ranges() {
     let reg = Registry::start(RegistryAuth::None);
     let seeded = seed(&reg);
     let acr = Acr::start(&pull_through(&reg.url()));
-    let r = fetch("GET", &format!("{}/v2/", acr.url()), &[]);
+    let r = acr.fetch("GET", "/v2/", &[]);
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("docker-distribution-api-version"),
@@ -140,9 +136,9 @@ fn api_version_head_headers_and_blob_ranges() {
         }
     }
     // A client that takes only Docker schema 2 is not handed an OCI index.
-    let r = fetch(
+    let r = acr.fetch(
         "GET",
-        &format!("{}/v2/library/test/manifests/v2s2", acr.url()),
+        "/v2/library/test/manifests/v2s2",
         &[("Accept", DOCKER_MANIFEST)],
     );
     assert_eq!(r.header("content-type"), Some(DOCKER_MANIFEST));
@@ -178,11 +174,7 @@ fn api_version_head_headers_and_blob_ranges() {
     }
     assert_eq!(acr.wait_requests(&["status=206"], 3).len(), 3);
     // Unknown things are the OCI errors containerd falls back on.
-    let r = fetch(
-        "GET",
-        &format!("{}/v2/library/test/manifests/nope", acr.url()),
-        &[],
-    );
+    let r = acr.fetch("GET", "/v2/library/test/manifests/nope", &[]);
     assert_eq!(r.status, 404);
     assert_eq!(oci_code(&r.text()), "MANIFEST_UNKNOWN");
     let r = fetch(
@@ -329,11 +321,7 @@ fn an_upstream_tag_link_is_rewritten_to_point_at_acr() {
         &routes(""),
     );
     let acr = Acr::start(&runmd);
-    let r = fetch(
-        "GET",
-        &format!("{}/v2/app/tags/list?n=2&ns=docker.io", acr.url()),
-        &[],
-    );
+    let r = acr.fetch("GET", "/v2/app/tags/list?n=2&ns=docker.io", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["tags"], serde_json::json!(["a", "b"]));
     assert_eq!(

@@ -233,9 +233,9 @@ fn ctr_pulls_docker_io_through_the_endpoint_to_a_local_upstream() {
         .iter()
         .all(|a| a.starts_with("acr/")));
     // A short name gets `library/`, as Docker Hub does.
-    let r = fetch(
+    let r = acr.fetch(
         "HEAD",
-        &format!("{}/v2/test/manifests/1?ns=docker.io", acr.url()),
+        "/v2/test/manifests/1?ns=docker.io",
         &[("Accept", ACCEPT_MANIFESTS)],
     );
     assert_eq!(r.status, 200);

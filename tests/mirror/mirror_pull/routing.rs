@@ -19,7 +19,7 @@ fn nested_names_with_dots_dashes_and_underscores() {
     ])
     .ok();
     assert_eq!(layout_digest(out.path(), "t"), fixtures().test.digest);
-    let r = fetch("GET", &format!("{}/v2/{name}/tags/list", acr.url()), &[]);
+    let r = acr.fetch("GET", &format!("/v2/{name}/tags/list"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["tags"], serde_json::json!(["1.0_rc-1"]));
     assert!(!acr
@@ -64,20 +64,16 @@ fn path_routing_names_the_registry_in_the_path() {
         "{}",
         acr.log()
     );
-    let r = fetch(
-        "GET",
-        &format!("{}/v2/ghcr.io/library/test/tags/list?n=1", acr.url()),
-        &[],
-    );
+    let r = acr.fetch("GET", "/v2/ghcr.io/library/test/tags/list?n=1", &[]);
     assert_eq!(r.json()["tags"], serde_json::json!(["1"]));
     assert_eq!(
         r.header("link"),
         Some(r#"</v2/ghcr.io/library/test/tags/list?n=1&last=1>; rel="next""#)
     );
     // The same repository without the prefix goes to the `.mirror` host.
-    let r = fetch(
+    let r = acr.fetch(
         "HEAD",
-        &format!("{}/v2/library/test/manifests/1", acr.url()),
+        "/v2/library/test/manifests/1",
         &[("Accept", ACCEPT_MANIFESTS)],
     );
     assert_eq!(
@@ -112,9 +108,9 @@ fn one_acr_serves_two_upstreams_chosen_by_ns() {
         );
     }
     let head = |query: &str| {
-        let r = fetch(
+        let r = acr.fetch(
             "HEAD",
-            &format!("{}/v2/library/app/manifests/1{query}", acr.url()),
+            &format!("/v2/library/app/manifests/1{query}"),
             &[("Accept", ACCEPT_MANIFESTS)],
         );
         assert_eq!(r.status, 200, "{query}");
@@ -149,9 +145,9 @@ fn a_mirror_host_without_a_scheme_is_never_plain_http() {
     let reg = Registry::start(RegistryAuth::None);
     push(&reg, &fixtures().test, "library/test:1", &[]);
     let acr = Acr::start(&pipeline(&reg.host(), &[], &[], &routes("")));
-    let r = fetch(
+    let r = acr.fetch(
         "GET",
-        &format!("{}/v2/library/test/manifests/1", acr.url()),
+        "/v2/library/test/manifests/1",
         &[("Accept", ACCEPT_MANIFESTS)],
     );
     assert_eq!(r.status, 502, "{}", r.text());
@@ -272,9 +268,9 @@ fn resolve_adds_media_types_and_referrers_pass_through() {
     let routes = ": .manifests head, get\n:   .resolve application/vnd.example.a+json application/vnd.example.b+json\n\
                   : .referrers get\n:   .resolve\n";
     let acr = Acr::start(&pipeline(&fake.url(), &[], &[], routes));
-    let r = fetch(
+    let r = acr.fetch(
         "GET",
-        &format!("{}/v2/library/x/manifests/1", acr.url()),
+        "/v2/library/x/manifests/1",
         &[("Accept", DOCKER_MANIFEST)],
     );
     assert_eq!(r.status, 404);
@@ -292,12 +288,9 @@ fn resolve_adds_media_types_and_referrers_pass_through() {
         )
     );
     let digest = fixtures().test.digest.clone();
-    let r = fetch(
+    let r = acr.fetch(
         "GET",
-        &format!(
-            "{}/v2/library/x/referrers/{digest}?artifactType=application%2Fvnd.example.sig",
-            acr.url()
-        ),
+        &format!("/v2/library/x/referrers/{digest}?artifactType=application%2Fvnd.example.sig"),
         &[],
     );
     assert_eq!(r.status, 200, "{}", r.text());

@@ -119,9 +119,9 @@ fn a_trickling_upstream_holds_up_nothing_else_and_stores_nothing_partial() {
         assert_eq!(c, config);
         prompt_get(&acr, "/v2/", &[], limit);
         let head_started = Instant::now();
-        let h = fetch(
+        let h = acr.fetch(
             "HEAD",
-            &format!("{}/v2/library/trickle/manifests/1", acr.url()),
+            "/v2/library/trickle/manifests/1",
             &[("Accept", OCI_MANIFEST)],
         );
         assert_eq!(h.status, 200);
