@@ -360,7 +360,7 @@ fn refused(auth: Auth) {
             "/v2/library/test/manifests/1".to_string(),
             format!("/v2/library/test/blobs/{}", fixtures().test.layers()[0].0),
         ] {
-            let r = acr.fetch("GET", &format!("{path}"), &[("Accept", ACCEPT_MANIFESTS)]);
+            let r = acr.fetch("GET", &path, &[("Accept", ACCEPT_MANIFESTS)]);
             let body = r.text();
             assert_eq!(r.status, 401, "{what} {path}: {body}\n{}", acr.log());
             assert_eq!(oci_code(&body), "UNAUTHORIZED", "{body}");

@@ -22,7 +22,7 @@ fn serving() -> (Registry, Acr) {
 }
 
 fn get(acr: &Acr, path: &str) -> HttpResponse {
-    acr.fetch("GET", &format!("{path}"), &[])
+    acr.fetch("GET", path, &[])
 }
 
 /// Raw `METHOD PATH` over TCP, status and OCI code of the answer.
@@ -452,7 +452,7 @@ fn a_manifest_that_does_not_match_its_digest_is_502_never_served() {
         format!("/v2/library/x/manifests/{digest}"),
         "/v2/library/x/manifests/latest".to_string(),
     ] {
-        let r = acr.fetch("GET", &format!("{path}"), &[("Accept", OCI_MANIFEST)]);
+        let r = acr.fetch("GET", &path, &[("Accept", OCI_MANIFEST)]);
         assert_eq!(r.status, 502, "{path}: {}", r.text());
         assert_eq!(oci_code(&r.text()), "UNAVAILABLE");
         assert!(oci_message(&r.text()).contains("does not match"));

@@ -40,7 +40,7 @@ fn acr_with(runmd: &str, env: Vec<(String, String)>, files: Vec<(String, String)
 }
 
 fn get(acr: &Acr, path: &str) -> HttpResponse {
-    acr.fetch("GET", &format!("{path}"), &[])
+    acr.fetch("GET", path, &[])
 }
 
 /// `GET path` and how long the answer took.

@@ -87,7 +87,7 @@ fn an_upstream_killed_mid_blob_breaks_the_transfer_keeps_nothing_and_heals() {
     );
     assert_eq!(by_digest, manifest);
     // While the upstream is down, the blob is a clear error.
-    let r = acr.fetch("GET", &format!("{blob_path}"), &[]);
+    let r = acr.fetch("GET", &blob_path, &[]);
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(oci_code(&r.text()), "UNAVAILABLE");
 

@@ -123,7 +123,7 @@ fn upstream_500_429_and_503_answers() {
     let accept = [("Accept", OCI_MANIFEST)];
     let get = |path: &str| {
         let started = Instant::now();
-        let r = acr.fetch("GET", &format!("{path}"), &accept);
+        let r = acr.fetch("GET", path, &accept);
         (r, started.elapsed())
     };
 
@@ -240,7 +240,7 @@ fn a_long_503_reaches_the_client_with_its_retry_after() {
         format!("/v2/library/down/blobs/sha256:{}", "1".repeat(64)),
     ] {
         let started = Instant::now();
-        let r = acr.fetch("GET", &format!("{path}"), &[("Accept", OCI_MANIFEST)]);
+        let r = acr.fetch("GET", &path, &[("Accept", OCI_MANIFEST)]);
         let took = started.elapsed();
         println!(
             "503 Retry-After 120 on {path}: {} Retry-After {:?} after {took:.2?}: {}",
