@@ -95,7 +95,7 @@ pub fn spawn_listening(
     timeout: Duration,
     mut command: impl FnMut(&str) -> Command,
     context: impl Fn() -> String,
-) -> (Proc, u16) {
+) -> AcrProcess {
     let mut last = String::new();
     for attempt in 0..10 {
         let port = free_port();
@@ -105,7 +105,7 @@ pub fn spawn_listening(
         let proc = Proc::spawn("acr", cmd, &log);
         let readiness = wait_listening(&proc, &addr, timeout);
         if readiness == Readiness::Listening {
-            return (proc, port);
+            return AcrProcess { proc, port };
         }
         last = proc.log();
         if last.contains("ddress already in use") {
@@ -135,10 +135,29 @@ pub struct AcrOptions {
 /// `acr --runmd-path DIR/mirror.runmd mirror start` on a free 127.0.0.1 port, cwd DIR;
 /// killed on drop.
 pub struct Acr {
-    proc: Proc,
-    port: u16,
+    running: AcrProcess,
     dir: TempDir,
     runmd: PathBuf,
+}
+
+/// A running acr listening on `127.0.0.1:PORT`; killed (with its process group) on drop.
+/// [`Acr`] and `AcrMirror` dereference to it.
+pub struct AcrProcess {
+    proc: Proc,
+    port: u16,
+}
+
+impl std::ops::Deref for Acr {
+    type Target = AcrProcess;
+    fn deref(&self) -> &AcrProcess {
+        &self.running
+    }
+}
+
+impl std::ops::DerefMut for Acr {
+    fn deref_mut(&mut self) -> &mut AcrProcess {
+        &mut self.running
+    }
 }
 
 impl Acr {
@@ -167,7 +186,7 @@ impl Acr {
             std::fs::write(&p, content).expect("write file beside the runmd");
         }
         let path = dir.path().join("mirror.runmd");
-        let (proc, port) = spawn_listening(
+        let running = spawn_listening(
             dir.path(),
             START_TIMEOUT,
             |addr| {
@@ -188,13 +207,26 @@ impl Acr {
             String::new,
         );
         Acr {
-            proc,
-            port,
+            running,
             dir,
             runmd: path,
         }
     }
 
+    /// The directory of the runmd file (acr's world directory and cwd).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn runmd(&self) -> &Path {
+        &self.runmd
+    }
+    /// Where `.mirror` writes hosts.toml without `--hosts-dir`.
+    pub fn default_hosts_dir(&self) -> PathBuf {
+        self.dir.path().join(".work/etc/containerd/certs.d")
+    }
+}
+
+impl AcrProcess {
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -216,17 +248,6 @@ impl Acr {
     pub fn is_running(&self) -> bool {
         self.proc.is_running()
     }
-    /// The directory of the runmd file (acr's world directory and cwd).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-    pub fn runmd(&self) -> &Path {
-        &self.runmd
-    }
-    /// Where `.mirror` writes hosts.toml without `--hosts-dir`.
-    pub fn default_hosts_dir(&self) -> PathBuf {
-        self.dir.path().join(".work/etc/containerd/certs.d")
-    }
     pub fn log(&self) -> String {
         self.proc.log()
     }
@@ -243,6 +264,23 @@ impl Acr {
             return None;
         }
         self.proc.stop()
+    }
+    /// Stops acr (kills its process group).
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+    /// Stops acr and starts `cmd` in its place (on the same address, which `cmd`'s pipeline
+    /// names), logging to `log`; waits up to `timeout` until it listens again.
+    pub fn relaunch(&mut self, cmd: Command, log: &Path, timeout: Duration) {
+        self.proc.stop();
+        let proc = Proc::spawn("acr", cmd, log);
+        let readiness = wait_listening(&proc, &self.host(), timeout);
+        assert!(
+            readiness == Readiness::Listening,
+            "acr did not come up again ({readiness:?}):\n{}",
+            proc.log()
+        );
+        self.proc = proc;
     }
     /// acr's one-line-per-request log lines.
     pub fn request_lines(&self) -> Vec<String> {
@@ -329,7 +367,7 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-impl Served for Acr {
+impl Served for AcrProcess {
     fn base_url(&self) -> String {
         self.url()
     }

@@ -468,17 +468,8 @@ pub struct Streamed {
 /// GETs `url` and reads the body as it streams, comparing it with `expected` (or hashing it
 /// when there is none), never holding it whole.
 pub fn stream_get(url: &str, headers: &[(&str, &str)], expected: Option<&[u8]>) -> Streamed {
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(10))
-        .timeout_read(Duration::from_secs(120))
-        .build();
-    let mut req = agent.get(url);
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let resp = match req.call() {
+    let resp = match get_streaming(url, headers) {
         Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
         Err(e) => {
             return Streamed {
                 status: 0,
@@ -537,4 +528,21 @@ pub fn kill9(pid: u32) {
     // SAFETY: kill(2) of a child this test started.
     let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     assert_eq!(r, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+}
+
+/// GETs `url` (10 s to connect, 120 s per read) for a body read as it streams; an error status
+/// is a response too; the error says why there was none.
+pub fn get_streaming(url: &str, headers: &[(&str, &str)]) -> Result<ureq::Response, String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(10))
+        .timeout_read(Duration::from_secs(120))
+        .build();
+    let mut req = agent.get(url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    match req.call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => Ok(r),
+        Err(e) => Err(e.to_string()),
+    }
 }

@@ -6,8 +6,10 @@
 //! Every test starts its own upstream, its own acr (own port, own temp dir, own store) and its
 //! own clients, so they run in parallel.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use tempfile::TempDir;
 
 use crate::harness::inject::*;
 use crate::harness::*;
@@ -35,6 +37,15 @@ fn standard_packed(root: &Path) -> (std::path::PathBuf, Packed, Vec<u8>) {
 fn standard_acr(reg: &Registry, layer: &Path, settings: &[&str]) -> Acr {
     let inject = standard_inject(layer);
     Acr::start(&inject_pipeline(&reg.url(), &strs(&inject), settings))
+}
+
+/// The standard layer packed in a new temporary directory and an acr over `reg` injecting
+/// it ([`standard_acr`]): `(the directory, the layer's source directory, acr)`.
+fn injecting(reg: &Registry, settings: &[&str]) -> (TempDir, PathBuf, Acr) {
+    let root = temp_dir("acr-inject-");
+    let (layer, _, _) = standard_packed(root.path());
+    let acr = standard_acr(reg, &layer, settings);
+    (root, layer, acr)
 }
 
 /// Asserts the config edits of [`standard_inject`] on an image without an entrypoint.

@@ -64,18 +64,9 @@ impl Fetched {
 
 /// GETs `url`, comparing the body with `expected` as it streams (never holding it whole).
 fn fetch_blob(url: &str, headers: &[(&str, &str)], expected: &[u8]) -> Fetched {
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(10))
-        .timeout_read(Duration::from_secs(120))
-        .build();
-    let mut req = agent.get(url);
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
     let started = Instant::now();
-    let resp = match req.call() {
+    let resp = match get_streaming(url, headers) {
         Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
         Err(e) => {
             return Fetched {
                 status: 0,

@@ -175,8 +175,7 @@ impl AcrWorkspace {
 
 /// A running `acr mirror start` over the pipeline `acr init` wrote; killed on drop.
 pub struct AcrMirror {
-    proc: Proc,
-    port: u16,
+    running: AcrProcess,
     /// What `init` printed.
     pub init: CmdOutput,
     pub ws: AcrWorkspace,
@@ -187,7 +186,7 @@ impl AcrMirror {
     pub fn start(registry: &AcrRegistry, opts: AcrMirrorOptions) -> AcrMirror {
         let ws = AcrWorkspace::new(registry, opts);
         let mut init = None;
-        let (proc, port) = spawn_listening(
+        let running = spawn_listening(
             ws.dir(),
             START_TIMEOUT,
             |addr| {
@@ -204,73 +203,29 @@ impl AcrMirror {
             || format!("\n--- az calls ---\n{}", ws.az_calls().join("\n")),
         );
         let init = init.expect("init ran before the start");
-        let m = AcrMirror {
-            proc,
-            port,
-            init,
-            ws,
-        };
+        let m = AcrMirror { running, init, ws };
         let r = m.fetch("GET", "/v2/", &[]);
         assert_eq!(r.status, 200, "acr does not answer /v2/:\n{}", m.log());
         m
     }
 
-    /// Stops acr (kills its process group); the workspace stays.
-    pub fn stop(&mut self) {
-        self.proc.stop();
-    }
-
-    /// `mirror start` again in the same workspace (after [`stop`](Self::stop)), without a
-    /// new `init`: the same mirror address, the files of the last run still there.
+    /// `mirror start` again in the same workspace (after `stop`), without a new `init`: the
+    /// same mirror address, the files of the last run still there.
     pub fn restart(self) -> AcrMirror {
         self.restart_with(&[])
     }
 
     /// [`restart`](Self::restart) with more arguments for `mirror start` (`--id N`).
     pub fn restart_with(mut self, args: &[&str]) -> AcrMirror {
-        self.proc.stop();
-        let addr = self.host();
         let hosts = self.ws.hosts_dir().display().to_string();
         let mut all = vec!["mirror", "start", "--hosts-dir", &hosts];
         all.extend_from_slice(args);
         let cmd = self.ws.command(&all);
         let log = self.ws.dir().join("acr-restart.log");
-        let proc = Proc::spawn("acr mirror start", cmd, &log);
-        let readiness = wait_listening(&proc, &addr, START_TIMEOUT);
-        assert!(
-            readiness == Readiness::Listening,
-            "acr did not come up again ({readiness:?}):\n{}",
-            proc.log()
-        );
-        AcrMirror {
-            proc,
-            port: self.port,
-            init: self.init.clone(),
-            ws: self.ws,
-        }
+        self.running.relaunch(cmd, &log, START_TIMEOUT);
+        self
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-    /// `127.0.0.1:PORT`
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-    /// `http://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-    pub fn is_running(&self) -> bool {
-        self.proc.is_running()
-    }
-    pub fn log(&self) -> String {
-        self.proc.log()
-    }
-    /// acr's one-line-per-request log lines containing every one of `parts`.
-    pub fn requests_with(&self, parts: &[&str]) -> Vec<String> {
-        requests_with(&self.log(), parts)
-    }
     /// GET/HEAD `/v2/<repo>/manifests/<reference>` through acr with `headers` added to
     /// `Accept: ACCEPT_MANIFESTS`; `query` (e.g. `?ns=...`) is appended as is.
     pub fn manifest(
@@ -291,8 +246,15 @@ impl AcrMirror {
     }
 }
 
-impl Served for AcrMirror {
-    fn base_url(&self) -> String {
-        self.url()
+impl std::ops::Deref for AcrMirror {
+    type Target = AcrProcess;
+    fn deref(&self) -> &AcrProcess {
+        &self.running
+    }
+}
+
+impl std::ops::DerefMut for AcrMirror {
+    fn deref_mut(&mut self) -> &mut AcrProcess {
+        &mut self.running
     }
 }

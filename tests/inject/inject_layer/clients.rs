@@ -119,9 +119,7 @@ fn skopeo_copies_every_kind_and_umoci_unpacks_the_injected_files() {
 fn ctr_pulls_unpacks_and_mounts_an_injected_image() {
     let reg = Registry::start(RegistryAuth::None);
     seed(&reg);
-    let root = temp_dir("acr-inject-");
-    let (layer, _, _) = standard_packed(root.path());
-    let acr = standard_acr(&reg, &layer, &[]);
+    let (_root, _layer, acr) = injecting(&reg, &[]);
     let hosts = acr.default_hosts_dir();
     let ctrd = Containerd::start();
 
@@ -174,9 +172,7 @@ fn ctr_pulls_unpacks_and_mounts_an_injected_image() {
 fn podman_without_head_gets_the_same_digest_as_head_clients() {
     let reg = Registry::start(RegistryAuth::None);
     let seeded = seed(&reg);
-    let root = temp_dir("acr-inject-");
-    let (layer, _, _) = standard_packed(root.path());
-    let acr = standard_acr(&reg, &layer, &[]);
+    let (_root, _layer, acr) = injecting(&reg, &[]);
     let podman = Podman::new(&registries_conf(&reg.host(), &[&acr.host()]));
     for (repo, tag, upstream_digest) in [
         ("library/test", "1", &seeded.test_oci),

@@ -79,9 +79,7 @@ fn create_token(acr: &Acr, reg: &Registry, layer: &Packed) -> (String, String, s
 fn a_container_token_serves_its_augmented_image() {
     let reg = Registry::start(RegistryAuth::None);
     seed_test_only(&reg);
-    let root = temp_dir("acr-inject-");
-    let (layer, _, _) = standard_packed(root.path());
-    let acr = standard_acr(&reg, &layer, &[".container-tokens 1h"]);
+    let (root, _layer, acr) = injecting(&reg, &[".container-tokens 1h"]);
     let tl = token_layer(root.path());
     let (token, target, j) = create_token(&acr, &reg, &tl);
     assert_eq!(
@@ -162,9 +160,7 @@ fn a_container_token_serves_its_augmented_image() {
 fn container_token_errors() {
     let reg = Registry::start(RegistryAuth::None);
     seed(&reg);
-    let root = temp_dir("acr-inject-");
-    let (layer, _, _) = standard_packed(root.path());
-    let acr = standard_acr(&reg, &layer, &[".container-tokens 1h"]);
+    let (root, _layer, acr) = injecting(&reg, &[".container-tokens 1h"]);
     let tl = token_layer(root.path());
     let (token, _, _) = create_token(&acr, &reg, &tl);
 
@@ -247,9 +243,7 @@ fn container_token_errors() {
 fn an_expired_container_token_is_404() {
     let reg = Registry::start(RegistryAuth::None);
     seed_test_only(&reg);
-    let root = temp_dir("acr-inject-");
-    let (layer, _, _) = standard_packed(root.path());
-    let acr = standard_acr(&reg, &layer, &[".container-tokens 1s"]);
+    let (root, _layer, acr) = injecting(&reg, &[".container-tokens 1s"]);
     let tl = token_layer(root.path());
     let (token, _, _) = create_token(&acr, &reg, &tl);
     std::thread::sleep(Duration::from_millis(2500));
@@ -273,9 +267,7 @@ fn an_expired_container_token_is_404() {
 fn without_container_tokens_the_endpoint_is_404() {
     let reg = Registry::start(RegistryAuth::None);
     seed_test_only(&reg);
-    let root = temp_dir("acr-inject-");
-    let (layer, _, _) = standard_packed(root.path());
-    let acr = standard_acr(&reg, &layer, &[]);
+    let (root, _layer, acr) = injecting(&reg, &[]);
     let tl = token_layer(root.path());
     let body = token_request(
         &reg,
@@ -295,9 +287,7 @@ fn without_container_tokens_the_endpoint_is_404() {
 #[test]
 fn validate_creds_checks_credentials_against_the_upstream() {
     let reg = Registry::start(RegistryAuth::htpasswd("u", "p"));
-    let root = temp_dir("acr-inject-");
-    let (layer, _, _) = standard_packed(root.path());
-    let acr = standard_acr(&reg, &layer, &[".container-tokens 1h"]);
+    let (_root, _layer, acr) = injecting(&reg, &[".container-tokens 1h"]);
     for (user, pass, want) in [
         ("u", "p", "true"),
         ("u", "wrong", "false"),
