@@ -46,7 +46,7 @@ pub fn pipeline(
     }
     s += &format!("+ .proxy {ACR}\n");
     // These tests are about the chain in front of the upstream: no store unless one is asked
-    // for (the store has its own tests in tests/store_*.rs).
+    // for (the store has its own tests in tests/store/).
     if !settings
         .iter()
         .any(|l| l.trim_start().starts_with(".cache"))

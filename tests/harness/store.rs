@@ -1,4 +1,4 @@
-//! What the content-store tests (`tests/store_*.rs`) share: `/metrics` fetched and parsed as
+//! What the content-store tests (`tests/store/`) share: `/metrics` fetched and parsed as
 //! Prometheus text, images pushed to a registry through its HTTP API (fast, any layer sizes),
 //! a look at a store's directory, and runmd pipelines with a store.
 
