@@ -522,19 +522,10 @@ struct Memory {
 }
 
 fn memory(pid: u32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-    };
     Memory {
-        rss: field("VmRSS"),
-        anon: field("RssAnon"),
-        file: field("RssFile"),
+        rss: proc_status_kib(pid, "VmRSS"),
+        anon: proc_status_kib(pid, "RssAnon"),
+        file: proc_status_kib(pid, "RssFile"),
     }
 }
 

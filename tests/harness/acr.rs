@@ -357,7 +357,8 @@ pub fn requests_with(log: &str, parts: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
+/// A `kB` field of `/proc/PID/status` (`VmHWM`, `VmRSS`, `RssAnon`...), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()

@@ -36,11 +36,7 @@ pub struct Headers(pub Vec<(String, String)>);
 impl Headers {
     /// First value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.0
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.get_all(name).into_iter().next()
     }
     pub fn get_all(&self, name: &str) -> Vec<&str> {
         let name = name.to_ascii_lowercase();

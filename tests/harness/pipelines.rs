@@ -68,19 +68,20 @@ pub fn pull_through(upstream: &str) -> String {
 
 /// The OCI error code in a response body (`errors[0].code`).
 pub fn oci_code(body: &str) -> String {
-    let json_start = body.find('{').unwrap_or(0);
-    serde_json::from_str::<serde_json::Value>(&body[json_start..])
-        .ok()
-        .and_then(|j| j["errors"][0]["code"].as_str().map(String::from))
-        .unwrap_or_else(|| panic!("not an OCI error body: {body}"))
+    oci_error_field(body, "code")
 }
 
 /// The OCI error message in a response body (`errors[0].message`).
 pub fn oci_message(body: &str) -> String {
+    oci_error_field(body, "message")
+}
+
+/// `errors[0].FIELD` of an OCI error body (after anything before its `{`).
+fn oci_error_field(body: &str, field: &str) -> String {
     let json_start = body.find('{').unwrap_or(0);
     serde_json::from_str::<serde_json::Value>(&body[json_start..])
         .ok()
-        .and_then(|j| j["errors"][0]["message"].as_str().map(String::from))
+        .and_then(|j| j["errors"][0][field].as_str().map(String::from))
         .unwrap_or_else(|| panic!("not an OCI error body: {body}"))
 }
 

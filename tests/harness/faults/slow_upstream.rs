@@ -17,13 +17,16 @@ pub struct SlowReply {
 
 impl SlowReply {
     pub fn new(status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> SlowReply {
+        let FakeReply {
+            status,
+            headers,
+            body,
+            ..
+        } = FakeReply::new(status, headers, body);
         SlowReply {
             status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: body.into(),
+            headers,
+            body,
             per_byte: None,
         }
     }
