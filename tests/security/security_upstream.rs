@@ -43,6 +43,30 @@ fn get(acr: &Acr, path: &str) -> HttpResponse {
     acr.fetch("GET", path, &[])
 }
 
+/// GETs every path at once (a thread each): each answer is a 504 or 502 OCI error, and all
+/// of them come within 3 × [`BOUND`].
+#[track_caller]
+fn assert_concurrent_gets_fail_in_bound(acr: &Arc<Acr>, paths: Vec<String>, what: &str) {
+    let started = Instant::now();
+    let handles: Vec<_> = paths
+        .into_iter()
+        .map(|path| {
+            let acr = acr.clone();
+            thread::spawn(move || get(&acr, &path))
+        })
+        .collect();
+    for h in handles {
+        let r = h.join().expect("request");
+        assert!(r.status == 504 || r.status == 502, "{}", r.text());
+        assert_oci_error(&r, r.status);
+    }
+    assert!(
+        started.elapsed() < 3 * BOUND,
+        "{what} took {:?}",
+        started.elapsed()
+    );
+}
+
 /// `GET path` and how long the answer took.
 fn timed_get(acr: &Acr, path: &str) -> (HttpResponse, Duration) {
     let started = Instant::now();
@@ -168,23 +192,8 @@ fn a_silent_upstream_on_a_cold_start_holds_no_queue_of_probes() {
     let acr = Arc::new(acr_with(&pull_through(&up.url()), short_waits(), vec![]));
     // Four cold requests at once: one probe of /v2/, and every request answered within the
     // bound of that probe (not one probe after another).
-    let started = Instant::now();
-    let handles: Vec<_> = (0..4)
-        .map(|i| {
-            let acr = acr.clone();
-            thread::spawn(move || get(&acr, &format!("/v2/ok/manifests/{i}")))
-        })
-        .collect();
-    for h in handles {
-        let r = h.join().expect("request");
-        assert!(r.status == 504 || r.status == 502, "{}", r.text());
-        assert_oci_error(&r, r.status);
-    }
-    assert!(
-        started.elapsed() < 3 * BOUND,
-        "four cold requests took {:?}",
-        started.elapsed()
-    );
+    let paths = (0..4).map(|i| format!("/v2/ok/manifests/{i}")).collect();
+    assert_concurrent_gets_fail_in_bound(&acr, paths, "four cold requests");
     silent.store(false, Ordering::SeqCst);
     assert_eq!(get(&acr, "/v2/ok/manifests/1").status, 200);
 }
@@ -207,23 +216,8 @@ fn a_silent_token_realm_is_a_504_within_the_bound_and_recovers() {
         manifest_reply()
     });
     let acr = Arc::new(acr_with(&pull_through(&up.url()), short_waits(), vec![]));
-    let started = Instant::now();
-    let handles: Vec<_> = (0..3)
-        .map(|_| {
-            let acr = acr.clone();
-            thread::spawn(move || get(&acr, "/v2/app/manifests/1"))
-        })
-        .collect();
-    for h in handles {
-        let r = h.join().expect("request");
-        assert!(r.status == 504 || r.status == 502, "{}", r.text());
-        assert_oci_error(&r, r.status);
-    }
-    assert!(
-        started.elapsed() < 3 * BOUND,
-        "three requests behind a silent realm took {:?}",
-        started.elapsed()
-    );
+    let paths = vec!["/v2/app/manifests/1".to_string(); 3];
+    assert_concurrent_gets_fail_in_bound(&acr, paths, "three requests behind a silent realm");
     realm_silent.store(false, Ordering::SeqCst);
     let r = get(&acr, "/v2/app/manifests/1");
     assert_eq!(r.status, 200, "after the realm recovered: {}", r.text());

@@ -153,21 +153,7 @@ fn a_renewed_certificate_is_served_without_a_restart() {
     );
     // Clients that trust the CA still pull.
     let scratch = temp_dir("acr-tls-");
-    let trust = pki.cert_dir();
-    let src = format!("docker://{}/library/test:1", acr.host());
-    let raw = skopeo_as(
-        &scratch.path().join("a.json"),
-        false,
-        &[
-            "inspect",
-            "--raw",
-            "--cert-dir",
-            &trust.to_string_lossy(),
-            &src,
-        ],
-    )
-    .ok()
-    .stdout;
+    let raw = inspect_test_over_https(&acr, &scratch.path().join("a.json"), &pki.cert_dir());
     assert_eq!(digest_of(raw.as_bytes()), fixtures().test.digest);
 
     // A broken certificate file: the current pair stays.
@@ -252,20 +238,7 @@ fn client_certificates_are_required_with_a_client_ca() {
     std::fs::copy(&client_cert, trust.join("client.cert")).expect("copy client cert");
     std::fs::copy(&client_key, trust.join("client.key")).expect("copy client key");
     let scratch = temp_dir("acr-mtls-");
-    let src = format!("docker://{}/library/test:1", acr.host());
-    let raw = skopeo_as(
-        &scratch.path().join("a.json"),
-        false,
-        &[
-            "inspect",
-            "--raw",
-            "--cert-dir",
-            &trust.to_string_lossy(),
-            &src,
-        ],
-    )
-    .ok()
-    .stdout;
+    let raw = inspect_test_over_https(&acr, &scratch.path().join("a.json"), &trust);
     assert_eq!(digest_of(raw.as_bytes()), fixtures().test.digest);
 }
 
@@ -340,4 +313,18 @@ fn client_auth_over_https_names_an_https_realm() {
         acr.log()
     );
     assert_upstream_saw_only_acrs_credentials(&reg);
+}
+
+/// The manifest of `library/test:1` as `skopeo inspect --raw` gets it from acr over https,
+/// trusting what `cert_dir` holds (`ca.crt`, and a client certificate when there is one).
+fn inspect_test_over_https(acr: &Acr, auth_file: &Path, cert_dir: &Path) -> String {
+    let src = format!("docker://{}/library/test:1", acr.host());
+    let cert_dir = cert_dir.to_string_lossy();
+    skopeo_as(
+        auth_file,
+        false,
+        &["inspect", "--raw", "--cert-dir", &cert_dir, &src],
+    )
+    .ok()
+    .stdout
 }
