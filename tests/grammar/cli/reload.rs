@@ -11,11 +11,11 @@ fn ticker(message: &str) -> String {
     )
 }
 
-#[test]
-fn hot_reload_swaps_good_files_and_keeps_running_on_bad_ones() {
-    let dir = tmp();
-    let path = write(dir.path(), "p.runmd", &ticker("first"));
-    let mut c = acr(dir.path());
+/// `mirror start` over [`ticker`]`("first")` in `dir`, once it has printed `first` twice:
+/// the pipeline's path and the running acr.
+fn running_ticker(dir: &Path) -> (PathBuf, Running) {
+    let path = write(dir, "p.runmd", &ticker("first"));
+    let mut c = acr(dir);
     c.args(["--runmd-path", "p.runmd", "mirror", "start"]);
     let mut child = Running::spawn(c);
     assert!(
@@ -23,6 +23,13 @@ fn hot_reload_swaps_good_files_and_keeps_running_on_bad_ones() {
         "{}",
         child.describe()
     );
+    (path, child)
+}
+
+#[test]
+fn hot_reload_swaps_good_files_and_keeps_running_on_bad_ones() {
+    let dir = tmp();
+    let (path, mut child) = running_ticker(dir.path());
 
     // A good edit (written in place) takes effect on a later pass.
     std::fs::write(&path, ticker("second")).unwrap();
@@ -79,15 +86,7 @@ fn hot_reload_swaps_good_files_and_keeps_running_on_bad_ones() {
 
 fn regression_a_reload_without_the_running_engine_keeps_the_old_pipeline() {
     let dir = tmp();
-    let path = write(dir.path(), "p.runmd", &ticker("first"));
-    let mut c = acr(dir.path());
-    c.args(["--runmd-path", "p.runmd", "mirror", "start"]);
-    let mut child = Running::spawn(c);
-    assert!(
-        child.wait_for(PATIENCE, |out, _| count(out, "first") >= 2),
-        "{}",
-        child.describe()
-    );
+    let (path, mut child) = running_ticker(dir.path());
     replace(&path, "# nothing here yet\n");
     // Give the reload time to land and a few passes to run.
     let seen = count(&child.stdout(), "first");
