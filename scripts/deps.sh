@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs (with apt, only when missing) the Debian packages that the real-component
-# test harness in tests/common needs: CNCF distribution, skopeo, umoci, containerd,
+# test harness in tests/harness needs: CNCF distribution, skopeo, umoci, containerd,
 # podman, htpasswd, openssl and python3 for tests/support/tokenserver.py.
 #
 # Idempotent and fast when everything is present (one dpkg-query, no apt).

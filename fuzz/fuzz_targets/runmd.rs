@@ -1,6 +1,6 @@
 //! Fuzzes the runmd compiler: any UTF-8 text compiles to a pipeline or to diagnostics, never a
 //! panic, and every diagnostic points inside the text (the same properties as
-//! tests/never_panics.rs, driven by libFuzzer's coverage feedback).
+//! tests/grammar/never_panics.rs, driven by libFuzzer's coverage feedback).
 
 #![no_main]
 

@@ -1,0 +1,12 @@
+//! Layer injection end to end and the entrypoint acr ships for injected images.
+//!
+//! One test binary per area (each links once); each former test file is a module, so a
+//! test keeps its name (`cargo nextest run -E 'test(name)'`).
+
+// The harness is shared by every area binary and each uses a part of it.
+#[allow(dead_code)]
+#[path = "../harness/mod.rs"]
+mod harness;
+
+mod entry_script;
+mod inject_layer;

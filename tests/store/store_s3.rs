@@ -1,0 +1,157 @@
+//! Replicas sharing one S3 bucket: two acr processes with `: .cache s3://cache/acr` (each its
+//! own local directory), a real S3 server (s3s-fs, with SigV4 auth, run in this test process
+//! on 127.0.0.1) and a real CNCF distribution upstream. What replica A fetched, replica B
+//! serves with the upstream stopped.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::harness::store::*;
+use crate::harness::*;
+
+fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").expect("sha256 digest")
+}
+
+fn local_store(acr: &Acr) -> PathBuf {
+    acr.dir().join("cache")
+}
+
+/// Replica A pulls two images (one with a 12 MiB layer, which goes to S3 as a multipart upload
+/// and a conditional copy) into the shared bucket; with the upstream stopped, replica B, which
+/// has never seen them, serves both to skopeo from the bucket, byte for byte.
+#[test]
+fn replica_b_serves_what_replica_a_fetched_with_the_upstream_stopped() {
+    let s3 = S3::start();
+    let reg = Registry::start(RegistryAuth::None);
+    let images = [
+        push_image(
+            &reg,
+            "library/shared",
+            "1",
+            vec![
+                pseudo_random_bytes("acr-s3-big", 12 << 20),
+                pseudo_random_bytes("acr-s3-small", 100 << 10),
+            ],
+        ),
+        push_image(
+            &reg,
+            "library/other",
+            "2",
+            vec![pseudo_random_bytes("acr-s3-other", 300 << 10)],
+        ),
+    ];
+    let runmd = store_pipeline(
+        &reg.url(),
+        &[
+            &format!(".cache s3://{S3_BUCKET}/{S3_PREFIX}"),
+            &format!(".cache-endpoint {}", s3.url()),
+        ],
+    );
+    let opts = AcrOptions {
+        env: s3.env(),
+        ..AcrOptions::default()
+    };
+    let a = Acr::start_with(&runmd, opts.clone());
+    let b = Acr::start_with(&runmd, opts);
+    assert_ne!(local_store(&a), local_store(&b));
+
+    let out = temp_dir("acr-pulls-");
+    for (i, img) in images.iter().enumerate() {
+        let dest = out.path().join(format!("a-{i}"));
+        skopeo_to_dir(&a.host(), &img.repo_ref, &dest).ok();
+        assert_dir_copy(&dest, &img.manifest_digest);
+    }
+    // A shares what it fetched: every blob, manifest and tag is in the bucket.
+    let mut keys = Vec::new();
+    for img in &images {
+        keys.push(format!(
+            "{S3_PREFIX}/manifests/sha256/{}",
+            hex_of(&img.manifest_digest)
+        ));
+        keys.push(format!(
+            "{S3_PREFIX}/manifests/sha256/{}.type",
+            hex_of(&img.manifest_digest)
+        ));
+        for d in std::iter::once(&img.config_digest).chain(img.layers.iter().map(|(d, _)| d)) {
+            keys.push(format!("{S3_PREFIX}/blobs/sha256/{}", hex_of(d)));
+        }
+        let (repo, tag) = img.repo_ref.split_once(':').expect("repo:tag");
+        keys.push(format!(
+            "{S3_PREFIX}/tags/{}/{repo}/_tags/{tag}",
+            reg.host()
+        ));
+    }
+    let shared = wait_until(Duration::from_secs(30), || keys.iter().all(|k| s3.has(k)));
+    let missing: Vec<&String> = keys.iter().filter(|k| !s3.has(k)).collect();
+    assert!(
+        shared,
+        "not in the bucket: {missing:#?}\nA's log:\n{}",
+        a.log()
+    );
+    for img in &images {
+        for (d, bytes) in &img.layers {
+            let stored = std::fs::read(s3.file(&format!("{S3_PREFIX}/blobs/sha256/{}", hex_of(d))))
+                .expect("object");
+            assert!(stored == *bytes, "the bucket's {d} is not the layer");
+        }
+    }
+    // The big layer went up through a temporary key, which is gone.
+    let leftovers = files_under(&s3.file(&format!("{S3_PREFIX}/tmp")));
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The upstream stops; B has never seen these images.
+    let upstream = reg.url();
+    drop(reg);
+    assert!(try_http_request("GET", &format!("{upstream}/v2/"), &[], None).is_err());
+    assert!(stored_blobs(&local_store(&b)).is_empty());
+    let m0 = scrape(&b);
+    let s3_before = s3.requests().len();
+    for (i, img) in images.iter().enumerate() {
+        let dest = out.path().join(format!("b-{i}"));
+        let pulled = skopeo_to_dir(&b.host(), &img.repo_ref, &dest);
+        assert!(
+            pulled.success(),
+            "replica B, upstream down: {pulled:?}\nB's log:\n{}",
+            b.log()
+        );
+        assert_dir_copy(&dest, &img.manifest_digest);
+    }
+    let m1 = scrape(&b);
+    let blobs: usize = images.iter().map(|i| 1 + i.layers.len()).sum();
+    assert!(
+        m1.delta(&m0, "acr_cache_hits_total") >= (blobs + images.len()) as i64,
+        "every manifest and blob is a hit of the shared store"
+    );
+    assert_eq!(m1.delta(&m0, "acr_cache_misses_total"), 0);
+    assert_eq!(m1.delta(&m0, "acr_bytes_from_upstream_total"), 0);
+    let total: u64 = images
+        .iter()
+        .flat_map(|i| i.layers.iter().map(|(_, b)| b.len() as u64))
+        .sum();
+    assert!(m1.delta(&m0, "acr_bytes_from_store_total") >= total as i64);
+    // B copied what it served into its own local directory, verified.
+    for img in &images {
+        for (d, _) in &img.layers {
+            assert!(wait_until(Duration::from_secs(10), || has_blob(
+                &local_store(&b),
+                d
+            )));
+        }
+    }
+    assert!(assert_store_verifies(&local_store(&b)) >= blobs);
+    // B wrote nothing to the bucket: it never shares back what it copied down.
+    let b_phase = &s3.requests()[s3_before..];
+    let writes: Vec<&String> = b_phase
+        .iter()
+        .filter(|r| r.starts_with("PUT ") || r.starts_with("POST "))
+        .collect();
+    assert!(writes.is_empty(), "B wrote to the bucket: {writes:#?}");
+    println!(
+        "replica B served {} images from S3 with the upstream down: {} hits, {} bytes from the store, {} S3 requests",
+        images.len(),
+        m1.delta(&m0, "acr_cache_hits_total"),
+        m1.delta(&m0, "acr_bytes_from_store_total"),
+        b_phase.len()
+    );
+}
