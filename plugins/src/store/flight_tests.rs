@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::flight::BlobLookup;
+use super::flight::{BlobLookup, Follow, Lead};
 use super::{Metrics, Store, StoreConfig};
 use crate::registry::{BodyStream, Digest, RegistryError};
 
@@ -34,6 +34,27 @@ fn store(max: Option<u64>) -> (Arc<Store>, std::path::PathBuf) {
         Store::open(config, Arc::new(Metrics::default())).unwrap(),
         root,
     )
+}
+
+/// Looks `digest` up in a test that expects to lead its fetch.
+fn must_lead(store: &Arc<Store>, digest: &Digest) -> Lead {
+    match store.lookup_blob(digest).unwrap() {
+        BlobLookup::Lead(lead) => lead,
+        _ => panic!("expected to lead the fetch of {digest}"),
+    }
+}
+
+/// Looks `digest` up in a test that expects to follow a fetch in flight.
+fn must_follow(store: &Arc<Store>, digest: &Digest) -> Follow {
+    match store.lookup_blob(digest).unwrap() {
+        BlobLookup::Follow(follow) => follow,
+        _ => panic!("expected to follow the fetch of {digest}"),
+    }
+}
+
+/// How many temporary files the store under `root` holds.
+fn temp_files(root: &std::path::Path) -> usize {
+    std::fs::read_dir(root.join("tmp")).unwrap().count()
 }
 
 fn rand_suffix() -> u128 {
@@ -80,9 +101,7 @@ async fn one_fetch_many_readers_then_a_hit() {
     let (store, root) = store(None);
     let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
     let digest = Digest::of(&data);
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!("expected to lead")
-    };
+    let lead = must_lead(&store, &digest);
     let mut followers = Vec::new();
     for _ in 0..8 {
         match store.lookup_blob(&digest).unwrap() {
@@ -119,13 +138,7 @@ async fn one_fetch_many_readers_then_a_hit() {
         collect(hit.stream(10, 20)).await.unwrap(),
         data[10..20].to_vec()
     );
-    assert!(
-        std::fs::read_dir(root.join("tmp"))
-            .unwrap()
-            .next()
-            .is_none(),
-        "no temp file left"
-    );
+    assert_eq!(temp_files(&root), 0, "no temp file left");
     std::fs::remove_dir_all(root).unwrap();
 }
 
@@ -133,12 +146,8 @@ async fn one_fetch_many_readers_then_a_hit() {
 async fn wrong_bytes_fail_every_reader_and_store_nothing() {
     let (store, root) = store(None);
     let digest = Digest::of(b"the right bytes");
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
-    let BlobLookup::Follow(follower) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
+    let lead = must_lead(&store, &digest);
+    let follower = must_follow(&store, &digest);
     let (tx, body) = channel_body();
     let lead_follow = store.start_stream(lead, body, Some(15), digest.clone());
     tx.send(Ok(Bytes::from_static(b"the wrong bytes")))
@@ -173,9 +182,7 @@ async fn a_stalled_upstream_fails_the_fetch_instead_of_wedging_it() {
     let (store, root) = store(None);
     let data = vec![7u8; 1000];
     let digest = Digest::of(&data);
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
+    let lead = must_lead(&store, &digest);
     let (tx, body) = channel_body();
     let f = store.start_stream(lead, body, Some(1000), digest.clone());
     tx.send(Ok(Bytes::from(data[..500].to_vec())))
@@ -199,31 +206,22 @@ async fn a_stalled_upstream_fails_the_fetch_instead_of_wedging_it() {
 async fn a_lead_dropped_before_the_upstream_answers_frees_the_digest() {
     let (store, root) = store(None);
     let digest = Digest::of(b"never fetched");
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
-    let BlobLookup::Follow(mut follower) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
+    let lead = must_lead(&store, &digest);
+    let mut follower = must_follow(&store, &digest);
     drop(lead);
     assert!(follower.started().await.is_err(), "the follower is told");
     assert!(matches!(
         store.lookup_blob(&digest).unwrap(),
         BlobLookup::Lead(_)
     ));
-    assert!(std::fs::read_dir(root.join("tmp"))
-        .unwrap()
-        .next()
-        .is_none());
+    assert_eq!(temp_files(&root), 0, "no temp file left");
     std::fs::remove_dir_all(root).unwrap();
 }
 
 /// Commits `data` through a whole fetch and waits until it is in the store.
 async fn put(store: &Arc<Store>, data: Vec<u8>) -> Digest {
     let digest = Digest::of(&data);
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!("expected to lead")
-    };
+    let lead = must_lead(&store, &digest);
     let len = data.len() as u64;
     let body: BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
     let f = store.start_stream(lead, body, Some(len), digest.clone());
@@ -264,9 +262,7 @@ async fn eviction_keeps_the_bound_and_spares_readers() {
     for i in 0..4u8 {
         let data = vec![i; 100];
         let digest = Digest::of(&data);
-        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-            panic!()
-        };
+        let lead = must_lead(&store, &digest);
         let body: BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
         let f = store.start_stream(lead, body, Some(100), digest.clone());
         collect(f.stream(0, None)).await.unwrap();
@@ -303,9 +299,7 @@ async fn a_blob_that_cannot_fit_is_refused_before_anything_is_evicted() {
     assert!(!store.make_room(300), "a blob larger than max-size fits");
     let data = vec![9u8; 300];
     let digest = Digest::of(&data);
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
+    let lead = must_lead(&store, &digest);
     let body: BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
     let mut f = store.start_stream(lead, body, Some(300), digest.clone());
     let refused = f.started().await.expect_err("refused");
@@ -324,9 +318,7 @@ async fn a_body_without_a_length_is_cut_off_at_the_room_left() {
     let kept = put(&store, vec![1; 100]).await;
     let data = vec![7u8; 400];
     let digest = Digest::of(&data);
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
+    let lead = must_lead(&store, &digest);
     let pieces: Vec<Result<Bytes, io::Error>> = data
         .chunks(50)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -345,10 +337,7 @@ async fn a_body_without_a_length_is_cut_off_at_the_room_left() {
         store.local.blob_path(kept.hex()).exists(),
         "evicted for a body that was cut off"
     );
-    assert!(std::fs::read_dir(root.join("tmp"))
-        .unwrap()
-        .next()
-        .is_none());
+    assert_eq!(temp_files(&root), 0, "no temp file left");
     assert_eq!(
         store.space.lock().unwrap().bytes,
         0,
@@ -361,11 +350,8 @@ async fn a_body_without_a_length_is_cut_off_at_the_room_left() {
 async fn opening_a_store_in_use_leaves_its_fetches_alone() {
     let (store, root) = store(None);
     let digest = Digest::of(b"in flight");
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
-    let in_flight = std::fs::read_dir(root.join("tmp")).unwrap().count();
-    assert_eq!(in_flight, 1);
+    let lead = must_lead(&store, &digest);
+    assert_eq!(temp_files(&root), 1, "the fetch in flight");
     // A leftover of a process that is gone (no lock held), and one of an older acr.
     std::fs::write(root.join("tmp").join("abc.999-dead.0"), b"x").unwrap();
     std::fs::write(root.join("tmp").join("abc.12345.0"), b"x").unwrap();
