@@ -13,16 +13,14 @@ use super::flight::{BlobLookup, Follow, Lead};
 use super::{Metrics, Store, StoreConfig};
 use crate::registry::{BodyStream, Digest, RegistryError};
 
-fn store(max: Option<u64>) -> (Arc<Store>, std::path::PathBuf) {
-    let n = std::sync::atomic::AtomicU64::new(0);
-    let root = std::env::temp_dir().join(format!(
-        "acr-store-{}-{}-{}",
-        std::process::id(),
-        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        rand_suffix()
-    ));
+/// A store in a temporary directory, removed when the returned `TempDir` is dropped.
+fn store(max: Option<u64>) -> (Arc<Store>, tempfile::TempDir) {
+    let root = tempfile::Builder::new()
+        .prefix("acr-store-")
+        .tempdir()
+        .unwrap();
     let config = StoreConfig {
-        root: root.clone(),
+        root: root.path().to_path_buf(),
         max_size: max,
         ttl: Duration::from_secs(300),
         ttl_by_ns: vec![],
@@ -55,13 +53,6 @@ fn must_follow(store: &Arc<Store>, digest: &Digest) -> Follow {
 /// How many temporary files the store under `root` holds.
 fn temp_files(root: &std::path::Path) -> usize {
     std::fs::read_dir(root.join("tmp")).unwrap().count()
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 /// Waits until no fetch of `digest` is in flight (it committed or failed).
@@ -138,13 +129,12 @@ async fn one_fetch_many_readers_then_a_hit() {
         collect(hit.stream(10, 20)).await.unwrap(),
         data[10..20].to_vec()
     );
-    assert_eq!(temp_files(&root), 0, "no temp file left");
-    std::fs::remove_dir_all(root).unwrap();
+    assert_eq!(temp_files(root.path()), 0, "no temp file left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_bytes_fail_every_reader_and_store_nothing() {
-    let (store, root) = store(None);
+    let (store, _root) = store(None);
     let digest = Digest::of(b"the right bytes");
     let lead = must_lead(&store, &digest);
     let follower = must_follow(&store, &digest);
@@ -174,12 +164,11 @@ async fn wrong_bytes_fail_every_reader_and_store_nothing() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upstream_fails_the_fetch_instead_of_wedging_it() {
-    let (store, root) = store(None);
+    let (store, _root) = store(None);
     let data = vec![7u8; 1000];
     let digest = Digest::of(&data);
     let lead = must_lead(&store, &digest);
@@ -199,7 +188,6 @@ async fn a_stalled_upstream_fails_the_fetch_instead_of_wedging_it() {
         "the next request fetches anew"
     );
     drop(tx);
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,8 +202,7 @@ async fn a_lead_dropped_before_the_upstream_answers_frees_the_digest() {
         store.lookup_blob(&digest).unwrap(),
         BlobLookup::Lead(_)
     ));
-    assert_eq!(temp_files(&root), 0, "no temp file left");
-    std::fs::remove_dir_all(root).unwrap();
+    assert_eq!(temp_files(root.path()), 0, "no temp file left");
 }
 
 /// Commits `data` through a whole fetch and waits until it is in the store.
@@ -233,7 +220,7 @@ async fn put(store: &Arc<Store>, data: Vec<u8>) -> Digest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_being_read_is_never_evicted() {
-    let (store, root) = store(Some(250));
+    let (store, _root) = store(Some(250));
     let oldest = put(&store, vec![1; 100]).await;
     let BlobLookup::Hit(reading) = store.lookup_blob(&oldest).unwrap() else {
         panic!("expected a hit")
@@ -252,12 +239,11 @@ async fn a_blob_being_read_is_never_evicted() {
     // Read to the end and dropped: now it can go.
     put(&store, vec![4; 100]).await;
     assert!(!store.local.blob_path(oldest.hex()).exists());
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_keeps_the_bound_and_spares_readers() {
-    let (store, root) = store(Some(250));
+    let (store, _root) = store(Some(250));
     let mut digests = Vec::new();
     for i in 0..4u8 {
         let data = vec![i; 100];
@@ -288,12 +274,11 @@ async fn eviction_keeps_the_bound_and_spares_readers() {
         store.lookup_blob(&digests[3]).unwrap(),
         BlobLookup::Hit(_)
     ));
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_that_cannot_fit_is_refused_before_anything_is_evicted() {
-    let (store, root) = store(Some(250));
+    let (store, _root) = store(Some(250));
     let kept = put(&store, vec![1; 100]).await;
     let also = put(&store, vec![2; 100]).await;
     assert!(!store.make_room(300), "a blob larger than max-size fits");
@@ -309,7 +294,6 @@ async fn a_blob_that_cannot_fit_is_refused_before_anything_is_evicted() {
     );
     assert_eq!(store.metrics.evictions.load(Ordering::Relaxed), 0);
     assert_eq!(store.metrics.store_refused.load(Ordering::Relaxed), 1);
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,13 +321,12 @@ async fn a_body_without_a_length_is_cut_off_at_the_room_left() {
         store.local.blob_path(kept.hex()).exists(),
         "evicted for a body that was cut off"
     );
-    assert_eq!(temp_files(&root), 0, "no temp file left");
+    assert_eq!(temp_files(root.path()), 0, "no temp file left");
     assert_eq!(
         store.space.lock().unwrap().bytes,
         0,
         "the reservation was released"
     );
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,17 +334,16 @@ async fn opening_a_store_in_use_leaves_its_fetches_alone() {
     let (store, root) = store(None);
     let digest = Digest::of(b"in flight");
     let lead = must_lead(&store, &digest);
-    assert_eq!(temp_files(&root), 1, "the fetch in flight");
+    assert_eq!(temp_files(root.path()), 1, "the fetch in flight");
     // A leftover of a process that is gone (no lock held), and one of an older acr.
-    std::fs::write(root.join("tmp").join("abc.999-dead.0"), b"x").unwrap();
-    std::fs::write(root.join("tmp").join("abc.12345.0"), b"x").unwrap();
+    std::fs::write(root.path().join("tmp").join("abc.999-dead.0"), b"x").unwrap();
+    std::fs::write(root.path().join("tmp").join("abc.12345.0"), b"x").unwrap();
     let second = Store::open(store.config.clone(), Arc::new(Metrics::default())).unwrap();
-    let left: Vec<_> = std::fs::read_dir(root.join("tmp"))
+    let left: Vec<_> = std::fs::read_dir(root.path().join("tmp"))
         .unwrap()
         .flatten()
         .collect();
     assert_eq!(left.len(), 1, "{left:?}");
     drop(second);
     store.fail(lead, RegistryError::bad_gateway("done"));
-    std::fs::remove_dir_all(root).unwrap();
 }
