@@ -208,7 +208,7 @@ async fn a_lead_dropped_before_the_upstream_answers_frees_the_digest() {
 /// Commits `data` through a whole fetch and waits until it is in the store.
 async fn put(store: &Arc<Store>, data: Vec<u8>) -> Digest {
     let digest = Digest::of(&data);
-    let lead = must_lead(&store, &digest);
+    let lead = must_lead(store, &digest);
     let len = data.len() as u64;
     let body: BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
     let f = store.start_stream(lead, body, Some(len), digest.clone());
