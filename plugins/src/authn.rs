@@ -10,8 +10,8 @@ pub const SPEC: PluginSpec = PluginSpec::new(
     "authn",
     "authenticate to the upstream (Bearer token or Basic), tokens cached",
 )
-.run(run_fn!(run))
-.caps(Caps::ROUTE);
+.caps(Caps::ROUTE)
+.run(run_fn!(run));
 
 async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
     cx.route(call)?;

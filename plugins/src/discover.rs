@@ -13,8 +13,8 @@ pub const SPEC: PluginSpec = PluginSpec::new(
     "discover",
     "find referrers of the resolved manifest by artifact type (API, else the sha256- tag)",
 )
-.run(run_fn!(run))
-.caps(Caps::route_of(&[Resource::Manifests]));
+.caps(Caps::route_of(&[Resource::Manifests]))
+.run(run_fn!(run));
 
 async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
     let (req, _, _) = cx.route(call)?;

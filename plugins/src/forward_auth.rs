@@ -14,11 +14,11 @@ pub const SPEC: PluginSpec = PluginSpec::new(
     "forward-auth",
     "send the client's own Authorization to the upstream",
 )
-.run(run_fn!(run))
 .caps(Caps {
     forwards_client_auth: true,
     ..Caps::ROUTE
-});
+})
+.run(run_fn!(run));
 
 async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
     let (req, _, _) = cx.route(call)?;

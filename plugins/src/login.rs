@@ -19,11 +19,11 @@ pub const SPEC: PluginSpec = PluginSpec::new(
     "login",
     "find credentials for the upstream (file, config.json, helper, environment)",
 )
-.run(run_fn!(run))
 .caps(Caps {
     upstream_login: true,
     ..Caps::ROUTE
-});
+})
+.run(run_fn!(run));
 
 async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
     let (_, shared, upstream) = cx.route(call)?;

@@ -54,11 +54,11 @@ pub const SPEC: PluginSpec = PluginSpec::new(
     },
 ])
 .check(check)
-.run(run_fn!(run))
 .caps(Caps {
     writes_hosts_toml: true,
     ..Caps::NONE
-});
+})
+.run(run_fn!(run));
 
 const CAPABILITIES: &[&str] = &["resolve", "pull", "push"];
 

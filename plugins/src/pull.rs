@@ -30,11 +30,11 @@ pub const SPEC: PluginSpec = PluginSpec::new(
     "pull",
     "stream a blob from the upstream, digest verified on the way",
 )
-.run(run_fn!(run))
 .caps(Caps {
     answers: true,
     ..Caps::route_of(&[Resource::Blobs])
-});
+})
+.run(run_fn!(run));
 
 async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
     let (req, _, _) = cx.route(call)?;

@@ -21,11 +21,11 @@ pub const SPEC: PluginSpec = PluginSpec::new(
     "resolve",
     "fetch a manifest, tag list or referrers index from the upstream, digest checked",
 )
-.run(run_fn!(run))
 .caps(Caps {
     answers: true,
     ..Caps::route_of(&[Resource::Manifests, Resource::Tags, Resource::Referrers])
-});
+})
+.run(run_fn!(run));
 
 async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
     let (req, _, _) = cx.route(call)?;

@@ -35,11 +35,11 @@ pub const SPEC: PluginSpec = PluginSpec::new(
         parse: symbol_modifier,
     },
 ])
-.run(run_fn!(run))
 .caps(Caps {
     answers: true,
     ..Caps::route_of(&[Resource::Manifests])
-});
+})
+.run(run_fn!(run));
 
 /// The header a client opts in with.
 pub const OPT_IN: &str = "x-ms-upgrade-if-streamable";

@@ -10,7 +10,7 @@ pub const SPEC: PluginSpec = PluginSpec::new(
     "wait for a duration: `.timer 100 ms`, `.timer 2` (seconds)",
 )
 .input("a duration such as `2 s` or `100 ms`")
-.check(check)
+.check(|input| parse_duration(input).map(drop))
 .run(run_fn!(run));
 
 /// Parses `100 ms`, `100ms`, `2`, `2 s`, `1.5 secs`, `3 min`.
@@ -40,10 +40,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, InputError> {
         return Err(InputError::new(format!("`{text}` is out of range")));
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-fn check(input: &str) -> Result<(), InputError> {
-    parse_duration(input).map(|_| ())
 }
 
 async fn run(call: &Invocation, _cx: &mut Context) -> Result<(), PluginError> {

@@ -75,32 +75,31 @@ mod tests {
     #[test]
     fn attribute_lines() {
         use Token::*;
-        assert_eq!(kinds("+ .engine"), vec![Some(Add), Some(Type)]);
-        assert_eq!(
-            kinds("add debug .true"),
-            vec![Some(Add), Some(Ident), Some(Type)]
-        );
-        assert_eq!(
-            kinds(": src_dir .symbol ."),
-            vec![Some(Colon), Some(Ident), Some(Type)]
-        );
-        assert_eq!(
-            kinds("define address ipv6 .true"),
-            vec![Some(Define), Some(Ident), Some(Ident), Some(Type)]
-        );
-        assert_eq!(kinds("# a comment"), vec![Some(Comment)]);
-        assert_eq!(kinds("// a comment"), vec![Some(Comment)]);
-        assert_eq!(
-            kinds(": <why> .loop"),
-            vec![Some(Colon), Some(InlineComment), Some(Type)]
-        );
-        // `address` is an identifier, not the keyword `add` followed by text.
-        assert_eq!(
-            kinds("+ address .text x"),
-            vec![Some(Add), Some(Ident), Some(Type)]
-        );
-        // The value after the type is not lexed at all.
-        assert_eq!(kinds(": .host a, b ~ !"), vec![Some(Colon), Some(Type)]);
-        assert_eq!(kinds("? oops"), vec![None]);
+        let cases: &[(&str, &[Option<Token>])] = &[
+            ("+ .engine", &[Some(Add), Some(Type)]),
+            ("add debug .true", &[Some(Add), Some(Ident), Some(Type)]),
+            (
+                ": src_dir .symbol .",
+                &[Some(Colon), Some(Ident), Some(Type)],
+            ),
+            (
+                "define address ipv6 .true",
+                &[Some(Define), Some(Ident), Some(Ident), Some(Type)],
+            ),
+            ("# a comment", &[Some(Comment)]),
+            ("// a comment", &[Some(Comment)]),
+            (
+                ": <why> .loop",
+                &[Some(Colon), Some(InlineComment), Some(Type)],
+            ),
+            // `address` is an identifier, not the keyword `add` followed by text.
+            ("+ address .text x", &[Some(Add), Some(Ident), Some(Type)]),
+            // The value after the type is not lexed at all.
+            (": .host a, b ~ !", &[Some(Colon), Some(Type)]),
+            ("? oops", &[None]),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(kinds(line), *expected, "{line}");
+        }
     }
 }

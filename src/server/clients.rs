@@ -384,6 +384,14 @@ mod tests {
         )
     }
 
+    /// The status `a` refuses `authorization` for `repository` with.
+    async fn refusal(a: &ClientAuth, authorization: &str, repository: &str) -> u16 {
+        a.check(Some(authorization), &[repository.to_string()], "r")
+            .await
+            .unwrap_err()
+            .status
+    }
+
     #[tokio::test]
     async fn basic_tokens_rules_and_challenges() {
         let (_d, a) = auth(&[("alice", "library/*"), ("*", "public/*")]);
@@ -412,19 +420,10 @@ mod tests {
             .1
             .contains("scope=\"repository:library/x:pull\""));
         assert_eq!(
-            a.check(Some(&basic("alice", "wrong")), &repo("library/x"), "r")
-                .await
-                .unwrap_err()
-                .status,
+            refusal(&a, &basic("alice", "wrong"), "library/x").await,
             401
         );
-        assert_eq!(
-            a.check(Some(&basic("bob", "secret")), &repo("library/x"), "r")
-                .await
-                .unwrap_err()
-                .status,
-            403
-        );
+        assert_eq!(refusal(&a, &basic("bob", "secret"), "library/x").await, 403);
         assert!(a
             .check(Some(&basic("bob", "secret")), &repo("public/y"), "r")
             .await
@@ -447,41 +446,17 @@ mod tests {
             "alice"
         );
         assert_eq!(a.check(Some(&bearer), &[], "r").await.unwrap(), "alice");
-        assert_eq!(
-            a.check(Some(&bearer), &repo("library/y"), "r")
-                .await
-                .unwrap_err()
-                .status,
-            401
-        );
-        assert_eq!(
-            a.check(Some(&bearer), &repo("private/z"), "r")
-                .await
-                .unwrap_err()
-                .status,
-            403
-        );
+        assert_eq!(refusal(&a, &bearer, "library/y").await, 401);
+        assert_eq!(refusal(&a, &bearer, "private/z").await, 403);
         let forged = format!("Bearer {}x", token);
-        assert_eq!(
-            a.check(Some(&forged), &repo("library/x"), "r")
-                .await
-                .unwrap_err()
-                .status,
-            401
-        );
+        assert_eq!(refusal(&a, &forged, "library/x").await, 401);
         let t = a
             .issue("bob", "secret", &["repository:library/x:pull".into()])
             .await
             .unwrap();
         assert_eq!(t["token"].as_str().map(|_| ()), Some(()));
         let bob = format!("Bearer {}", t["token"].as_str().unwrap());
-        assert_eq!(
-            a.check(Some(&bob), &repo("library/x"), "r")
-                .await
-                .unwrap_err()
-                .status,
-            403
-        );
+        assert_eq!(refusal(&a, &bob, "library/x").await, 403);
         assert!(a.issue("bob", "nope", &[]).await.is_err());
     }
 

@@ -186,37 +186,34 @@ mod tests {
 
     #[test]
     fn hostile_paths() {
-        assert_eq!(
-            parse("GET", "/v2/../etc/manifests/x").unwrap_err().code,
-            "NAME_INVALID"
-        );
-        assert_eq!(
-            parse("GET", "/v2/a/blobs/sha256:zz").unwrap_err().code,
-            "DIGEST_INVALID"
-        );
-        assert_eq!(
-            parse("GET", "/v2/a/manifests/sha256:zz").unwrap_err().code,
-            "DIGEST_INVALID"
-        );
-        assert_eq!(parse("PUT", "/v2/a/manifests/x").unwrap_err().status, 405);
-        assert_eq!(
-            parse("POST", "/v2/a/blobs/uploads/").unwrap_err().status,
-            405
-        );
-        assert_eq!(
-            parse("GET", "/v2/a/blobs/uploads/").unwrap_err().status,
-            405
-        );
-        assert_eq!(parse("HEAD", "/v2/a/tags/list").unwrap_err().status, 405);
-        assert_eq!(parse("GET", "/other").unwrap_err().status, 404);
-        assert_eq!(
-            parse("GET", "/v2/A/manifests/x").unwrap_err().code,
-            "NAME_INVALID"
-        );
-        assert_eq!(
-            parse("GET", "/v2/a//b/manifests/x").unwrap_err().code,
-            "NAME_INVALID"
-        );
+        let refused_with_code = [
+            ("GET", "/v2/../etc/manifests/x", "NAME_INVALID"),
+            ("GET", "/v2/a/blobs/sha256:zz", "DIGEST_INVALID"),
+            ("GET", "/v2/a/manifests/sha256:zz", "DIGEST_INVALID"),
+            ("GET", "/v2/A/manifests/x", "NAME_INVALID"),
+            ("GET", "/v2/a//b/manifests/x", "NAME_INVALID"),
+        ];
+        for (method, path, code) in refused_with_code {
+            assert_eq!(
+                parse(method, path).unwrap_err().code,
+                code,
+                "{method} {path}"
+            );
+        }
+        let refused_with_status = [
+            ("PUT", "/v2/a/manifests/x", 405),
+            ("POST", "/v2/a/blobs/uploads/", 405),
+            ("GET", "/v2/a/blobs/uploads/", 405),
+            ("HEAD", "/v2/a/tags/list", 405),
+            ("GET", "/other", 404),
+        ];
+        for (method, path, status) in refused_with_status {
+            assert_eq!(
+                parse(method, path).unwrap_err().status,
+                status,
+                "{method} {path}"
+            );
+        }
     }
 
     #[test]

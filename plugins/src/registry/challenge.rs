@@ -99,22 +99,17 @@ impl Scanner<'_> {
     }
 
     fn token(&mut self) -> Option<String> {
-        let start = self.i;
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
-        {
-            self.i += 1;
-        }
-        (self.i > start).then(|| String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
+        self.run_of(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
     }
 
     fn token68(&mut self) -> Option<String> {
+        self.run_of(|c| c.is_ascii_alphanumeric() || b"-._~+/=".contains(&c))
+    }
+
+    /// The bytes from here on that `allowed` accepts, if there is at least one.
+    fn run_of(&mut self, allowed: impl Fn(u8) -> bool) -> Option<String> {
         let start = self.i;
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || b"-._~+/=".contains(&c))
-        {
+        while self.peek().is_some_and(&allowed) {
             self.i += 1;
         }
         (self.i > start).then(|| String::from_utf8_lossy(&self.s[start..self.i]).into_owned())

@@ -436,6 +436,14 @@ pub async fn error_from(
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
         .take(64)
         .collect();
+    // An upstream that says when to come back (429, 503): the client hears it too.
+    let told_to_wait = |status: u16, code: &'static str, message: String| {
+        let e = RegistryError::new(status, code, message);
+        match &retry_after {
+            Some(r) => e.with_header("Retry-After", r),
+            None => e,
+        }
+    };
     match status {
         401 => refused(ns, creds),
         403 => RegistryError::denied(format!("upstream {ns} denied access: {message}")),
@@ -457,17 +465,11 @@ pub async fn error_from(
             };
             RegistryError::not_found(code, format!("upstream {ns}: {message}"))
         }
-        429 => {
-            let e = RegistryError::new(
-                429,
-                "TOOMANYREQUESTS",
-                format!("upstream {ns} is rate limiting"),
-            );
-            match retry_after {
-                Some(r) => e.with_header("Retry-After", &r),
-                None => e,
-            }
-        }
+        429 => told_to_wait(
+            429,
+            "TOOMANYREQUESTS",
+            format!("upstream {ns} is rate limiting"),
+        ),
         400..=499 => RegistryError {
             status,
             code: "UNKNOWN",
@@ -476,18 +478,11 @@ pub async fn error_from(
                 .to_string(),
             headers: Vec::new(),
         },
-        // An upstream that says when to come back: the client hears it too.
-        503 => {
-            let e = RegistryError::new(
-                503,
-                "UNAVAILABLE",
-                format!("upstream {ns} is unavailable (503)"),
-            );
-            match retry_after {
-                Some(r) => e.with_header("Retry-After", &r),
-                None => e,
-            }
-        }
+        503 => told_to_wait(
+            503,
+            "UNAVAILABLE",
+            format!("upstream {ns} is unavailable (503)"),
+        ),
         _ => RegistryError::bad_gateway(format!("upstream {ns} answered {status}")),
     }
 }

@@ -439,48 +439,23 @@ mod tests {
         let challenge = bearer(&base);
         let scope = "repository:app:pull";
         let (a, b) = (identity("secret-a"), identity("secret-b"));
-        let ta = cache
-            .authorization(
+        let token_for = |identity| {
+            cache.authorization(
                 &http,
                 &limits,
                 &upstream,
                 &challenge,
                 scope,
-                Some(&a),
+                Some(identity),
                 false,
             )
-            .await
-            .unwrap()
-            .unwrap();
-        let tb = cache
-            .authorization(
-                &http,
-                &limits,
-                &upstream,
-                &challenge,
-                scope,
-                Some(&b),
-                false,
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        };
+        let ta = token_for(&a).await.unwrap().unwrap();
+        let tb = token_for(&b).await.unwrap().unwrap();
         assert!(ta.ends_with("-secret-a"), "{ta}");
         assert!(tb.ends_with("-secret-b"), "{tb}");
         // Each is cached for its own identity.
-        let again = cache
-            .authorization(
-                &http,
-                &limits,
-                &upstream,
-                &challenge,
-                scope,
-                Some(&a),
-                false,
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let again = token_for(&a).await.unwrap().unwrap();
         assert_eq!(again, ta);
         assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 2);
         // The key holds a fingerprint, never the secret.

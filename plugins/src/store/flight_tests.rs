@@ -9,20 +9,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::flight::BlobLookup;
+use super::flight::{BlobLookup, Follow, Lead};
 use super::{Metrics, Store, StoreConfig};
 use crate::registry::{BodyStream, Digest, RegistryError};
 
-fn store(max: Option<u64>) -> (Arc<Store>, std::path::PathBuf) {
-    let n = std::sync::atomic::AtomicU64::new(0);
-    let root = std::env::temp_dir().join(format!(
-        "acr-store-{}-{}-{}",
-        std::process::id(),
-        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        rand_suffix()
-    ));
+/// A store in a temporary directory, removed when the returned `TempDir` is dropped.
+fn store(max: Option<u64>) -> (Arc<Store>, tempfile::TempDir) {
+    let root = tempfile::Builder::new()
+        .prefix("acr-store-")
+        .tempdir()
+        .unwrap();
     let config = StoreConfig {
-        root: root.clone(),
+        root: root.path().to_path_buf(),
         max_size: max,
         ttl: Duration::from_secs(300),
         ttl_by_ns: vec![],
@@ -36,11 +34,25 @@ fn store(max: Option<u64>) -> (Arc<Store>, std::path::PathBuf) {
     )
 }
 
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+/// Looks `digest` up in a test that expects to lead its fetch.
+fn must_lead(store: &Arc<Store>, digest: &Digest) -> Lead {
+    match store.lookup_blob(digest).unwrap() {
+        BlobLookup::Lead(lead) => lead,
+        _ => panic!("expected to lead the fetch of {digest}"),
+    }
+}
+
+/// Looks `digest` up in a test that expects to follow a fetch in flight.
+fn must_follow(store: &Arc<Store>, digest: &Digest) -> Follow {
+    match store.lookup_blob(digest).unwrap() {
+        BlobLookup::Follow(follow) => follow,
+        _ => panic!("expected to follow the fetch of {digest}"),
+    }
+}
+
+/// How many temporary files the store under `root` holds.
+fn temp_files(root: &std::path::Path) -> usize {
+    std::fs::read_dir(root.join("tmp")).unwrap().count()
 }
 
 /// Waits until no fetch of `digest` is in flight (it committed or failed).
@@ -80,9 +92,7 @@ async fn one_fetch_many_readers_then_a_hit() {
     let (store, root) = store(None);
     let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
     let digest = Digest::of(&data);
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!("expected to lead")
-    };
+    let lead = must_lead(&store, &digest);
     let mut followers = Vec::new();
     for _ in 0..8 {
         match store.lookup_blob(&digest).unwrap() {
@@ -119,26 +129,15 @@ async fn one_fetch_many_readers_then_a_hit() {
         collect(hit.stream(10, 20)).await.unwrap(),
         data[10..20].to_vec()
     );
-    assert!(
-        std::fs::read_dir(root.join("tmp"))
-            .unwrap()
-            .next()
-            .is_none(),
-        "no temp file left"
-    );
-    std::fs::remove_dir_all(root).unwrap();
+    assert_eq!(temp_files(root.path()), 0, "no temp file left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_bytes_fail_every_reader_and_store_nothing() {
-    let (store, root) = store(None);
+    let (store, _root) = store(None);
     let digest = Digest::of(b"the right bytes");
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
-    let BlobLookup::Follow(follower) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
+    let lead = must_lead(&store, &digest);
+    let follower = must_follow(&store, &digest);
     let (tx, body) = channel_body();
     let lead_follow = store.start_stream(lead, body, Some(15), digest.clone());
     tx.send(Ok(Bytes::from_static(b"the wrong bytes")))
@@ -165,17 +164,14 @@ async fn wrong_bytes_fail_every_reader_and_store_nothing() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upstream_fails_the_fetch_instead_of_wedging_it() {
-    let (store, root) = store(None);
+    let (store, _root) = store(None);
     let data = vec![7u8; 1000];
     let digest = Digest::of(&data);
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
+    let lead = must_lead(&store, &digest);
     let (tx, body) = channel_body();
     let f = store.start_stream(lead, body, Some(1000), digest.clone());
     tx.send(Ok(Bytes::from(data[..500].to_vec())))
@@ -192,38 +188,27 @@ async fn a_stalled_upstream_fails_the_fetch_instead_of_wedging_it() {
         "the next request fetches anew"
     );
     drop(tx);
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lead_dropped_before_the_upstream_answers_frees_the_digest() {
     let (store, root) = store(None);
     let digest = Digest::of(b"never fetched");
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
-    let BlobLookup::Follow(mut follower) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
+    let lead = must_lead(&store, &digest);
+    let mut follower = must_follow(&store, &digest);
     drop(lead);
     assert!(follower.started().await.is_err(), "the follower is told");
     assert!(matches!(
         store.lookup_blob(&digest).unwrap(),
         BlobLookup::Lead(_)
     ));
-    assert!(std::fs::read_dir(root.join("tmp"))
-        .unwrap()
-        .next()
-        .is_none());
-    std::fs::remove_dir_all(root).unwrap();
+    assert_eq!(temp_files(root.path()), 0, "no temp file left");
 }
 
 /// Commits `data` through a whole fetch and waits until it is in the store.
 async fn put(store: &Arc<Store>, data: Vec<u8>) -> Digest {
     let digest = Digest::of(&data);
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!("expected to lead")
-    };
+    let lead = must_lead(store, &digest);
     let len = data.len() as u64;
     let body: BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
     let f = store.start_stream(lead, body, Some(len), digest.clone());
@@ -235,7 +220,7 @@ async fn put(store: &Arc<Store>, data: Vec<u8>) -> Digest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_being_read_is_never_evicted() {
-    let (store, root) = store(Some(250));
+    let (store, _root) = store(Some(250));
     let oldest = put(&store, vec![1; 100]).await;
     let BlobLookup::Hit(reading) = store.lookup_blob(&oldest).unwrap() else {
         panic!("expected a hit")
@@ -254,19 +239,16 @@ async fn a_blob_being_read_is_never_evicted() {
     // Read to the end and dropped: now it can go.
     put(&store, vec![4; 100]).await;
     assert!(!store.local.blob_path(oldest.hex()).exists());
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_keeps_the_bound_and_spares_readers() {
-    let (store, root) = store(Some(250));
+    let (store, _root) = store(Some(250));
     let mut digests = Vec::new();
     for i in 0..4u8 {
         let data = vec![i; 100];
         let digest = Digest::of(&data);
-        let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-            panic!()
-        };
+        let lead = must_lead(&store, &digest);
         let body: BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
         let f = store.start_stream(lead, body, Some(100), digest.clone());
         collect(f.stream(0, None)).await.unwrap();
@@ -292,20 +274,17 @@ async fn eviction_keeps_the_bound_and_spares_readers() {
         store.lookup_blob(&digests[3]).unwrap(),
         BlobLookup::Hit(_)
     ));
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_that_cannot_fit_is_refused_before_anything_is_evicted() {
-    let (store, root) = store(Some(250));
+    let (store, _root) = store(Some(250));
     let kept = put(&store, vec![1; 100]).await;
     let also = put(&store, vec![2; 100]).await;
     assert!(!store.make_room(300), "a blob larger than max-size fits");
     let data = vec![9u8; 300];
     let digest = Digest::of(&data);
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
+    let lead = must_lead(&store, &digest);
     let body: BodyStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::from(data))]));
     let mut f = store.start_stream(lead, body, Some(300), digest.clone());
     let refused = f.started().await.expect_err("refused");
@@ -315,7 +294,6 @@ async fn a_blob_that_cannot_fit_is_refused_before_anything_is_evicted() {
     );
     assert_eq!(store.metrics.evictions.load(Ordering::Relaxed), 0);
     assert_eq!(store.metrics.store_refused.load(Ordering::Relaxed), 1);
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,9 +302,7 @@ async fn a_body_without_a_length_is_cut_off_at_the_room_left() {
     let kept = put(&store, vec![1; 100]).await;
     let data = vec![7u8; 400];
     let digest = Digest::of(&data);
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
+    let lead = must_lead(&store, &digest);
     let pieces: Vec<Result<Bytes, io::Error>> = data
         .chunks(50)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -345,37 +321,29 @@ async fn a_body_without_a_length_is_cut_off_at_the_room_left() {
         store.local.blob_path(kept.hex()).exists(),
         "evicted for a body that was cut off"
     );
-    assert!(std::fs::read_dir(root.join("tmp"))
-        .unwrap()
-        .next()
-        .is_none());
+    assert_eq!(temp_files(root.path()), 0, "no temp file left");
     assert_eq!(
         store.space.lock().unwrap().bytes,
         0,
         "the reservation was released"
     );
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opening_a_store_in_use_leaves_its_fetches_alone() {
     let (store, root) = store(None);
     let digest = Digest::of(b"in flight");
-    let BlobLookup::Lead(lead) = store.lookup_blob(&digest).unwrap() else {
-        panic!()
-    };
-    let in_flight = std::fs::read_dir(root.join("tmp")).unwrap().count();
-    assert_eq!(in_flight, 1);
+    let lead = must_lead(&store, &digest);
+    assert_eq!(temp_files(root.path()), 1, "the fetch in flight");
     // A leftover of a process that is gone (no lock held), and one of an older acr.
-    std::fs::write(root.join("tmp").join("abc.999-dead.0"), b"x").unwrap();
-    std::fs::write(root.join("tmp").join("abc.12345.0"), b"x").unwrap();
+    std::fs::write(root.path().join("tmp").join("abc.999-dead.0"), b"x").unwrap();
+    std::fs::write(root.path().join("tmp").join("abc.12345.0"), b"x").unwrap();
     let second = Store::open(store.config.clone(), Arc::new(Metrics::default())).unwrap();
-    let left: Vec<_> = std::fs::read_dir(root.join("tmp"))
+    let left: Vec<_> = std::fs::read_dir(root.path().join("tmp"))
         .unwrap()
         .flatten()
         .collect();
     assert_eq!(left.len(), 1, "{left:?}");
     drop(second);
     store.fail(lead, RegistryError::bad_gateway("done"));
-    std::fs::remove_dir_all(root).unwrap();
 }
