@@ -25,10 +25,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::plugin::{run_fn, InputError, Invocation, ModifierSpec, PluginSpec};
 use crate::registry::challenge;
 use crate::value::Value;
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "login-acr",

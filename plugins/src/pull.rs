@@ -19,12 +19,14 @@ use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
 use crate::registry::client::{send, upstream_error};
 use std::sync::Arc;
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::metrics::Metrics;
+use crate::oci::RegistryError;
 use crate::oci::{Body, BodyStream, Digest};
 use crate::registry::{ClientRequest, Method, Reply, Resource};
 use crate::store::flight::parse_range;
 use crate::store::{BlobLookup, Follow, Store};
-use crate::{Context, PluginError, RegistryError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "pull",
@@ -55,7 +57,7 @@ async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
                         tracing::warn!(digest = %digest, "could not restore a container token's layer: {}", e.message);
                     }
                 }
-                None if crate::inject_layer::layer::known_layer(&digest).is_some() => {
+                None if crate::injection::known_layer(&digest).is_some() => {
                     crate::inject_layer::restore_layer(&http, &store, &digest).await;
                 }
                 None => {}

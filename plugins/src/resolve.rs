@@ -7,6 +7,8 @@
 
 use bytes::Bytes;
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::oci::media::{accept_header as accept, accepts, MAX_MANIFEST_BYTES};
 use crate::oci::{Body, Digest, Manifest, Reference, RegistryError};
@@ -15,7 +17,6 @@ use crate::registry::client::{send, upstream_error};
 use crate::registry::fetch::{header, mismatch, ns_of, read_limited};
 use crate::registry::{referrers, tag_list, ClientRequest, Method, Reply, Resource};
 use crate::store::{Store, TagEntry};
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "resolve",

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use acr_plugins::inject_layer::token as container_token;
-use acr_plugins::inject_layer::Injection;
+use acr_plugins::injection::Injection;
 use acr_plugins::registry::RegistryError;
 use acr_plugins::registry::Reply;
 use hyper::body::Incoming;

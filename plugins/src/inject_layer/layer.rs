@@ -17,39 +17,14 @@ use base64::Engine as _;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
-use crate::oci::Platform;
-use crate::registry::Digest;
+use crate::injection::Content;
+use crate::oci::{Digest, Platform};
 
 /// The largest `data:` layer acr takes (decoded), as Wave does (~10 MiB).
 pub const MAX_DATA_LAYER: usize = 10 * 1024 * 1024;
 
 /// The largest directory acr packs into a layer held in memory.
 pub const MAX_PACKED_DIR: u64 = 256 * 1024 * 1024;
-
-/// Where a layer's gzip bytes are.
-#[derive(Debug, Clone)]
-pub enum Content {
-    /// Packed from a directory or decoded from a `data:` location.
-    Bytes(Bytes),
-    /// A `.tar.gz` file on disk (checked again against its digest when it is stored).
-    File(PathBuf),
-    /// Fetched at first use from this URL, then checked against the declared digests.
-    Remote(String),
-}
-
-/// One layer to append.
-#[derive(Debug, Clone)]
-pub struct Layer {
-    /// The source as written (a path, a URL, `data:...` shortened), for history and logs.
-    pub source: String,
-    pub gzip_digest: Digest,
-    /// `None` for a remote layer until it is fetched.
-    pub gzip_size: Option<u64>,
-    pub tar_digest: Digest,
-    /// Only for images of this platform; `None`: for every platform.
-    pub platform: Option<Platform>,
-    pub content: Content,
-}
 
 /// The digest triple of a packed or read layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,15 +276,6 @@ pub fn decode_data(location: &str) -> Result<Bytes, String> {
     Ok(Bytes::from(bytes))
 }
 
-/// A source for logs and history: a `data:` location is shortened to its digest.
-pub fn describe(source: &str, gzip_digest: &Digest) -> String {
-    if source.starts_with("data:") {
-        format!("data:{gzip_digest}")
-    } else {
-        source.to_string()
-    }
-}
-
 /// The platform a source's name says it is for: `fusion-amd64.tar.gz`, `tools-arm64/`.
 pub fn platform_from_name(source: &str) -> Option<Platform> {
     if source.starts_with("data:") {
@@ -344,24 +310,6 @@ type SourceTable = Mutex<HashMap<String, (Stamp, Arc<Source>)>>;
 fn sources() -> &'static SourceTable {
     static SOURCES: OnceLock<SourceTable> = OnceLock::new();
     SOURCES.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// Every layer acr has been told of, by gzip digest: what `.pull` serves a layer from if the
-/// store lost it.
-fn known() -> &'static Mutex<HashMap<Digest, Arc<Layer>>> {
-    static KNOWN: OnceLock<Mutex<HashMap<Digest, Arc<Layer>>>> = OnceLock::new();
-    KNOWN.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-pub fn remember(layer: &Arc<Layer>) {
-    if let Ok(mut k) = known().lock() {
-        k.entry(layer.gzip_digest.clone())
-            .or_insert_with(|| layer.clone());
-    }
-}
-
-pub fn known_layer(digest: &Digest) -> Option<Arc<Layer>> {
-    known().lock().ok()?.get(digest).cloned()
 }
 
 /// A source's identity on disk: for a directory, every file's path, size, mode and mtime;

@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::manifests::manifest_by_digest;
 use crate::oci::{media, Digest, Manifest, ManifestKind, Platform, RegistryError};
 use crate::plugin::{run_fn, Caps, InputError, Invocation, ModifierSpec, PluginSpec};
@@ -33,10 +35,8 @@ use crate::registry::fetch::read_limited;
 use crate::registry::{ClientRequest, Resource};
 use crate::store::Store;
 use crate::value::Value;
-use crate::{Context, PluginError};
 
-pub use layer::{Content, Layer, Packed};
-use rewrite::ConfigEdits;
+use crate::injection::{describe, known_layer, remember, ConfigEdits, Content, Injection, Layer};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "inject-layer",
@@ -160,82 +160,10 @@ fn digest_modifier(
     )])
 }
 
-/// What a request's image gets: layers in order, then config changes.
-#[derive(Debug, Clone, Default)]
-pub struct Injection {
-    pub layers: Vec<Arc<Layer>>,
-    pub edits: ConfigEdits,
-}
-
-impl Injection {
-    pub fn is_empty(&self) -> bool {
-        self.layers.is_empty() && self.edits == ConfigEdits::default()
-    }
-
-    /// Adds `other` after this one: its layers come last, its entrypoint, cmd and working
-    /// directory win, its env is applied after this one's.
-    pub fn merge(&mut self, other: &Injection) {
-        self.layers.extend(other.layers.iter().cloned());
-        if other.edits.entrypoint.is_some() {
-            self.edits.entrypoint = other.edits.entrypoint.clone();
-        }
-        if other.edits.cmd.is_some() {
-            self.edits.cmd = other.edits.cmd.clone();
-        }
-        if other.edits.working_dir.is_some() {
-            self.edits.working_dir = other.edits.working_dir.clone();
-        }
-        self.edits.env.extend(other.edits.env.iter().cloned());
-    }
-
-    /// What identifies the injection's effect: the layers' digests and platforms and the
-    /// edits, hashed.
-    pub fn fingerprint(&self) -> String {
-        let layers: Vec<serde_json::Value> = self
-            .layers
-            .iter()
-            .map(|l| {
-                serde_json::json!([
-                    l.gzip_digest.to_string(),
-                    l.tar_digest.to_string(),
-                    l.platform.as_ref().map(|p| p.to_string()),
-                    layer::describe(&l.source, &l.gzip_digest),
-                ])
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "layers": layers,
-            "entrypoint": self.edits.entrypoint,
-            "cmd": self.edits.cmd,
-            "env": self.edits.env,
-            "workingDir": self.edits.working_dir,
-        });
-        hex::encode(Sha256::digest(doc.to_string().as_bytes()))
-    }
-
-    /// The layers an image of `platform` gets, in order: those for every platform and those
-    /// for its own. `None` when the injection has layers but none for this platform (only
-    /// `-amd64` and `-arm64` builds, and an s390x image): an entrypoint that names the tool
-    /// would break the image, so it is left as it is.
-    pub fn layers_for(&self, platform: Option<&Platform>) -> Option<Vec<&Layer>> {
-        let out: Vec<&Layer> = self
-            .layers
-            .iter()
-            .filter(|l| match (&l.platform, platform) {
-                (None, _) => true,
-                (Some(want), Some(have)) => want.admits(have),
-                (Some(_), None) => false,
-            })
-            .map(|l| l.as_ref())
-            .collect();
-        (self.layers.is_empty() || !out.is_empty()).then_some(out)
-    }
-}
-
 async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
     cx.route(call)?;
     let layer = layer_of_call(call, cx)?;
-    layer::remember(&layer);
+    remember(&layer);
     let mut mine = Injection {
         layers: vec![layer],
         edits: ConfigEdits::default(),
@@ -293,7 +221,7 @@ fn layer_of_call(call: &Invocation, cx: &Context) -> Result<Arc<Layer>, PluginEr
                     if want != got {
                         return Err(PluginError::failed(
                             call,
-                            format!("the layer {} has {what} {got}, not the declared {want}", layer::describe(&call.input, &source.gzip_digest)),
+                            format!("the layer {} has {what} {got}, not the declared {want}", describe(&call.input, &source.gzip_digest)),
                         ));
                     }
                 }
@@ -742,7 +670,7 @@ async fn fetch_remote(
 /// For `.pull`: a layer acr injects that the store lacks (evicted, or never stored on this
 /// replica) is put back from its source. Returns whether it now is in the store.
 pub async fn restore_layer(http: &reqwest::Client, store: &Arc<Store>, digest: &Digest) -> bool {
-    let Some(l) = layer::known_layer(digest) else {
+    let Some(l) = known_layer(digest) else {
         return false;
     };
     match ensure_layer(http, store, &l).await {
@@ -756,79 +684,10 @@ pub async fn restore_layer(http: &reqwest::Client, store: &Arc<Store>, digest: &
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn layer(name: &str, platform: Option<&str>) -> Arc<Layer> {
-        Arc::new(Layer {
-            source: name.into(),
-            gzip_digest: Digest::of(name.as_bytes()),
-            gzip_size: Some(1),
-            tar_digest: Digest::of(b"tar"),
-            platform: platform.map(|p| Platform::parse(p).unwrap()),
-            content: Content::Bytes(Bytes::from_static(b"x")),
-        })
-    }
+    use super::words;
 
     #[test]
-    fn each_platform_gets_its_layers_and_none_gets_nothing() {
-        let inj = Injection {
-            layers: vec![
-                layer("common", None),
-                layer("tool-amd64", Some("linux/amd64")),
-                layer("tool-arm64", Some("linux/arm64")),
-            ],
-            edits: ConfigEdits::default(),
-        };
-        let names = |p: &str| {
-            inj.layers_for(Some(&Platform::parse(p).unwrap()))
-                .map(|ls| ls.iter().map(|l| l.source.clone()).collect::<Vec<_>>())
-        };
-        assert_eq!(names("linux/amd64").unwrap(), ["common", "tool-amd64"]);
-        assert_eq!(names("linux/arm64/v8").unwrap(), ["common", "tool-arm64"]);
-        assert_eq!(names("linux/s390x").unwrap(), ["common"]);
-        let only_specific = Injection {
-            layers: vec![layer("tool-amd64", Some("linux/amd64"))],
-            edits: ConfigEdits::default(),
-        };
-        assert!(only_specific
-            .layers_for(Some(&Platform::parse("linux/s390x").unwrap()))
-            .is_none());
-        assert!(only_specific.layers_for(None).is_none());
-        let env_only = Injection {
-            layers: vec![],
-            edits: ConfigEdits {
-                env: vec!["A=1".into()],
-                ..Default::default()
-            },
-        };
-        assert_eq!(env_only.layers_for(None).map(|l| l.len()), Some(0));
-    }
-
-    #[test]
-    fn merging_keeps_order_and_lets_the_later_win() {
-        let mut a = Injection {
-            layers: vec![layer("a", None)],
-            edits: ConfigEdits {
-                entrypoint: Some(vec!["/a".into()]),
-                env: vec!["A=1".into()],
-                ..Default::default()
-            },
-        };
-        let before = a.fingerprint();
-        let b = Injection {
-            layers: vec![layer("b", None)],
-            edits: ConfigEdits {
-                entrypoint: Some(vec!["/b".into()]),
-                env: vec!["B=2".into()],
-                ..Default::default()
-            },
-        };
-        a.merge(&b);
-        assert_eq!(a.layers.len(), 2);
-        assert_eq!(a.edits.entrypoint, Some(vec!["/b".to_string()]));
-        assert_eq!(a.edits.env, ["A=1", "B=2"]);
-        assert_ne!(a.fingerprint(), before);
-        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+    fn words_are_a_json_list_or_split_on_spaces() {
         assert_eq!(words(r#"["/bin/sh", "-c"]"#).unwrap(), ["/bin/sh", "-c"]);
         assert_eq!(words("/bin/sh -c").unwrap(), ["/bin/sh", "-c"]);
         assert!(words("[1]").is_err());

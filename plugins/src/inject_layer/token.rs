@@ -25,10 +25,9 @@ use sha2::Digest as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::layer::{self, Content, Layer};
-use super::rewrite::ConfigEdits;
-use super::Injection;
+use super::layer;
 use crate::clock::now_ms;
+use crate::injection::{ConfigEdits, Content, Injection, Layer};
 use crate::oci::{Digest, ImageReference, Platform, RegistryError};
 use crate::registry::challenge;
 
