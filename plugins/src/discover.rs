@@ -7,8 +7,9 @@
 
 use crate::call::PluginError;
 use crate::context::Context;
+use crate::oci::Reference;
 use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
-use crate::registry::{referrers, Reference, Resource};
+use crate::registry::{referrers, Resource};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "discover",

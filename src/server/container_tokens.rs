@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use acr_plugins::inject_layer::token as container_token;
 use acr_plugins::injection::Injection;
-use acr_plugins::registry::RegistryError;
+use acr_plugins::oci::RegistryError;
 use acr_plugins::registry::Reply;
 use hyper::body::Incoming;
 use hyper::Request;

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 
 use super::flight::BlobLookup;
 use super::{Metrics, Store, StoreConfig};
-use crate::registry::{BodyStream, Digest, RegistryError};
+use crate::oci::{BodyStream, Digest, RegistryError};
 
 fn store(max: Option<u64>) -> (Arc<Store>, std::path::PathBuf) {
     let n = std::sync::atomic::AtomicU64::new(0);
