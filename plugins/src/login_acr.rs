@@ -27,7 +27,7 @@ use base64::Engine as _;
 
 use crate::call::PluginError;
 use crate::context::Context;
-use crate::plugin::{run_fn, InputError, Invocation, ModifierSpec, PluginSpec};
+use crate::plugin::{run_fn, symbol_prop, InputError, Invocation, ModifierSpec, PluginSpec};
 use crate::registry::challenge;
 use crate::value::Value;
 
@@ -53,10 +53,7 @@ fn server_modifier(
         return Err(InputError::new(format!("`{v}` is not a URL"))
             .hint("write `.login-server https://NAME.azurecr.io`"));
     }
-    Ok(vec![(
-        modifier.to_string(),
-        Value::Symbol(v.trim_end_matches('/').to_string()),
-    )])
+    Ok(symbol_prop(modifier, v.trim_end_matches('/')))
 }
 
 /// The file the refresh token is kept in, under the block's `work_dir`.

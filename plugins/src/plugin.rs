@@ -247,8 +247,10 @@ pub fn symbol_modifier(
     if value.is_empty() {
         return Err(InputError::new(format!("`.{modifier}` needs a value")));
     }
-    Ok(vec![(
-        modifier.to_string(),
-        Value::Symbol(value.to_string()),
-    )])
+    Ok(symbol_prop(modifier, value))
+}
+
+/// What a modifier that keeps its value as one symbol returns: the property `modifier`.
+pub fn symbol_prop(modifier: &str, value: impl Into<String>) -> Vec<(String, Value)> {
+    vec![(modifier.to_string(), Value::Symbol(value.into()))]
 }

@@ -33,7 +33,7 @@ async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
     let reply = match req.resource {
         Resource::Manifests => {
             // A tag is rewritten when the route injects layers; a digest never is.
-            let inject = !crate::inject_layer::effective(cx).is_empty()
+            let inject = !crate::inject_layer::apply::effective(cx).is_empty()
                 && matches!(Reference::parse(&req.reference), Ok(Reference::Tag(_)));
             match cx.store.clone() {
                 Some(store) => cached_manifest(cx, &store, &req, &call.input, inject).await?,
@@ -222,7 +222,7 @@ async fn tag_reply(
         media_type,
         digest,
     };
-    let new = crate::inject_layer::apply(cx, req, original).await?;
+    let new = crate::inject_layer::apply::apply(cx, req, original).await?;
     Ok(Reply::manifest(
         req.method,
         &new.digest,
