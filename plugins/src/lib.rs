@@ -15,6 +15,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod oci;
 pub mod plugin;
+pub mod private_file;
 pub mod registry;
 pub mod store;
 pub mod value;

@@ -20,7 +20,7 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Now as RFC 3339 UTC.
 pub fn rfc3339_now() -> String {
-    container_token::rfc3339(acr_plugins::clock::now_ms())
+    acr_plugins::clock::rfc3339(acr_plugins::clock::now_ms())
 }
 
 /// The error for a request to a proxy a reload removed.

@@ -186,28 +186,22 @@ pub fn read_gzip(gzip: Bytes) -> io::Result<Packed> {
 
 /// The sha256 of what a gzip stream unpacks to (the layer's `diff_id`).
 pub fn gunzip_digest(reader: impl Read) -> io::Result<Digest> {
-    let mut dec = flate2::read::MultiGzDecoder::new(reader);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = dec.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(Digest::from_sha256(hasher.finalize().into()))
+    gunzip_digest_limited(reader, u64::MAX).map(|(digest, _)| digest)
 }
 
 /// [`gunzip_digest`] for bytes a client sent: refuses once the inflated stream passes `limit`
 /// bytes (a few MiB of gzip can inflate to gigabytes). Returns the digest and the inflated size.
 pub fn gunzip_digest_limited(reader: impl Read, limit: u64) -> io::Result<(Digest, u64)> {
-    let mut dec = flate2::read::MultiGzDecoder::new(reader);
+    hash_stream(flate2::read::MultiGzDecoder::new(reader), limit)
+}
+
+/// The sha256 and length of what `reader` yields; an error once it passes `limit` bytes.
+fn hash_stream(mut reader: impl Read, limit: u64) -> io::Result<(Digest, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
-        let n = dec.read(&mut buf)?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -225,19 +219,7 @@ pub fn gunzip_digest_limited(reader: impl Read, limit: u64) -> io::Result<(Diges
 
 /// The digests and size of a `.tar.gz` file, streamed (the file may be large).
 pub fn read_file(path: &Path) -> io::Result<(Digest, u64, Digest)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    let gzip_digest = Digest::from_sha256(hasher.finalize().into());
+    let (gzip_digest, size) = hash_stream(std::fs::File::open(path)?, u64::MAX)?;
     let tar_digest = gunzip_digest(std::fs::File::open(path)?)
         .map_err(|e| io::Error::other(format!("{} is not a gzipped tar: {e}", path.display())))?;
     Ok((gzip_digest, size, tar_digest))

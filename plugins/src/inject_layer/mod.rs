@@ -22,6 +22,7 @@ pub mod layer;
 pub mod layer_store;
 pub mod rewrite;
 pub mod token;
+pub mod token_request;
 
 use std::sync::Arc;
 
