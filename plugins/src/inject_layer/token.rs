@@ -8,13 +8,8 @@
 //! kept in memory for at most [`MAX_LOADED`] tokens and [`MAX_LOADED_BYTES`]. A token opens one
 //! repository only. Logs and pages name a token by its [`token_id`], never by itself.
 //!
-//! A token request's layers inflate to at most [`MAX_INFLATED`](super::token_request::MAX_INFLATED) bytes in all (a gzip bomb is
-//! a 400, not gigabytes of work), and the request is handled off the async runtime.
-//!
-//! The layers of a token request are `data:` locations, checked against their declared
-//! digests and size when the token is made. acr does not fetch URLs that an unauthenticated
-//! client names (that would make it a fetcher of anything it can reach); layers on the web
-//! belong in the pipeline (`.inject-layer https://...`), where the operator names them.
+//! A token request is parsed and its layers checked by [`super::token_request`] (only `data:`
+//! locations, never a URL an unauthenticated client names), off the async runtime.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
