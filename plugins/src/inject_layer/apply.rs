@@ -2,7 +2,7 @@
 //! request's layers and config changes (every platform of an index), the new manifests and
 //! configs kept in the store and linked to the request's scope (see `access`).
 //!
-//! [`rewrite`](super::rewrite) does the JSON; this file fetches the config, stores what it
+//! [`super::rewrite`] does the JSON; this file fetches the config, stores what it
 //! makes and remembers, per (manifest, injection), what it made, so a repeated pull costs no
 //! config read.
 
