@@ -20,9 +20,10 @@
 
 use std::collections::HashMap;
 
-use acr_plugins::inject_layer::layer::{self, Content, Layer};
-use acr_plugins::inject_layer::rewrite::{self, ConfigEdits};
-use acr_plugins::inject_layer::token::ImageRef;
+use acr_plugins::inject_layer::layer;
+use acr_plugins::inject_layer::rewrite;
+use acr_plugins::injection::{ConfigEdits, Content, Layer};
+use acr_plugins::inject_layer::token_request::ImageRef;
 use acr_plugins::oci::reference::is_repository;
 use acr_plugins::oci::{media, Digest, ManifestKind, Platform, Reference};
 use libfuzzer_sys::fuzz_target;

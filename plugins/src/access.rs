@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::context::Context;
 use crate::oci::media::ALL_MANIFESTS;
 use crate::oci::{Digest, RegistryError};
 use crate::registry::client::{send, upstream_error};
 use crate::registry::Resource;
 use crate::store::links::{self, LinkScope};
 use crate::store::Store;
-use crate::Context;
 
 /// How long the upstream's yes to a client's credentials for a repository lasts (`.forward-auth`).
 pub const CONFIRM_FOR: Duration = Duration::from_secs(60);
@@ -110,7 +110,7 @@ fn confirm(key: [u8; 32]) {
 
 /// Whether the layer is acr's own (injected by the pipeline or the request's token).
 fn own_layer(cx: &Context, digest: &Digest) -> bool {
-    crate::inject_layer::layer::known_layer(digest).is_some()
+    crate::injection::known_layer(digest).is_some()
         || cx
             .client_injection
             .as_ref()

@@ -2,9 +2,10 @@
 //! repository, with the credentials `.login` found (or anonymously). Tokens are cached per
 //! upstream, scope and user until they expire; a 401 later in the route renews once.
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
 use crate::registry::client;
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "authn",

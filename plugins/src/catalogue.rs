@@ -7,9 +7,6 @@
 
 use crate::plugin::PluginSpec;
 
-// The runtime reached these through `catalogue::` before the plugin API had its own module.
-pub use crate::plugin::{run, Input, RunFuture};
-
 /// Every plugin, in the order the README documents them.
 pub fn catalogue() -> &'static [PluginSpec] {
     CATALOGUE

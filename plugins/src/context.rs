@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::call::PluginError;
 use crate::call::{Invocation, RunFuture};
 use crate::registry::{
     AuthState, ClientRequest, Credentials, Reply, RequestState, Shared, Upstream,
 };
 use crate::store::Store;
 use crate::value::{Props, Value};
-use crate::PluginError;
 
 /// What the runtime offers plugins that need more than the context: serving a block's proxy.
 /// The runtime implements it; plugins never learn what serves the requests.
@@ -53,13 +53,13 @@ pub struct Context {
     pub authorization: Option<String>,
     /// `.authn` could not reach the upstream (or its token service) in time: what it found,
     /// which the request's upstream calls answer at once instead of waiting again.
-    pub upstream_unavailable: Option<crate::RegistryError>,
+    pub upstream_unavailable: Option<crate::oci::RegistryError>,
     pub reply: Option<Reply>,
     /// What one plugin leaves for another (`.inject-layer` for `.resolve`, `.discover` for
     /// `.teleport`), one value per type: a new plugin adds a type, not a field here.
     pub slots: Slots,
     /// The injection a client asked for with a container token (`/v2/wt/TOKEN/...`).
-    pub client_injection: Option<std::sync::Arc<crate::inject_layer::Injection>>,
+    pub client_injection: Option<std::sync::Arc<crate::injection::Injection>>,
     /// The id of the container token the request came through (never the token itself): the
     /// scope of what acr made for that token (see `access`).
     pub client_scope: Option<String>,

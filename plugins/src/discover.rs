@@ -5,9 +5,11 @@
 //! the tag schema `sha256-<hex>`. A request by digest is skipped (its referrers are what the
 //! referrers route answers), and so is a failed lookup: discovery never fails a pull.
 
+use crate::call::PluginError;
+use crate::context::Context;
+use crate::oci::Reference;
 use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
-use crate::registry::{referrers, Reference, Resource};
-use crate::{Context, PluginError};
+use crate::registry::{referrers, Resource};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "discover",

@@ -7,8 +7,9 @@
 //! this call a client's credentials never leave acr. A proxy that authenticates clients
 //! itself (`: .users`) never forwards them: those credentials are acr's.
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "forward-auth",

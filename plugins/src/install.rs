@@ -16,8 +16,9 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::plugin::{run_fn, InputError, Invocation, PluginSpec};
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "install",
@@ -141,8 +142,10 @@ async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
             tracing::info!(file = %to.display(), "already installed (the newest copy)")
         }
     }
-    cx.values
-        .set("installed", crate::Value::Symbol(to.display().to_string()));
+    cx.values.set(
+        "installed",
+        crate::value::Value::Symbol(to.display().to_string()),
+    );
     Ok(())
 }
 

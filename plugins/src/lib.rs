@@ -10,10 +10,12 @@ pub mod call;
 pub mod catalogue;
 pub mod clock;
 pub mod context;
+pub mod injection;
 pub mod manifests;
 pub mod metrics;
 pub mod oci;
 pub mod plugin;
+pub mod private_file;
 pub mod registry;
 pub mod store;
 pub mod value;
@@ -33,6 +35,7 @@ mod resolve;
 mod teleport;
 mod timer;
 
+pub use call::PluginError;
 pub use catalogue::{catalogue, lookup};
 pub use context::{Context, Host};
 pub use oci::RegistryError;
@@ -40,33 +43,3 @@ pub use plugin::{Caps, InputError, Invocation, ModifierSpec, PluginSpec};
 
 pub use timer::parse_duration;
 pub use value::{Props, Value};
-
-/// Why a plugin call failed at run time.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    #[error("plugin '.{plugin}' (call {id}) is not built yet: planned with {planned}")]
-    NotBuilt {
-        plugin: &'static str,
-        id: u32,
-        planned: &'static str,
-    },
-    /// A request failed in a way the client is told about with an OCI error.
-    #[error("{0}")]
-    Registry(#[from] RegistryError),
-    #[error("'.{plugin}' (call {id}): {message}")]
-    Failed {
-        plugin: &'static str,
-        id: u32,
-        message: String,
-    },
-}
-
-impl PluginError {
-    pub fn failed(call: &Invocation, message: impl Into<String>) -> Self {
-        PluginError::Failed {
-            plugin: call.plugin,
-            id: call.id,
-            message: message.into(),
-        }
-    }
-}

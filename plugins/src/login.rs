@@ -11,9 +11,10 @@
 //! names itself (`.mirror`, `.endpoint`, an exact `.allow`); an upstream a client chose with
 //! `?ns=` through an `.allow` glob gets only credentials kept for its own host.
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
 use crate::registry::credentials::LoginQuery;
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "login",

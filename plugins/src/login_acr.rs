@@ -19,16 +19,18 @@
 //! with R the time remaining, at R − min(R/4, 5 min).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::plugin::{run_fn, InputError, Invocation, ModifierSpec, PluginSpec};
+use crate::call::PluginError;
+use crate::context::Context;
+use crate::plugin::{run_fn, symbol_prop, InputError, Invocation, ModifierSpec, PluginSpec};
+use crate::private_file::write_private;
 use crate::registry::challenge;
 use crate::value::Value;
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "login-acr",
@@ -52,10 +54,7 @@ fn server_modifier(
         return Err(InputError::new(format!("`{v}` is not a URL"))
             .hint("write `.login-server https://NAME.azurecr.io`"));
     }
-    Ok(vec![(
-        modifier.to_string(),
-        Value::Symbol(v.trim_end_matches('/').to_string()),
-    )])
+    Ok(symbol_prop(modifier, v.trim_end_matches('/')))
 }
 
 /// The file the refresh token is kept in, under the block's `work_dir`.
@@ -253,7 +252,7 @@ impl Login {
 
     /// Writes the token to the file, mode 0600, replacing it in one step.
     fn keep(&self, token: &str) -> Result<(), LoginError> {
-        write_secret(&self.path, token).map_err(|e| {
+        write_private(&self.path, token.as_bytes(), None).map_err(|e| {
             LoginError(format!(
                 "cannot keep the token in {}: {e}",
                 self.path.display()
@@ -372,28 +371,6 @@ fn on_path(program: &str) -> bool {
                 m.is_file() && m.permissions().mode() & 0o111 != 0
             })
         })
-    })
-}
-
-/// Writes `text` to `path` with mode 0600 through a temporary file and a rename.
-pub fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
     })
 }
 
@@ -579,19 +556,5 @@ mod tests {
         assert!((98..=100).contains(&left), "{left}");
         assert_eq!(claim(&t, "tid").as_deref(), Some("t1"));
         assert_eq!(expires_in("not-a-jwt"), None);
-    }
-
-    #[test]
-    fn secrets_are_written_0600() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a/access_token");
-        write_secret(&p, "t1").unwrap();
-        write_secret(&p, "t2").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "t2");
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
     }
 }

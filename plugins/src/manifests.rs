@@ -3,12 +3,13 @@
 //! the store or the upstream (`.teleport`'s twin, an index's children for `.inject-layer`).
 
 use crate::call::Invocation;
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::oci::media::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, Manifest, RegistryError};
 use crate::registry::client::{send, upstream_error};
 use crate::registry::fetch::{header, mismatch, read_limited};
 use crate::registry::Resource;
-use crate::{Context, PluginError};
 
 /// The digest of the manifest an earlier `.resolve` put in the reply; for the calls that
 /// work on it (`.discover`, `.teleport`), an error naming the call when there is none.

@@ -15,11 +15,12 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::plugin::{
     run_fn, symbol_modifier, Caps, InputError, Invocation, ModifierSpec, PluginSpec,
 };
 use crate::value::Value;
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "mirror",

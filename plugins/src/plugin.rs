@@ -14,10 +14,10 @@
 //! async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> { ... }
 //! ```
 
+use crate::call::PluginError;
 use crate::context::Context;
 use crate::registry::Resource;
 use crate::value::Value;
-use crate::PluginError;
 
 pub use crate::call::{Invocation, RunFuture};
 
@@ -74,7 +74,7 @@ macro_rules! run_fn {
     ($f:path) => {{
         fn boxed<'a>(
             call: &'a $crate::plugin::Invocation,
-            cx: &'a mut $crate::Context,
+            cx: &'a mut $crate::context::Context,
         ) -> $crate::plugin::RunFuture<'a> {
             Box::pin($f(call, cx))
         }
@@ -247,8 +247,10 @@ pub fn symbol_modifier(
     if value.is_empty() {
         return Err(InputError::new(format!("`.{modifier}` needs a value")));
     }
-    Ok(vec![(
-        modifier.to_string(),
-        Value::Symbol(value.to_string()),
-    )])
+    Ok(symbol_prop(modifier, value))
+}
+
+/// What a modifier that keeps its value as one symbol returns: the property `modifier`.
+pub fn symbol_prop(modifier: &str, value: impl Into<String>) -> Vec<(String, Value)> {
+    vec![(modifier.to_string(), Value::Symbol(value.into()))]
 }

@@ -2,8 +2,9 @@
 
 use std::io::Write;
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::plugin::{run_fn, Invocation, PluginSpec};
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec =
     PluginSpec::new("println", "print the input on standard output").run(run_fn!(run));

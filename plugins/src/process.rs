@@ -7,9 +7,10 @@
 
 use std::process::Stdio;
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::plugin::{run_fn, symbol_modifier, InputError, Invocation, ModifierSpec, PluginSpec};
 use crate::value::Value;
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "process",

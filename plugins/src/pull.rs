@@ -19,12 +19,14 @@ use crate::plugin::{run_fn, Caps, Invocation, PluginSpec};
 use crate::registry::client::{send, upstream_error};
 use std::sync::Arc;
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::metrics::Metrics;
+use crate::oci::RegistryError;
 use crate::oci::{Body, BodyStream, Digest};
 use crate::registry::{ClientRequest, Method, Reply, Resource};
 use crate::store::flight::parse_range;
 use crate::store::{BlobLookup, Follow, Store};
-use crate::{Context, PluginError, RegistryError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "pull",
@@ -44,19 +46,21 @@ async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
         // A layer acr injects is served from the store; if the store lost it (evicted, or
         // another replica made the manifest), it is put back from its source first.
         if store.blob_size(&digest).is_none() {
-            let http = crate::inject_layer::http_of(cx);
+            let http = crate::inject_layer::layer_store::http_of(cx);
             let client_layer = cx
                 .client_injection
                 .as_ref()
                 .and_then(|i| i.layers.iter().find(|l| l.gzip_digest == digest).cloned());
             match client_layer {
                 Some(l) => {
-                    if let Err(e) = crate::inject_layer::ensure_layer(&http, &store, &l).await {
+                    if let Err(e) =
+                        crate::inject_layer::layer_store::ensure_layer(&http, &store, &l).await
+                    {
                         tracing::warn!(digest = %digest, "could not restore a container token's layer: {}", e.message);
                     }
                 }
-                None if crate::inject_layer::layer::known_layer(&digest).is_some() => {
-                    crate::inject_layer::restore_layer(&http, &store, &digest).await;
+                None if crate::injection::known_layer(&digest).is_some() => {
+                    crate::inject_layer::layer_store::restore_layer(&http, &store, &digest).await;
                 }
                 None => {}
             }

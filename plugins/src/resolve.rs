@@ -7,6 +7,8 @@
 
 use bytes::Bytes;
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::oci::media::{accept_header as accept, accepts, MAX_MANIFEST_BYTES};
 use crate::oci::{Body, Digest, Manifest, Reference, RegistryError};
@@ -15,7 +17,6 @@ use crate::registry::client::{send, upstream_error};
 use crate::registry::fetch::{header, mismatch, ns_of, read_limited};
 use crate::registry::{referrers, tag_list, ClientRequest, Method, Reply, Resource};
 use crate::store::{Store, TagEntry};
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "resolve",
@@ -32,7 +33,7 @@ async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
     let reply = match req.resource {
         Resource::Manifests => {
             // A tag is rewritten when the route injects layers; a digest never is.
-            let inject = !crate::inject_layer::effective(cx).is_empty()
+            let inject = !crate::inject_layer::apply::effective(cx).is_empty()
                 && matches!(Reference::parse(&req.reference), Ok(Reference::Tag(_)));
             match cx.store.clone() {
                 Some(store) => cached_manifest(cx, &store, &req, &call.input, inject).await?,
@@ -221,7 +222,7 @@ async fn tag_reply(
         media_type,
         digest,
     };
-    let new = crate::inject_layer::apply(cx, req, original).await?;
+    let new = crate::inject_layer::apply::apply(cx, req, original).await?;
     Ok(Reply::manifest(
         req.method,
         &new.digest,

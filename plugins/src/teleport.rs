@@ -13,11 +13,12 @@
 //! A request by digest is never swapped: a digest names fixed content. `none` does nothing.
 //! The node's platform is `ACR_PLATFORM` (`linux/arm64`) or the one acr runs on.
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::manifests::manifest_by_digest;
 use crate::oci::{media, Digest, Platform, Reference};
 use crate::plugin::{run_fn, symbol_modifier, Caps, Invocation, ModifierSpec, PluginSpec};
 use crate::registry::{Reply, Resource};
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "teleport",

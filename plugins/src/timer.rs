@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use crate::call::PluginError;
+use crate::context::Context;
 use crate::plugin::{run_fn, InputError, Invocation, PluginSpec};
-use crate::{Context, PluginError};
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "timer",

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use acr_plugins::store::remote::{PutOutcome, Remote, RemoteConfig};
+use acr_plugins::store::object::ObjectTier;
+use acr_plugins::store::remote::RemoteConfig;
+use acr_plugins::store::tier::PutOutcome;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -63,12 +65,12 @@ impl S3 {
         S3 { addr, root, log }
     }
 
-    fn remote(&self, secret: &str) -> Remote {
+    fn remote(&self, secret: &str) -> ObjectTier {
         let endpoint = format!("http://{}", self.addr);
         let config = RemoteConfig::parse_with("s3://cache/acr/", Some(&endpoint), &|_| None)
             .unwrap()
             .with_credentials(ACCESS_KEY, secret);
-        Remote::new(config).unwrap()
+        ObjectTier::new(config).unwrap()
     }
 
     /// The requests logged so far, emptying the log.
@@ -101,7 +103,7 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
-async fn read_all(remote: &Remote, key: &str, range: Option<(u64, u64)>) -> (u64, Vec<u8>) {
+async fn read_all(remote: &ObjectTier, key: &str, range: Option<(u64, u64)>) -> (u64, Vec<u8>) {
     let (total, mut stream) = remote.get_stream(key, range).await.unwrap().unwrap();
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -416,7 +418,7 @@ async fn unreachable_server_fails_fast() {
     )
     .unwrap()
     .with_credentials(ACCESS_KEY, SECRET_KEY);
-    let remote = Remote::new(config).unwrap();
+    let remote = ObjectTier::new(config).unwrap();
     let started = Instant::now();
     assert!(remote.head("k").await.is_err());
     assert!(

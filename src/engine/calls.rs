@@ -1,7 +1,7 @@
 //! The call runner: runs a chain of plugin calls over one context, in order. The engine runs an
 //! event's calls with it, the server a route's calls (and `/auth` the manifests route's logins).
 
-use acr_plugins::{catalogue, Context, PluginError};
+use acr_plugins::{plugin, Context, PluginError};
 
 use crate::world::CallPlan;
 
@@ -17,7 +17,7 @@ pub async fn run_calls(
     for call in calls {
         before(call);
         cx.vars = (*call.control).clone();
-        catalogue::run(call.spec, &call.invocation, cx).await?;
+        plugin::run(call.spec, &call.invocation, cx).await?;
         done += 1;
     }
     Ok(done)

@@ -3,7 +3,8 @@
 //! acr's own token endpoint. Failed logins are limited per client address (see `throttle`);
 //! the users, rules and tokens themselves are in `clients`.
 
-use acr_plugins::registry::{RegistryError, Reply};
+use acr_plugins::oci::RegistryError;
+use acr_plugins::registry::Reply;
 use hyper::body::Incoming;
 use hyper::Request;
 

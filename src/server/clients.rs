@@ -24,6 +24,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use super::upstream::glob;
+use crate::world::settings::ClientAuthSettings;
 
 /// The message of a 401 for credentials that are wrong (not missing, not short of a scope):
 /// what the failed-login limit counts.
@@ -62,15 +63,12 @@ pub struct ClientAuth {
     bcrypt_slots: tokio::sync::Semaphore,
 }
 
-/// The settings that make a `ClientAuth`: the proxy's typed settings, paths resolved.
-pub type AuthSettings = crate::world::settings::ClientAuthSettings;
-
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 impl ClientAuth {
-    pub fn new(settings: &AuthSettings) -> Result<Self, String> {
+    pub fn new(settings: &ClientAuthSettings) -> Result<Self, String> {
         let key_bytes = match &settings.secret {
             Some(path) => {
                 let text = std::fs::read(path)
@@ -269,7 +267,7 @@ impl ClientAuth {
                 access.push(serde_json::json!({"type": kind, "name": name, "actions": granted}));
             }
         }
-        let now = acr_plugins::store::now_secs();
+        let now = acr_plugins::clock::now_secs();
         let claims = serde_json::json!({
             "iss": SERVICE,
             "sub": user,
@@ -311,7 +309,7 @@ impl ClientAuth {
                 .ok()?,
         )
         .ok()?;
-        if claims.get("exp")?.as_u64()? < acr_plugins::store::now_secs() {
+        if claims.get("exp")?.as_u64()? < acr_plugins::clock::now_secs() {
             return None;
         }
         let user = claims.get("sub")?.as_str()?.to_string();
@@ -365,7 +363,7 @@ mod tests {
         let hash = bcrypt::hash("secret", 4).unwrap();
         let users = dir.path().join("htpasswd");
         std::fs::write(&users, format!("# users\nalice:{hash}\nbob:{hash}\n")).unwrap();
-        let a = ClientAuth::new(&AuthSettings {
+        let a = ClientAuth::new(&ClientAuthSettings {
             users,
             rules: rules
                 .iter()

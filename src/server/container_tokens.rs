@@ -5,9 +5,11 @@
 
 use std::sync::Arc;
 
+use acr_plugins::clock::rfc3339;
 use acr_plugins::inject_layer::token as container_token;
-use acr_plugins::inject_layer::Injection;
-use acr_plugins::registry::RegistryError;
+use acr_plugins::inject_layer::token_request::{validate_credentials, CredentialsCheck, ImageRef};
+use acr_plugins::injection::Injection;
+use acr_plugins::oci::RegistryError;
 use acr_plugins::registry::Reply;
 use hyper::body::Incoming;
 use hyper::Request;
@@ -92,7 +94,7 @@ impl ProxyHost {
             .unwrap_or_else(|| proxy.address.clone());
         let body = read_post_body(req, MAX_POST_BODY).await?;
         if validate {
-            let check = container_token::CredentialsCheck::parse(&body)?;
+            let check = CredentialsCheck::parse(&body)?;
             let choice =
                 upstream::choose(&proxy, Some(&check.registry), "library/x").map_err(|e| {
                     RegistryError::new(
@@ -104,7 +106,7 @@ impl ProxyHost {
                         ),
                     )
                 })?;
-            let ok = container_token::validate_credentials(
+            let ok = validate_credentials(
                 &self.shared.http,
                 &choice.upstream.base,
                 &check.user_name,
@@ -136,13 +138,13 @@ impl ProxyHost {
             token = %container_token::token_id(&token),
             user = user.as_deref().unwrap_or("-"),
             image = %record.image,
-            expires = %container_token::rfc3339(record.expires_ms),
+            expires = %rfc3339(record.expires_ms),
             "container token issued"
         );
         Ok(json_reply(&serde_json::json!({
             "containerToken": token,
             "targetImage": target,
-            "expiration": container_token::rfc3339(record.expires_ms),
+            "expiration": rfc3339(record.expires_ms),
             "containerImage": record.image.to_string(),
         })))
     }
@@ -177,7 +179,7 @@ pub(super) fn open_token_path(
 }
 
 /// The names `.allow-pull` rules match for an image: its repository, and with its registry.
-fn image_repos(image: &container_token::ImageRef) -> Vec<String> {
+fn image_repos(image: &ImageRef) -> Vec<String> {
     vec![image.name.clone(), format!("{}/{}", image.ns, image.name)]
 }
 

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use acr_plugins::catalogue::RunFuture;
-use acr_plugins::registry::{RegistryError, Reply, Shared};
+use acr_plugins::call::RunFuture;
+use acr_plugins::oci::RegistryError;
+use acr_plugins::registry::{Reply, Shared};
 use acr_plugins::{Host, PluginError};
 use tokio::sync::watch;
 

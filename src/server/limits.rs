@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use acr_plugins::oci::RegistryError;
 use acr_plugins::parse_duration;
-use acr_plugins::registry::RegistryError;
 use acr_plugins::store::parse_size;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -275,7 +275,7 @@ pub fn body_timed_out(
     peer: std::net::SocketAddr,
 ) -> hyper::Response<super::ResponseBody> {
     tracing::info!(%peer, "request body not received within {bound:?}: 408, connection closed");
-    let mut response = super::error_response(&acr_plugins::registry::RegistryError::new(
+    let mut response = super::error_response(&acr_plugins::oci::RegistryError::new(
         408,
         "UNAVAILABLE",
         format!(

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use acr_plugins::registry::{Body, RegistryError, Reply};
+use acr_plugins::oci::{Body, RegistryError};
+use acr_plugins::registry::Reply;
 use bytes::Bytes;
 
 use super::response::{proxy_gone, text_reply};

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use acr_plugins::registry::{Body, ClientRequest, Method, RegistryError, Reply, Resource};
+use acr_plugins::oci::{Body, RegistryError};
+use acr_plugins::registry::{ClientRequest, Method, Reply, Resource};
 use acr_plugins::{Context, PluginError};
 use bytes::Bytes;
 

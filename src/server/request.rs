@@ -5,7 +5,8 @@
 
 use std::time::Instant;
 
-use acr_plugins::registry::{RegistryError, Reply};
+use acr_plugins::oci::RegistryError;
+use acr_plugins::registry::Reply;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use acr_plugins::inject_layer::token as container_token;
-use acr_plugins::registry::{Body, RegistryError, Reply};
+use acr_plugins::oci::{Body, RegistryError};
+use acr_plugins::registry::Reply;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
@@ -19,7 +20,7 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Now as RFC 3339 UTC.
 pub fn rfc3339_now() -> String {
-    container_token::rfc3339(acr_plugins::store::now_ms())
+    acr_plugins::clock::rfc3339(acr_plugins::clock::now_ms())
 }
 
 /// The error for a request to a proxy a reload removed.
@@ -143,7 +144,7 @@ impl RequestLine {
     pub(super) fn emit(&self) {
         if let Some(o) = &self.observer {
             o.record(observe::Finished {
-                at_ms: acr_plugins::store::now_ms(),
+                at_ms: acr_plugins::clock::now_ms(),
                 method: self.method.clone(),
                 path: self.path.clone(),
                 upstream: self.upstream.clone(),
@@ -178,7 +179,7 @@ impl RequestLine {
 /// A streamed body that counts what it passes on and writes the request's log line when it
 /// ends, breaks, or is dropped (the client went away).
 struct Logged {
-    inner: acr_plugins::registry::BodyStream,
+    inner: acr_plugins::oci::BodyStream,
     line: Option<RequestLine>,
     /// The Content-Length sent: hyper may drop a body once that many bytes went out,
     /// without asking for its end.
@@ -295,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_5xx_says_why_in_its_status_line() {
-        use acr_plugins::registry::RegistryError;
+        use acr_plugins::oci::RegistryError;
         let e = RegistryError::bad_gateway("upstream x (http://x) is unreachable:\nrefused é");
         let r = super::reason_phrase(&e).unwrap();
         assert_eq!(

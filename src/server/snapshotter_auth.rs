@@ -1,7 +1,8 @@
 //! `GET /auth?remote_url=URL`: the overlaybd snapshotter's credential request, answered only
 //! to this node (see `peer`) with what the manifests route's `.login` calls find.
 
-use acr_plugins::registry::{ClientRequest, RegistryError, Reply};
+use acr_plugins::oci::RegistryError;
+use acr_plugins::registry::{ClientRequest, Reply};
 use acr_plugins::Context;
 
 use super::response::json_reply;
@@ -18,7 +19,7 @@ impl ProxyHost {
         query: &str,
         peer: std::net::SocketAddr,
     ) -> Result<Reply, RegistryError> {
-        let trace = format!("{:016x}", acr_plugins::store::now_ms());
+        let trace = format!("{:016x}", acr_plugins::clock::now_ms());
         let refuse = |status: u16, message: String| {
             let body = serde_json::json!({"traceId": trace, "success": false, "message": message});
             let mut r = json_reply(&body);

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use acr_plugins::inject_layer::token::{self as container_token, ContainerTokens};
 use acr_plugins::store::Store;
 
-use super::clients::{AuthSettings, ClientAuth};
+use super::clients::ClientAuth;
 use super::{store, ProxyHost};
+use crate::world::settings::ClientAuthSettings;
 use crate::world::{ProxyPlan, ProxySettings};
 
 /// A proxy's block, by name and symbol: what identifies it across reloads.
@@ -30,7 +31,7 @@ pub struct ProxyState {
     /// The container tokens, when `: .container-tokens TTL` turns them on.
     pub tokens: Option<Arc<ContainerTokens>>,
     /// The client authentication's files and rules, paths resolved.
-    auth_settings: Option<AuthSettings>,
+    auth_settings: Option<ClientAuthSettings>,
     /// The client authentication, when `: .users FILE` turns it on.
     pub auth: Result<Option<Arc<ClientAuth>>, String>,
 }

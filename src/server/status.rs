@@ -164,7 +164,7 @@ pub fn page(
     html.push_str(
         "<h2>Recent requests</h2><table id=\"recent\"><tr><th>age</th><th>method</th><th>path</th><th>upstream</th><th>status</th><th class=\"num\">bytes</th><th class=\"num\">ms</th></tr>",
     );
-    let now = acr_plugins::store::now_ms();
+    let now = acr_plugins::clock::now_ms();
     for f in observer.recent() {
         let _ = write!(
             html,

@@ -6,8 +6,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use acr_plugins::metrics::Metrics;
 use acr_plugins::store::remote::RemoteConfig;
-use acr_plugins::store::{Metrics, Store, StoreConfig};
+use acr_plugins::store::{Store, StoreConfig};
 
 use crate::world::settings::{resolve, CacheSetting};
 use crate::world::ProxyPlan;

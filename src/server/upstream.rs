@@ -2,7 +2,8 @@
 //! when path routing is on, then the block's `.mirror` host. Only upstreams the file names are
 //! ever contacted: acr is never an open proxy.
 
-use acr_plugins::registry::{RegistryError, Upstream};
+use acr_plugins::oci::{is_registry_host, RegistryError};
+use acr_plugins::registry::Upstream;
 
 use crate::world::ProxyPlan;
 
@@ -63,46 +64,6 @@ pub fn glob(pattern: &str, text: &str) -> bool {
         pi += 1;
     }
     pi == p.len()
-}
-
-/// `host[:port]` or `[v6]:port`, nothing else: no scheme, path, query, fragment or user.
-/// An `ns` is glued into a URL, so `evil.example/x.azurecr.io` (or `#`, `?`, `@`) must never
-/// get as far as matching `*.azurecr.io`.
-pub fn is_registry_host(ns: &str) -> bool {
-    let host = if let Some(rest) = ns.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else {
-            return false;
-        };
-        if v6.is_empty()
-            || !v6
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return false;
-        }
-        return after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
-    } else {
-        match ns.rsplit_once(':') {
-            Some((host, port)) if is_port(port) => host,
-            Some(_) => return false,
-            None => ns,
-        }
-    };
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
-fn is_port(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Chooses the upstream for a request for `name` with the client's `ns`.

@@ -17,39 +17,14 @@ use base64::Engine as _;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
-use crate::oci::Platform;
-use crate::registry::Digest;
+use crate::injection::Content;
+use crate::oci::{Digest, Platform};
 
 /// The largest `data:` layer acr takes (decoded), as Wave does (~10 MiB).
 pub const MAX_DATA_LAYER: usize = 10 * 1024 * 1024;
 
 /// The largest directory acr packs into a layer held in memory.
 pub const MAX_PACKED_DIR: u64 = 256 * 1024 * 1024;
-
-/// Where a layer's gzip bytes are.
-#[derive(Debug, Clone)]
-pub enum Content {
-    /// Packed from a directory or decoded from a `data:` location.
-    Bytes(Bytes),
-    /// A `.tar.gz` file on disk (checked again against its digest when it is stored).
-    File(PathBuf),
-    /// Fetched at first use from this URL, then checked against the declared digests.
-    Remote(String),
-}
-
-/// One layer to append.
-#[derive(Debug, Clone)]
-pub struct Layer {
-    /// The source as written (a path, a URL, `data:...` shortened), for history and logs.
-    pub source: String,
-    pub gzip_digest: Digest,
-    /// `None` for a remote layer until it is fetched.
-    pub gzip_size: Option<u64>,
-    pub tar_digest: Digest,
-    /// Only for images of this platform; `None`: for every platform.
-    pub platform: Option<Platform>,
-    pub content: Content,
-}
 
 /// The digest triple of a packed or read layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,28 +186,22 @@ pub fn read_gzip(gzip: Bytes) -> io::Result<Packed> {
 
 /// The sha256 of what a gzip stream unpacks to (the layer's `diff_id`).
 pub fn gunzip_digest(reader: impl Read) -> io::Result<Digest> {
-    let mut dec = flate2::read::MultiGzDecoder::new(reader);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = dec.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(Digest::from_sha256(hasher.finalize().into()))
+    gunzip_digest_limited(reader, u64::MAX).map(|(digest, _)| digest)
 }
 
 /// [`gunzip_digest`] for bytes a client sent: refuses once the inflated stream passes `limit`
 /// bytes (a few MiB of gzip can inflate to gigabytes). Returns the digest and the inflated size.
 pub fn gunzip_digest_limited(reader: impl Read, limit: u64) -> io::Result<(Digest, u64)> {
-    let mut dec = flate2::read::MultiGzDecoder::new(reader);
+    hash_stream(flate2::read::MultiGzDecoder::new(reader), limit)
+}
+
+/// The sha256 and length of what `reader` yields; an error once it passes `limit` bytes.
+fn hash_stream(mut reader: impl Read, limit: u64) -> io::Result<(Digest, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
-        let n = dec.read(&mut buf)?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -250,19 +219,7 @@ pub fn gunzip_digest_limited(reader: impl Read, limit: u64) -> io::Result<(Diges
 
 /// The digests and size of a `.tar.gz` file, streamed (the file may be large).
 pub fn read_file(path: &Path) -> io::Result<(Digest, u64, Digest)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    let gzip_digest = Digest::from_sha256(hasher.finalize().into());
+    let (gzip_digest, size) = hash_stream(std::fs::File::open(path)?, u64::MAX)?;
     let tar_digest = gunzip_digest(std::fs::File::open(path)?)
         .map_err(|e| io::Error::other(format!("{} is not a gzipped tar: {e}", path.display())))?;
     Ok((gzip_digest, size, tar_digest))
@@ -301,15 +258,6 @@ pub fn decode_data(location: &str) -> Result<Bytes, String> {
     Ok(Bytes::from(bytes))
 }
 
-/// A source for logs and history: a `data:` location is shortened to its digest.
-pub fn describe(source: &str, gzip_digest: &Digest) -> String {
-    if source.starts_with("data:") {
-        format!("data:{gzip_digest}")
-    } else {
-        source.to_string()
-    }
-}
-
 /// The platform a source's name says it is for: `fusion-amd64.tar.gz`, `tools-arm64/`.
 pub fn platform_from_name(source: &str) -> Option<Platform> {
     if source.starts_with("data:") {
@@ -344,24 +292,6 @@ type SourceTable = Mutex<HashMap<String, (Stamp, Arc<Source>)>>;
 fn sources() -> &'static SourceTable {
     static SOURCES: OnceLock<SourceTable> = OnceLock::new();
     SOURCES.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// Every layer acr has been told of, by gzip digest: what `.pull` serves a layer from if the
-/// store lost it.
-fn known() -> &'static Mutex<HashMap<Digest, Arc<Layer>>> {
-    static KNOWN: OnceLock<Mutex<HashMap<Digest, Arc<Layer>>>> = OnceLock::new();
-    KNOWN.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-pub fn remember(layer: &Arc<Layer>) {
-    if let Ok(mut k) = known().lock() {
-        k.entry(layer.gzip_digest.clone())
-            .or_insert_with(|| layer.clone());
-    }
-}
-
-pub fn known_layer(digest: &Digest) -> Option<Arc<Layer>> {
-    known().lock().ok()?.get(digest).cloned()
 }
 
 /// A source's identity on disk: for a directory, every file's path, size, mode and mtime;

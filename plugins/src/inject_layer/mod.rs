@@ -3,7 +3,7 @@
 //!
 //! A call declares; `.resolve` applies. Each `.inject-layer` in a manifests route adds its
 //! layer and its `.entrypoint/.cmd/.env/.working-dir` to the request's injection; when
-//! `.resolve` has the upstream's manifest for a tag, it hands it to [`apply`], which rewrites
+//! `.resolve` has the upstream's manifest for a tag, it hands it to [`apply::apply`], which rewrites
 //! the manifest (or every platform of an index), keeps the new manifests and configs and the
 //! layers in the store, and answers with the new bytes. `.pull` then serves the new config and
 //! the layers from the store like any cached blob.
@@ -11,32 +11,28 @@
 //! A request by digest is never rewritten: a digest names fixed content, so an upstream digest
 //! gets the upstream's bytes and a rewritten digest the rewritten bytes (from the store).
 //!
-//! The pieces: `layer` (sources and deterministic packing), `rewrite` (pure JSON over bytes),
-//! `token` (`/container-token`: injections asked for by clients); platforms are
-//! [`crate::oci::Platform`].
+//! The pieces: `apply` (the rewrite of a request's manifest, and what it keeps), `layer`
+//! (sources and deterministic packing), `layer_store` (putting the layers in the store),
+//! `rewrite` (pure JSON over bytes), `token` and `token_request` (`/container-token`:
+//! injections asked for by clients); the injection itself is [`crate::injection`], platforms
+//! are [`crate::oci::Platform`].
 
+pub mod apply;
 pub mod layer;
+pub mod layer_store;
 pub mod rewrite;
 pub mod token;
+pub mod token_request;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
-
-use crate::manifests::manifest_by_digest;
-use crate::oci::{media, Digest, Manifest, ManifestKind, Platform, RegistryError};
-use crate::plugin::{run_fn, Caps, InputError, Invocation, ModifierSpec, PluginSpec};
-use crate::registry::client::{send, upstream_error};
-use crate::registry::fetch::read_limited;
-use crate::registry::{ClientRequest, Resource};
-use crate::store::Store;
+use crate::call::PluginError;
+use crate::context::Context;
+use crate::injection::{describe, remember, ConfigEdits, Content, Injection, Layer};
+use crate::oci::{Digest, Platform};
+use crate::plugin::{run_fn, symbol_prop, Caps, InputError, Invocation, ModifierSpec, PluginSpec};
+use crate::registry::Resource;
 use crate::value::Value;
-use crate::{Context, PluginError};
-
-pub use layer::{Content, Layer, Packed};
-use rewrite::ConfigEdits;
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "inject-layer",
@@ -103,10 +99,7 @@ fn words_modifier(
     value: &str,
 ) -> Result<Vec<(String, Value)>, InputError> {
     words(value).map_err(InputError::new)?;
-    Ok(vec![(
-        modifier.to_string(),
-        Value::Symbol(value.to_string()),
-    )])
+    Ok(symbol_prop(modifier, value))
 }
 
 /// `a b c` or `["a", "b c"]`.
@@ -130,7 +123,7 @@ fn env_modifier(
     let v = value.trim();
     match v.split_once('=') {
         Some((k, _)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
-            Ok(vec![(modifier.to_string(), Value::Symbol(v.to_string()))])
+            Ok(symbol_prop(modifier, v))
         }
         _ => Err(InputError::new(format!("`{v}` is not KEY=VALUE")).hint("write `.env KEY=VALUE`")),
     }
@@ -142,10 +135,7 @@ fn platform_modifier(
     value: &str,
 ) -> Result<Vec<(String, Value)>, InputError> {
     Platform::parse(value).map_err(InputError::new)?;
-    Ok(vec![(
-        modifier.to_string(),
-        Value::Symbol(value.trim().to_string()),
-    )])
+    Ok(symbol_prop(modifier, value.trim()))
 }
 
 fn digest_modifier(
@@ -154,88 +144,13 @@ fn digest_modifier(
     value: &str,
 ) -> Result<Vec<(String, Value)>, InputError> {
     Digest::parse(value.trim()).map_err(|e| InputError::new(format!("`{value}`: {e}")))?;
-    Ok(vec![(
-        modifier.to_string(),
-        Value::Symbol(value.trim().to_string()),
-    )])
-}
-
-/// What a request's image gets: layers in order, then config changes.
-#[derive(Debug, Clone, Default)]
-pub struct Injection {
-    pub layers: Vec<Arc<Layer>>,
-    pub edits: ConfigEdits,
-}
-
-impl Injection {
-    pub fn is_empty(&self) -> bool {
-        self.layers.is_empty() && self.edits == ConfigEdits::default()
-    }
-
-    /// Adds `other` after this one: its layers come last, its entrypoint, cmd and working
-    /// directory win, its env is applied after this one's.
-    pub fn merge(&mut self, other: &Injection) {
-        self.layers.extend(other.layers.iter().cloned());
-        if other.edits.entrypoint.is_some() {
-            self.edits.entrypoint = other.edits.entrypoint.clone();
-        }
-        if other.edits.cmd.is_some() {
-            self.edits.cmd = other.edits.cmd.clone();
-        }
-        if other.edits.working_dir.is_some() {
-            self.edits.working_dir = other.edits.working_dir.clone();
-        }
-        self.edits.env.extend(other.edits.env.iter().cloned());
-    }
-
-    /// What identifies the injection's effect: the layers' digests and platforms and the
-    /// edits, hashed.
-    pub fn fingerprint(&self) -> String {
-        let layers: Vec<serde_json::Value> = self
-            .layers
-            .iter()
-            .map(|l| {
-                serde_json::json!([
-                    l.gzip_digest.to_string(),
-                    l.tar_digest.to_string(),
-                    l.platform.as_ref().map(|p| p.to_string()),
-                    layer::describe(&l.source, &l.gzip_digest),
-                ])
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "layers": layers,
-            "entrypoint": self.edits.entrypoint,
-            "cmd": self.edits.cmd,
-            "env": self.edits.env,
-            "workingDir": self.edits.working_dir,
-        });
-        hex::encode(Sha256::digest(doc.to_string().as_bytes()))
-    }
-
-    /// The layers an image of `platform` gets, in order: those for every platform and those
-    /// for its own. `None` when the injection has layers but none for this platform (only
-    /// `-amd64` and `-arm64` builds, and an s390x image): an entrypoint that names the tool
-    /// would break the image, so it is left as it is.
-    pub fn layers_for(&self, platform: Option<&Platform>) -> Option<Vec<&Layer>> {
-        let out: Vec<&Layer> = self
-            .layers
-            .iter()
-            .filter(|l| match (&l.platform, platform) {
-                (None, _) => true,
-                (Some(want), Some(have)) => want.admits(have),
-                (Some(_), None) => false,
-            })
-            .map(|l| l.as_ref())
-            .collect();
-        (self.layers.is_empty() || !out.is_empty()).then_some(out)
-    }
+    Ok(symbol_prop(modifier, value.trim()))
 }
 
 async fn run(call: &Invocation, cx: &mut Context) -> Result<(), PluginError> {
     cx.route(call)?;
     let layer = layer_of_call(call, cx)?;
-    layer::remember(&layer);
+    remember(&layer);
     let mut mine = Injection {
         layers: vec![layer],
         edits: ConfigEdits::default(),
@@ -293,7 +208,7 @@ fn layer_of_call(call: &Invocation, cx: &Context) -> Result<Arc<Layer>, PluginEr
                     if want != got {
                         return Err(PluginError::failed(
                             call,
-                            format!("the layer {} has {what} {got}, not the declared {want}", layer::describe(&call.input, &source.gzip_digest)),
+                            format!("the layer {} has {what} {got}, not the declared {want}", describe(&call.input, &source.gzip_digest)),
                         ));
                     }
                 }
@@ -315,520 +230,12 @@ fn layer_of_call(call: &Invocation, cx: &Context) -> Result<Arc<Layer>, PluginEr
     }))
 }
 
-/// The largest config acr reads to rewrite.
-const MAX_CONFIG: u64 = 4 * 1024 * 1024;
-
-/// Rewritten manifests by (original digest, injection fingerprint): what a repeated pull
-/// finds without reading the config again. The store holds the bytes.
-type DerivedTable = Mutex<HashMap<(Digest, String), Manifest>>;
-
-/// How many rewritten manifests are kept in memory (each a few KiB).
-const DERIVED_MAX: usize = 4096;
-
-fn derived() -> &'static DerivedTable {
-    static DERIVED: OnceLock<DerivedTable> = OnceLock::new();
-    DERIVED.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// The injection a request gets: the route's `.inject-layer` calls, then a container token's.
-pub fn effective(cx: &Context) -> Injection {
-    let mut all = cx.slots.get::<Injection>().cloned().unwrap_or_default();
-    if let Some(client) = &cx.client_injection {
-        all.merge(client);
-    }
-    all
-}
-
-/// Rewrites the manifest `.resolve` found for a tag with the request's injection. A manifest
-/// it cannot rewrite (schema 1, an unknown kind, a platform without its layers) is returned
-/// as it is, with a warning.
-pub async fn apply(
-    cx: &mut Context,
-    req: &ClientRequest,
-    original: Manifest,
-) -> Result<Manifest, RegistryError> {
-    let injection = effective(cx);
-    if injection.is_empty() {
-        return Ok(original);
-    }
-    let Some(store) = cx.store.clone() else {
-        return Err(RegistryError::new(
-            500,
-            "UNKNOWN",
-            "`.inject-layer` keeps the rewritten manifests, configs and layers in the store, and this proxy has `: .cache off`: give it a store",
-        ));
-    };
-    let fingerprint = injection.fingerprint();
-    let key = (original.digest.clone(), fingerprint);
-    let memo = derived().lock().ok().and_then(|m| m.get(&key).cloned());
-    if let Some(known) = memo {
-        // The bytes are in memory; the store must still hold them for requests by digest, and
-        // they must have been made for this scope (else the slow way links what it makes).
-        let stored = if store.has_manifest(&known.digest)
-            && crate::access::made_here(cx, &store, &known.digest)
-        {
-            Some((known.bytes.clone(), known.media_type.clone()))
-        } else {
-            None
-        };
-        if let Some((bytes, media_type)) = stored {
-            let digest = known.digest;
-            let http = http_of(cx);
-            ensure_layers(
-                &http,
-                &store,
-                &injection
-                    .layers
-                    .iter()
-                    .map(|l| l.as_ref())
-                    .collect::<Vec<_>>(),
-            )
-            .await?;
-            return Ok(Manifest {
-                bytes,
-                media_type,
-                digest,
-            });
-        }
-    }
-    let doc: serde_json::Value = match serde_json::from_slice(&original.bytes) {
-        Ok(v) => v,
-        Err(_) => {
-            tracing::warn!(name = %req.name, "the manifest is not JSON; passed on without injection");
-            return Ok(original);
-        }
-    };
-    let kind = ManifestKind::detect(&doc, &original.media_type);
-    let result = match kind {
-        ManifestKind::OciManifest | ManifestKind::DockerManifest => {
-            augment_manifest(cx, &store, req, &original, kind, &injection, None).await?
-        }
-        ManifestKind::OciIndex | ManifestKind::DockerList => {
-            augment_index(cx, &store, req, &original, &doc, &injection).await?
-        }
-        ManifestKind::Schema1 => {
-            tracing::warn!(name = %req.name, reference = %req.reference, "a Docker schema 1 manifest is passed on unmodified: acr injects only into schema 2 and OCI images");
-            None
-        }
-        ManifestKind::Other => {
-            tracing::warn!(name = %req.name, media_type = %original.media_type, "not an image manifest or index; passed on without injection");
-            None
-        }
-    };
-    let Some(new) = result else {
-        return Ok(original);
-    };
-    if let Ok(mut m) = derived().lock() {
-        if m.len() >= DERIVED_MAX {
-            m.clear();
-        }
-        m.insert(key, new.clone());
-    }
-    Ok(new)
-}
-
-/// The HTTP client for layer URLs: the mirror's, else a new one.
-pub fn http_of(cx: &Context) -> reqwest::Client {
-    match &cx.registry {
-        Some(shared) => shared.http.clone(),
-        None => reqwest::Client::new(),
-    }
-}
-
-fn store_failed(e: std::io::Error) -> RegistryError {
-    RegistryError::new(500, "UNKNOWN", format!("the store failed: {e}"))
-}
-
-/// Rewrites one image manifest: reads its config, appends the layers meant for its platform
-/// (`platform` from the index entry, else the config's), stores the layers, the new config
-/// and the new manifest. `None`: nothing to inject for this platform.
-async fn augment_manifest(
-    cx: &mut Context,
-    store: &Arc<Store>,
-    req: &ClientRequest,
-    original: &Manifest,
-    kind: ManifestKind,
-    injection: &Injection,
-    platform: Option<Platform>,
-) -> Result<Option<Manifest>, RegistryError> {
-    let doc: serde_json::Value = serde_json::from_slice(&original.bytes).map_err(|e| {
-        RegistryError::bad_gateway(format!("the upstream's manifest is not JSON: {e}"))
-    })?;
-    let config_digest = doc
-        .pointer("/config/digest")
-        .and_then(|d| d.as_str())
-        .and_then(|d| Digest::parse(d).ok())
-        .ok_or_else(|| {
-            RegistryError::bad_gateway("the upstream's manifest has no sha256 config digest")
-        })?;
-    let config = fetch_config(cx, store, req, &config_digest).await?;
-    let config_doc: serde_json::Value = serde_json::from_slice(&config).map_err(|e| {
-        RegistryError::bad_gateway(format!("the image config {config_digest} is not JSON: {e}"))
-    })?;
-    let platform = platform.or_else(|| Platform::from_json(&config_doc));
-    let Some(layers) = injection.layers_for(platform.as_ref()) else {
-        tracing::warn!(
-            name = %req.name,
-            platform = %platform.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "unknown".into()),
-            "no injected layer is meant for this platform; the image is passed on unmodified"
-        );
-        return Ok(None);
-    };
-    let http = http_of(cx);
-    let sizes = ensure_layers(&http, store, &layers).await?;
-    let new_config = rewrite::config(&config, &layers, &injection.edits).map_err(|e| {
-        RegistryError::bad_gateway(format!("cannot rewrite the config {config_digest}: {e}"))
-    })?;
-    let new_config_digest = Digest::of(&new_config);
-    store
-        .put_blob(&new_config_digest, &new_config)
-        .await
-        .map_err(store_failed)?;
-    crate::access::record_own(cx, store, &new_config_digest);
-    let with_sizes: Vec<(&Layer, u64)> = layers.iter().copied().zip(sizes).collect();
-    let new_manifest = rewrite::manifest(
-        &original.bytes,
-        kind,
-        &new_config_digest.to_string(),
-        new_config.len() as u64,
-        &with_sizes,
-    )
-    .map_err(|e| RegistryError::bad_gateway(format!("cannot rewrite the manifest: {e}")))?;
-    let digest = Digest::of(&new_manifest);
-    let media_type = if original.media_type.is_empty() {
-        match kind {
-            ManifestKind::DockerManifest => media::DOCKER_MANIFEST.to_string(),
-            _ => media::OCI_MANIFEST.to_string(),
-        }
-    } else {
-        original.media_type.clone()
-    };
-    store
-        .put_manifest(&digest, &new_manifest, &media_type)
-        .await
-        .map_err(store_failed)?;
-    crate::access::record_own(cx, store, &digest);
-    tracing::info!(
-        name = %req.name,
-        from = %original.digest,
-        to = %digest,
-        layers = layers.len(),
-        platform = %platform.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into()),
-        "injected"
-    );
-    Ok(Some(Manifest {
-        bytes: Bytes::from(new_manifest),
-        media_type,
-        digest,
-    }))
-}
-
-/// Rewrites every platform entry of an index that has layers meant for it; attestations and
-/// entries of other kinds stay. The index gets the new digests and sizes.
-async fn augment_index(
-    cx: &mut Context,
-    store: &Arc<Store>,
-    req: &ClientRequest,
-    original: &Manifest,
-    doc: &serde_json::Value,
-    injection: &Injection,
-) -> Result<Option<Manifest>, RegistryError> {
-    let entries = doc
-        .get("manifests")
-        .and_then(|m| m.as_array())
-        .cloned()
-        .unwrap_or_default();
-    let mut replaced = HashMap::new();
-    for entry in entries {
-        let Some(platform) = entry.get("platform").and_then(Platform::from_json) else {
-            continue;
-        };
-        if platform.is_unknown() {
-            continue; // attestations
-        }
-        let media_type = entry
-            .get("mediaType")
-            .and_then(|m| m.as_str())
-            .unwrap_or("");
-        if !(media_type == media::OCI_MANIFEST || media_type == media::DOCKER_MANIFEST) {
-            continue;
-        }
-        let Some(child_digest) = entry
-            .get("digest")
-            .and_then(|d| d.as_str())
-            .and_then(|d| Digest::parse(d).ok())
-        else {
-            continue;
-        };
-        let child = manifest_by_digest(cx, &req.name, &child_digest, media_type).await?;
-        let kind = if media_type == media::DOCKER_MANIFEST {
-            ManifestKind::DockerManifest
-        } else {
-            ManifestKind::OciManifest
-        };
-        if let Some(new) =
-            augment_manifest(cx, store, req, &child, kind, injection, Some(platform)).await?
-        {
-            replaced.insert(
-                child_digest.to_string(),
-                (new.digest.to_string(), new.bytes.len() as u64),
-            );
-        }
-    }
-    if replaced.is_empty() {
-        return Ok(None);
-    }
-    let new_index = rewrite::index(&original.bytes, &replaced)
-        .map_err(|e| RegistryError::bad_gateway(format!("cannot rewrite the index: {e}")))?;
-    let digest = Digest::of(&new_index);
-    let media_type = if original.media_type.is_empty() {
-        media::OCI_INDEX.to_string()
-    } else {
-        original.media_type.clone()
-    };
-    store
-        .put_manifest(&digest, &new_index, &media_type)
-        .await
-        .map_err(store_failed)?;
-    crate::access::record_own(cx, store, &digest);
-    tracing::info!(name = %req.name, from = %original.digest, to = %digest, platforms = replaced.len(), "injected into an index");
-    Ok(Some(Manifest {
-        bytes: Bytes::from(new_index),
-        media_type,
-        digest,
-    }))
-}
-
-/// An image config: from the store, else from the upstream (checked, then stored).
-async fn fetch_config(
-    cx: &mut Context,
-    store: &Arc<Store>,
-    req: &ClientRequest,
-    digest: &Digest,
-) -> Result<Bytes, RegistryError> {
-    if let Some(b) = store.small_blob(digest, MAX_CONFIG).await {
-        return Ok(b);
-    }
-    let path = format!("/v2/{}/blobs/{digest}", req.name);
-    let resp = send(cx, reqwest::Method::GET, &path, &[]).await?;
-    if !resp.status().is_success() {
-        return Err(upstream_error(cx, resp, Resource::Blobs).await);
-    }
-    let bytes = read_limited(cx, resp, MAX_CONFIG as usize).await?;
-    if Digest::of(&bytes) != *digest {
-        return Err(RegistryError::bad_gateway(format!(
-            "the upstream sent a config that does not match its digest {digest}; not used"
-        )));
-    }
-    if let Err(e) = store.put_blob(digest, &bytes).await {
-        tracing::warn!(digest = %digest, "could not store the config: {e}");
-    }
-    crate::access::record(cx, store, digest);
-    Ok(bytes)
-}
-
-/// Puts each layer in the store (a no-op when it is there) and returns their sizes.
-async fn ensure_layers(
-    http: &reqwest::Client,
-    store: &Arc<Store>,
-    layers: &[&Layer],
-) -> Result<Vec<u64>, RegistryError> {
-    let mut sizes = Vec::with_capacity(layers.len());
-    for l in layers {
-        sizes.push(ensure_layer(http, store, l).await?);
-    }
-    Ok(sizes)
-}
-
-/// Puts one layer in the store, fetching a remote one (checked against both declared
-/// digests). Returns its size.
-pub async fn ensure_layer(
-    http: &reqwest::Client,
-    store: &Arc<Store>,
-    l: &Layer,
-) -> Result<u64, RegistryError> {
-    if let Some(size) = store.blob_size(&l.gzip_digest) {
-        return Ok(size);
-    }
-    match &l.content {
-        Content::Bytes(b) => {
-            store
-                .put_blob(&l.gzip_digest, b)
-                .await
-                .map_err(store_failed)?;
-            Ok(b.len() as u64)
-        }
-        Content::File(path) => store
-            .put_blob_file(&l.gzip_digest, path)
-            .await
-            .map_err(|e| {
-                RegistryError::new(500, "UNKNOWN", format!("the layer {}: {e}", path.display()))
-            }),
-        Content::Remote(url) => fetch_remote(http, store, l, url).await,
-    }
-}
-
-/// The largest layer acr fetches from a URL.
-const MAX_REMOTE_LAYER: u64 = 4 * 1024 * 1024 * 1024;
-
-async fn fetch_remote(
-    http: &reqwest::Client,
-    store: &Arc<Store>,
-    l: &Layer,
-    url: &str,
-) -> Result<u64, RegistryError> {
-    use std::io::Write;
-    let failed = |what: String| RegistryError::bad_gateway(format!("the layer at {url}: {what}"));
-    let mut resp = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| failed(format!("unreachable: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(failed(format!("answered {}", resp.status())));
-    }
-    let tmp = store.temp_file(l.gzip_digest.hex());
-    let mut file = std::fs::File::create(&tmp).map_err(store_failed)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let result: Result<(), RegistryError> = async {
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| failed(format!("the transfer broke: {e}")))?
-        {
-            size += chunk.len() as u64;
-            if size > MAX_REMOTE_LAYER {
-                return Err(failed(format!("larger than {MAX_REMOTE_LAYER} bytes")));
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk).map_err(store_failed)?;
-        }
-        file.sync_all().map_err(store_failed)?;
-        let got = Digest::from_sha256(hasher.finalize().into());
-        if got != l.gzip_digest {
-            return Err(failed(format!(
-                "its bytes hash to {got}, not the declared {}",
-                l.gzip_digest
-            )));
-        }
-        let path = tmp.clone();
-        let tar =
-            tokio::task::spawn_blocking(move || layer::gunzip_digest(std::fs::File::open(path)?))
-                .await
-                .map_err(|e| failed(e.to_string()))?
-                .map_err(|e| failed(format!("not a gzipped tar: {e}")))?;
-        if tar != l.tar_digest {
-            return Err(failed(format!(
-                "it unpacks to {tar}, not the declared diff-id {}",
-                l.tar_digest
-            )));
-        }
-        Ok(())
-    }
-    .await;
-    drop(file);
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    store
-        .commit_blob_file(&l.gzip_digest, &tmp, size)
-        .await
-        .map_err(store_failed)?;
-    Ok(size)
-}
-
-/// For `.pull`: a layer acr injects that the store lacks (evicted, or never stored on this
-/// replica) is put back from its source. Returns whether it now is in the store.
-pub async fn restore_layer(http: &reqwest::Client, store: &Arc<Store>, digest: &Digest) -> bool {
-    let Some(l) = layer::known_layer(digest) else {
-        return false;
-    };
-    match ensure_layer(http, store, &l).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!(digest = %digest, "could not restore an injected layer: {}", e.message);
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn layer(name: &str, platform: Option<&str>) -> Arc<Layer> {
-        Arc::new(Layer {
-            source: name.into(),
-            gzip_digest: Digest::of(name.as_bytes()),
-            gzip_size: Some(1),
-            tar_digest: Digest::of(b"tar"),
-            platform: platform.map(|p| Platform::parse(p).unwrap()),
-            content: Content::Bytes(Bytes::from_static(b"x")),
-        })
-    }
+    use super::words;
 
     #[test]
-    fn each_platform_gets_its_layers_and_none_gets_nothing() {
-        let inj = Injection {
-            layers: vec![
-                layer("common", None),
-                layer("tool-amd64", Some("linux/amd64")),
-                layer("tool-arm64", Some("linux/arm64")),
-            ],
-            edits: ConfigEdits::default(),
-        };
-        let names = |p: &str| {
-            inj.layers_for(Some(&Platform::parse(p).unwrap()))
-                .map(|ls| ls.iter().map(|l| l.source.clone()).collect::<Vec<_>>())
-        };
-        assert_eq!(names("linux/amd64").unwrap(), ["common", "tool-amd64"]);
-        assert_eq!(names("linux/arm64/v8").unwrap(), ["common", "tool-arm64"]);
-        assert_eq!(names("linux/s390x").unwrap(), ["common"]);
-        let only_specific = Injection {
-            layers: vec![layer("tool-amd64", Some("linux/amd64"))],
-            edits: ConfigEdits::default(),
-        };
-        assert!(only_specific
-            .layers_for(Some(&Platform::parse("linux/s390x").unwrap()))
-            .is_none());
-        assert!(only_specific.layers_for(None).is_none());
-        let env_only = Injection {
-            layers: vec![],
-            edits: ConfigEdits {
-                env: vec!["A=1".into()],
-                ..Default::default()
-            },
-        };
-        assert_eq!(env_only.layers_for(None).map(|l| l.len()), Some(0));
-    }
-
-    #[test]
-    fn merging_keeps_order_and_lets_the_later_win() {
-        let mut a = Injection {
-            layers: vec![layer("a", None)],
-            edits: ConfigEdits {
-                entrypoint: Some(vec!["/a".into()]),
-                env: vec!["A=1".into()],
-                ..Default::default()
-            },
-        };
-        let before = a.fingerprint();
-        let b = Injection {
-            layers: vec![layer("b", None)],
-            edits: ConfigEdits {
-                entrypoint: Some(vec!["/b".into()]),
-                env: vec!["B=2".into()],
-                ..Default::default()
-            },
-        };
-        a.merge(&b);
-        assert_eq!(a.layers.len(), 2);
-        assert_eq!(a.edits.entrypoint, Some(vec!["/b".to_string()]));
-        assert_eq!(a.edits.env, ["A=1", "B=2"]);
-        assert_ne!(a.fingerprint(), before);
-        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+    fn words_are_a_json_list_or_split_on_spaces() {
         assert_eq!(words(r#"["/bin/sh", "-c"]"#).unwrap(), ["/bin/sh", "-c"]);
         assert_eq!(words("/bin/sh -c").unwrap(), ["/bin/sh", "-c"]);
         assert!(words("[1]").is_err());

@@ -10,17 +10,8 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use super::layer::{describe, Layer};
+use crate::injection::{describe, ConfigEdits, Layer};
 use crate::oci::ManifestKind;
-
-/// The config changes of an injection.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfigEdits {
-    pub entrypoint: Option<Vec<String>>,
-    pub cmd: Option<Vec<String>>,
-    pub env: Vec<String>,
-    pub working_dir: Option<String>,
-}
 
 /// The one timestamp acr writes: the history entries of injected layers must not depend on
 /// when they were made.
@@ -190,7 +181,7 @@ pub fn index(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inject_layer::layer::Content;
+    use crate::injection::Content;
     use crate::oci::Digest;
 
     fn layer() -> Layer {

@@ -19,9 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-// The OCI types under their old paths too (`registry::Digest`, `registry::media`), so code
-// written against them keeps compiling; new code names `crate::oci`.
-pub use crate::oci::{media, Body, BodyStream, Digest, Reference, RegistryError};
+use crate::oci::{Body, Digest, RegistryError};
 pub use credentials::Credentials;
 pub use route::{Method, Resource};
 

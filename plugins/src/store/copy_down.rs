@@ -10,7 +10,7 @@ use std::path::Path;
 use super::local::file_stream;
 use super::tier::ObjectKey;
 use super::Store;
-use crate::registry::{BodyStream, Digest};
+use crate::oci::{BodyStream, Digest};
 
 impl Store {
     /// The blob from the shared tier, for a lead to copy down (the caller fetches from the

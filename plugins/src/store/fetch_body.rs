@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::flight::{FlightState, InFlight};
 use super::{Metrics, Store};
-use crate::registry::{BodyStream, Digest, RegistryError};
+use crate::oci::{BodyStream, Digest, RegistryError};
 
 /// The most a fetch collects from what has already arrived before one write to the file.
 const WRITE_BATCH: usize = 1024 * 1024;

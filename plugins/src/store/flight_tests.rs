@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 
 use super::flight::{BlobLookup, Follow, Lead};
 use super::{Metrics, Store, StoreConfig};
-use crate::registry::{BodyStream, Digest, RegistryError};
+use crate::oci::{BodyStream, Digest, RegistryError};
 
 /// A store in a temporary directory, removed when the returned `TempDir` is dropped.
 fn store(max: Option<u64>) -> (Arc<Store>, tempfile::TempDir) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::{Metrics, Store};
-use crate::registry::BodyStream;
+use crate::oci::BodyStream;
 
 /// Marks an object as being read until dropped, so eviction leaves it alone.
 pub struct ReadGuard {

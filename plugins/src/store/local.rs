@@ -23,7 +23,7 @@ use futures_util::FutureExt;
 
 use super::owner;
 use super::tier::{ObjectKey, PutOutcome, Tier, WriteMode};
-use crate::registry::BodyStream;
+use crate::oci::BodyStream;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 

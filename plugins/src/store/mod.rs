@@ -56,8 +56,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use crate::clock::{now_ms, now_secs};
-pub use crate::metrics::Metrics;
+use crate::metrics::Metrics;
 pub use flight::{BlobLookup, Follow, Hit, Lead};
 pub use tag::{TagEntry, MAX_CLOCK_SKEW};
 
@@ -125,7 +124,7 @@ impl Store {
     /// disk.
     pub fn open(config: StoreConfig, metrics: Arc<Metrics>) -> io::Result<Arc<Self>> {
         let shared: Option<Box<dyn tier::Tier>> = match &config.remote {
-            Some(rc) => Some(Box::new(remote::Remote::new(rc.clone())?)),
+            Some(rc) => Some(Box::new(object::ObjectTier::new(rc.clone())?)),
             None => None,
         };
         Self::open_with(config, metrics, shared)

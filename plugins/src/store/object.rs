@@ -36,7 +36,7 @@ use object_store::{
 use tokio::io::AsyncReadExt;
 
 use super::tier::{ObjectKey, PutOutcome, Tier, WriteMode};
-use crate::registry::BodyStream;
+use crate::oci::BodyStream;
 
 /// The smallest part S3 accepts (except the last).
 const MIN_PART: usize = 5 * 1024 * 1024;

@@ -17,8 +17,7 @@ use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
-pub use super::object::{ObjectTier, MAX_SMALL_OBJECT};
-pub use super::tier::PutOutcome;
+use super::object::ObjectTier;
 
 /// Static credentials (from the environment or the shared profile).
 #[derive(Clone, PartialEq, Eq)]
@@ -238,10 +237,6 @@ impl HttpConnector for Connector {
     }
 }
 
-/// The shared tier of the store: an [`ObjectTier`] (its code is the same for every object
-/// store; S3 is the one wired today).
-pub type Remote = ObjectTier;
-
 impl ObjectTier {
     /// The object-store tier `config` names: the one place a `: .cache` URL becomes an object
     /// store. S3 today; `az://` (`object_store::azure::MicrosoftAzureBuilder`) and `gs://`
@@ -398,7 +393,7 @@ mod tests {
     #[test]
     fn keys_and_part_sizes() {
         let c = RemoteConfig::parse_with("s3://b/acr/", Some("http://x"), &env_of(&[])).unwrap();
-        let r = Remote::new(c).unwrap();
+        let r = ObjectTier::new(c).unwrap();
         assert_eq!(r.key(&["blobs", "sha256", "ab"]), "acr/blobs/sha256/ab");
         assert_eq!(
             r.key(&["/tags/", "library/alpine"]),

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 use super::links::LinkScope;
-use crate::registry::BodyStream;
+use crate::oci::BodyStream;
 
 /// An object of the store, by what it is; each tier turns it into its own path or key.
 #[derive(Debug, Clone, Copy)]

@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::tier::{ObjectKey, Tier, WriteMode};
 use super::{Kind, Metrics, Store, TagEntry};
-use crate::registry::Digest;
+use crate::oci::Digest;
 
 /// The largest tag record read from the shared tier (they are about 200 bytes).
 const MAX_TAG_RECORD: u64 = 64 * 1024;
@@ -142,7 +142,7 @@ impl Store {
             tracing::warn!(digest = %digest, "a stored manifest does not match its digest; dropping it");
             let _ = std::fs::remove_file(&path);
         }
-        let limit = crate::registry::media::MAX_MANIFEST_BYTES as u64;
+        let limit = crate::oci::media::MAX_MANIFEST_BYTES as u64;
         let bytes = self
             .read_shared_verified(ObjectKey::Manifest(hex), limit, digest, Oversize::Bad)
             .await?;

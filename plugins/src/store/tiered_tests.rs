@@ -14,7 +14,7 @@ use super::links::{self, LinkScope};
 use super::object::ObjectTier;
 use super::tier::{ObjectKey, Tier, WriteMode};
 use super::{Metrics, Store, StoreConfig, TagEntry};
-use crate::registry::Digest;
+use crate::oci::Digest;
 
 /// A replica: its own local disk, the shared bucket `bucket`.
 fn replica(bucket: &Arc<InMemory>) -> (Arc<Store>, tempfile::TempDir) {

@@ -1,7 +1,7 @@
 //! Plugin calls and their modifiers (after `+ .runtime`, or after a route), and the `:` lines
 //! of `+ .proxy`: routes with their methods, settings (parsed by `world::settings`), calls.
 
-use acr_plugins::catalogue::Input;
+use acr_plugins::plugin::Input;
 use acr_plugins::Props;
 use specs::{Builder, WorldExt};
 
