@@ -27,7 +27,9 @@ use base64::Engine as _;
 
 use crate::call::PluginError;
 use crate::context::Context;
-use crate::plugin::{run_fn, symbol_prop, InputError, Invocation, ModifierSpec, PluginSpec};
+use crate::plugin::{
+    run_fn, symbol_prop, InputError, Invocation, ModifierProps, ModifierSpec, PluginSpec,
+};
 use crate::private_file::write_private;
 use crate::registry::challenge;
 use crate::value::Value;
@@ -44,11 +46,7 @@ pub const SPEC: PluginSpec = PluginSpec::new(
     }])
 .run(run_fn!(run));
 
-fn server_modifier(
-    modifier: &str,
-    _name: Option<&str>,
-    value: &str,
-) -> Result<Vec<(String, Value)>, InputError> {
+fn server_modifier(modifier: &str, _name: Option<&str>, value: &str) -> ModifierProps {
     let v = value.trim();
     if !(v.starts_with("https://") || v.starts_with("http://")) || v.len() < 10 {
         return Err(InputError::new(format!("`{v}` is not a URL"))

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::call::PluginError;
 use crate::context::Context;
 use crate::plugin::{
-    run_fn, symbol_modifier, Caps, InputError, Invocation, ModifierSpec, PluginSpec,
+    run_fn, symbol_modifier, Caps, InputError, Invocation, ModifierProps, ModifierSpec, PluginSpec,
 };
 use crate::value::Value;
 
@@ -86,7 +86,7 @@ fn hosts(input: &str) -> impl Iterator<Item = &str> {
 
 /// `.host ADDR, caps...`: the address containerd reaches the mirror at, and what it may do
 /// there (containerd's capabilities: resolve, pull, push).
-fn parse_host(_: &str, _: Option<&str>, value: &str) -> Result<Vec<(String, Value)>, InputError> {
+fn parse_host(_: &str, _: Option<&str>, value: &str) -> ModifierProps {
     let mut parts = value.split(',').map(str::trim);
     let addr = parts.next().filter(|a| !a.is_empty()).ok_or_else(|| {
         InputError::new("`.host` needs an address")
@@ -103,11 +103,7 @@ fn parse_host(_: &str, _: Option<&str>, value: &str) -> Result<Vec<(String, Valu
     Ok(out)
 }
 
-fn parse_header(
-    _: &str,
-    name: Option<&str>,
-    value: &str,
-) -> Result<Vec<(String, Value)>, InputError> {
+fn parse_header(_: &str, name: Option<&str>, value: &str) -> ModifierProps {
     let (k, v) = match name {
         Some(n) => (n.to_string(), value.to_string()),
         None => match value.split_once(char::is_whitespace) {

@@ -52,8 +52,10 @@ impl InputError {
 }
 
 /// The properties a modifier adds to the call before it, parsed from `: [NAME] .modifier VALUE`.
-pub type ModifierParse =
-    fn(modifier: &str, name: Option<&str>, value: &str) -> Result<Vec<(String, Value)>, InputError>;
+pub type ModifierParse = fn(modifier: &str, name: Option<&str>, value: &str) -> ModifierProps;
+
+/// What a modifier's parse gives: the properties it adds, or why its value is wrong.
+pub type ModifierProps = Result<Vec<(String, Value)>, InputError>;
 
 /// A modifier: a line that attaches to the plugin call before it (`.host` after `.mirror`).
 #[derive(Debug, Clone, Copy)]
@@ -239,11 +241,7 @@ pub async fn run(
 }
 
 /// A modifier whose value is kept as one symbol under the modifier's own name.
-pub fn symbol_modifier(
-    modifier: &str,
-    _name: Option<&str>,
-    value: &str,
-) -> Result<Vec<(String, Value)>, InputError> {
+pub fn symbol_modifier(modifier: &str, _name: Option<&str>, value: &str) -> ModifierProps {
     if value.is_empty() {
         return Err(InputError::new(format!("`.{modifier}` needs a value")));
     }

@@ -9,7 +9,9 @@ use std::process::Stdio;
 
 use crate::call::PluginError;
 use crate::context::Context;
-use crate::plugin::{run_fn, symbol_modifier, InputError, Invocation, ModifierSpec, PluginSpec};
+use crate::plugin::{
+    run_fn, symbol_modifier, InputError, Invocation, ModifierProps, ModifierSpec, PluginSpec,
+};
 use crate::value::Value;
 
 pub const SPEC: PluginSpec = PluginSpec::new(
@@ -36,7 +38,7 @@ pub const SPEC: PluginSpec = PluginSpec::new(
 ])
 .run(run_fn!(run));
 
-fn parse_env(_: &str, name: Option<&str>, value: &str) -> Result<Vec<(String, Value)>, InputError> {
+fn parse_env(_: &str, name: Option<&str>, value: &str) -> ModifierProps {
     let (key, val) = match name {
         Some(name) => (name.to_string(), value.to_string()),
         None => match value.split_once('=') {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use crate::injection::Content;
-use crate::oci::{Digest, Platform};
+use crate::oci::{copy_hashing, Digest, Platform};
 
 /// The largest `data:` layer acr takes (decoded), as Wave does (~10 MiB).
 pub const MAX_DATA_LAYER: usize = 10 * 1024 * 1024;
@@ -196,25 +196,14 @@ pub fn gunzip_digest_limited(reader: impl Read, limit: u64) -> io::Result<(Diges
 }
 
 /// The sha256 and length of what `reader` yields; an error once it passes `limit` bytes.
-fn hash_stream(mut reader: impl Read, limit: u64) -> io::Result<(Digest, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if total > limit {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("it inflates to more than {} MiB", limit / (1024 * 1024)),
-            ));
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok((Digest::from_sha256(hasher.finalize().into()), total))
+fn hash_stream(reader: impl Read, limit: u64) -> io::Result<(Digest, u64)> {
+    copy_hashing(reader, io::sink(), limit).map_err(|e| match e.kind() {
+        io::ErrorKind::FileTooLarge => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it inflates to more than {} MiB", limit / (1024 * 1024)),
+        ),
+        _ => e,
+    })
 }
 
 /// The digests and size of a `.tar.gz` file, streamed (the file may be large).

@@ -22,42 +22,8 @@ impl RegistryError {
         }
     }
 
-    pub fn name_invalid(message: impl Into<String>) -> Self {
-        Self::new(400, "NAME_INVALID", message)
-    }
-
-    pub fn digest_invalid(message: impl Into<String>) -> Self {
-        Self::new(400, "DIGEST_INVALID", message)
-    }
-
-    pub fn manifest_invalid(message: impl Into<String>) -> Self {
-        Self::new(400, "MANIFEST_INVALID", message)
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(401, "UNAUTHORIZED", message)
-    }
-
-    pub fn denied(message: impl Into<String>) -> Self {
-        Self::new(403, "DENIED", message)
-    }
-
-    pub fn unsupported(message: impl Into<String>) -> Self {
-        Self::new(405, "UNSUPPORTED", message)
-    }
-
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(404, code, message)
-    }
-
-    /// The upstream failed in a way the client cannot fix: a bad gateway.
-    pub fn bad_gateway(message: impl Into<String>) -> Self {
-        Self::new(502, "UNAVAILABLE", message)
-    }
-
-    /// The upstream did not answer within a bound: a gateway timeout.
-    pub fn gateway_timeout(message: impl Into<String>) -> Self {
-        Self::new(504, "UNAVAILABLE", message)
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
@@ -72,6 +38,30 @@ impl RegistryError {
         })
         .to_string()
     }
+}
+
+/// One constructor per error acr answers with: its name, the HTTP status and the OCI code.
+macro_rules! error_kinds {
+    ($($(#[$doc:meta])* $name:ident => $status:literal $code:literal,)*) => {
+        impl RegistryError {
+            $($(#[$doc])* pub fn $name(message: impl Into<String>) -> Self {
+                Self::new($status, $code, message)
+            })*
+        }
+    };
+}
+
+error_kinds! {
+    name_invalid => 400 "NAME_INVALID",
+    digest_invalid => 400 "DIGEST_INVALID",
+    manifest_invalid => 400 "MANIFEST_INVALID",
+    unauthorized => 401 "UNAUTHORIZED",
+    denied => 403 "DENIED",
+    unsupported => 405 "UNSUPPORTED",
+    /// The upstream failed in a way the client cannot fix: a bad gateway.
+    bad_gateway => 502 "UNAVAILABLE",
+    /// The upstream did not answer within a bound: a gateway timeout.
+    gateway_timeout => 504 "UNAVAILABLE",
 }
 
 impl fmt::Display for RegistryError {

@@ -15,7 +15,7 @@ pub mod platform;
 pub mod reference;
 
 pub use body::{Body, BodyStream};
-pub use digest::Digest;
+pub use digest::{copy_hashing, Digest};
 pub use error::RegistryError;
 pub use image::{is_registry_host, ImageReference};
 pub use media::{Manifest, ManifestKind};

@@ -374,24 +374,10 @@ impl Store {
 
 /// Copies `src` to `dst` (fsynced), hashing it: its size and digest.
 fn copy_hashing(src: &Path, dst: &Path) -> io::Result<(u64, Digest)> {
-    use sha2::Digest as _;
-    use std::io::{Read, Write};
-    let mut input = std::fs::File::open(src)?;
     let mut out = std::fs::File::create(dst)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-        size += n as u64;
-    }
+    let (digest, size) = crate::oci::copy_hashing(std::fs::File::open(src)?, &mut out, u64::MAX)?;
     out.sync_all()?;
-    Ok((size, Digest::from_sha256(hasher.finalize().into())))
+    Ok((size, digest))
 }
 
 /// Counts a blob on its way to the shared tier until the upload ends (or its task is dropped).
