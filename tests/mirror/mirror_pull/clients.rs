@@ -150,20 +150,7 @@ fn ctr_pulls_and_unpacks_through_the_hosts_toml_mirror_wrote() {
         toml.contains(&format!("[host.\"http://{}\"]", acr.host())),
         "{toml}"
     );
-    let ctrd = Containerd::start();
-    let image = reg.image("library/test:1");
-    let out = ctrd.ctr_pull(&image, &hosts).ok();
-    assert!(out.stdout.contains("unpacking linux/amd64"), "{out:?}");
-    assert!(out.stdout.contains("done"), "{out:?}");
-    assert!(
-        ctrd.image_digests()
-            .contains(&(image.clone(), seeded.test_oci.clone())),
-        "{:?}",
-        ctrd.image_digests()
-    );
-    let ns = format!("ns={}", reg.host());
-    let manifest = acr.wait_requests(&["/v2/library/test/manifests/1", &ns, "status=200"], 1);
-    assert!(!manifest.is_empty(), "{}", acr.log());
+    let (ctrd, ns) = ctr_pulls_test_1_through(&reg, &acr, &seeded, &hosts);
     let blobs = acr.wait_requests(&["/v2/library/test/blobs/sha256:", &ns, "status=200"], 2);
     assert!(blobs.len() >= 2, "config and layer: {}", acr.log());
     for line in acr.request_lines() {
@@ -179,6 +166,56 @@ fn ctr_pulls_and_unpacks_through_the_hosts_toml_mirror_wrote() {
     // The unpacked snapshot exists: the layer really was applied.
     let snaps = ctrd.ctr(&["snapshots", "ls"]).ok().stdout;
     assert!(snaps.contains("Committed"), "{snaps}");
+}
+
+/// A `.header` value with a double quote and a backslash: hosts.toml holds it TOML-escaped
+/// (so it reads back as written), and containerd, which must parse that file to pull at all,
+/// still pulls through acr with it.
+#[test]
+fn ctr_pulls_through_a_hosts_toml_with_a_quoted_header_value() {
+    let reg = Registry::start(RegistryAuth::None);
+    let seeded = seed(&reg);
+    let acr = Acr::start(&pipeline(
+        &reg.url(),
+        &[r#".header x-acr-test say "hi" \ ok"#],
+        &[],
+        &routes(""),
+    ));
+    let hosts = acr.default_hosts_dir();
+    let toml = std::fs::read_to_string(hosts.join(reg.host()).join("hosts.toml"))
+        .expect(".mirror wrote hosts.toml under the world directory");
+    assert!(
+        toml.contains(r#"x-acr-test = 'say "hi" \ ok'"#)
+            || toml.contains(r#"x-acr-test = "say \"hi\" \\ ok""#),
+        "the header value is not TOML-escaped: {toml}"
+    );
+    ctr_pulls_test_1_through(&reg, &acr, &seeded, &hosts);
+}
+
+/// `ctr images pull --hosts-dir HOSTS` of `library/test:1` unpacks it with the upstream's
+/// digest, and acr's log shows the manifest request with containerd's `ns`. Returns the
+/// containerd and that `ns=HOST` for further checks.
+fn ctr_pulls_test_1_through(
+    reg: &Registry,
+    acr: &Acr,
+    seeded: &Seeded,
+    hosts: &Path,
+) -> (Containerd, String) {
+    let ctrd = Containerd::start();
+    let image = reg.image("library/test:1");
+    let out = ctrd.ctr_pull(&image, hosts).ok();
+    assert!(out.stdout.contains("unpacking linux/amd64"), "{out:?}");
+    assert!(out.stdout.contains("done"), "{out:?}");
+    assert!(
+        ctrd.image_digests()
+            .contains(&(image.clone(), seeded.test_oci.clone())),
+        "{:?}",
+        ctrd.image_digests()
+    );
+    let ns = format!("ns={}", reg.host());
+    let manifest = acr.wait_requests(&["/v2/library/test/manifests/1", &ns, "status=200"], 1);
+    assert!(!manifest.is_empty(), "{}", acr.log());
+    (ctrd, ns)
 }
 
 /// The `docker.io` namespace: `.mirror docker.io` with `.server` at a closed local port, and
