@@ -41,6 +41,13 @@ fn work(runmd: &str) -> Work {
     }
 }
 
+/// A new store directory and a work directory whose pipeline mirrors `reg` into it.
+fn warm_work(reg: &Registry) -> (TempDir, Work) {
+    let store = temp_dir("acr-warm-store-");
+    let w = work(&warm_pipeline(&reg.url(), store.path()));
+    (store, w)
+}
+
 /// `acr --runmd-path RUNMD warm ARGS` in the work directory, with no credential of the
 /// machine (only `env`).
 fn acr_warm(w: &Work, args: &[&str], env: &[(String, String)]) -> CmdOutput {
@@ -250,8 +257,7 @@ fn a_platform_filter_warms_only_that_child() {
     let reg = Registry::start(RegistryAuth::None);
     let seeded = seed(&reg);
     let f = fixtures();
-    let store = temp_dir("acr-warm-store-");
-    let w = work(&warm_pipeline(&reg.url(), store.path()));
+    let (store, w) = warm_work(&reg);
 
     let out = acr_warm(
         &w,
@@ -316,8 +322,7 @@ fn a_token_auth_upstream_warms_with_credentials_from_the_environment() {
     let reg = Registry::start(RegistryAuth::token("warmer", "s3cret-pass", false));
     let seeded = seed(&reg);
     let f = fixtures();
-    let store = temp_dir("acr-warm-store-");
-    let w = work(&warm_pipeline(&reg.url(), store.path()));
+    let (store, w) = warm_work(&reg);
     let var = format!("ACR_AUTH_127_0_0_1_{}", reg.addr().port());
 
     let out = acr_warm(&w, &["--json", "library/test:1"], &[]);
@@ -362,8 +367,7 @@ fn errors_say_which_image_and_why() {
     let reg = Registry::start(RegistryAuth::None);
     let seeded = seed(&reg);
     let f = fixtures();
-    let store = temp_dir("acr-warm-store-");
-    let w = work(&warm_pipeline(&reg.url(), store.path()));
+    let (store, w) = warm_work(&reg);
 
     let out = acr_warm(&w, &["--json", "library/absent:1", "library/test:1"], &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -434,8 +438,7 @@ fn a_platform_spelled_x86_64_chooses_the_same_images_in_warm_and_in_a_pipeline()
     let f = fixtures();
 
     // warm: x86_64 is amd64, and nothing of arm64 is stored.
-    let store = temp_dir("acr-warm-store-");
-    let w = work(&warm_pipeline(&reg.url(), store.path()));
+    let (store, w) = warm_work(&reg);
     let mut warmed = Vec::new();
     for platform in ["linux/x86_64", "linux/amd64"] {
         let out = acr_warm(

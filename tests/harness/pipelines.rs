@@ -76,6 +76,19 @@ pub fn oci_message(body: &str) -> String {
     oci_error_field(body, "message")
 }
 
+/// Asserts that `r` is acr's 502 `UNAVAILABLE` (the upstream failed it) and that the OCI
+/// error message holds `says`.
+#[track_caller]
+pub fn assert_upstream_unavailable(r: &HttpResponse, says: &str) {
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(oci_code(&r.text()), "UNAVAILABLE", "{}", r.text());
+    assert!(
+        oci_message(&r.text()).contains(says),
+        "no {says:?} in {}",
+        r.text()
+    );
+}
+
 /// `errors[0].FIELD` of an OCI error body (after anything before its `{`).
 fn oci_error_field(body: &str, field: &str) -> String {
     let json_start = body.find('{').unwrap_or(0);

@@ -107,25 +107,10 @@ impl TokenServer {
             cmd.arg("--anonymous-pull");
         }
         let proc = Proc::spawn("tokenserver.py", cmd, &log);
-        let mut port = None;
-        let found = wait_until(Duration::from_secs(20), || {
-            port = proc.log().lines().find_map(|l| {
-                l.strip_prefix("tokenserver: listening on 127.0.0.1:")
-                    .and_then(|r| r.split_whitespace().next())
-                    .and_then(|p| p.parse::<u16>().ok())
-            });
-            port.is_some() || !proc.is_running()
-        });
-        let Some(port) = port.filter(|_| found) else {
-            proc.panic_with_log("did not report its listening port");
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let url = format!("http://{addr}/healthz");
-        if !wait_until(Duration::from_secs(10), || {
-            try_http_request("GET", &url, &[], None).is_ok_and(|r| r.status == 200)
-        }) {
-            proc.panic_with_log("does not answer /healthz");
-        }
+        let addr = proc.reported_address(
+            "tokenserver: listening on 127.0.0.1:",
+            Duration::from_secs(20),
+        );
         TokenServer {
             proc,
             addr,

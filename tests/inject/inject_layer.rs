@@ -48,6 +48,28 @@ fn injecting(reg: &Registry, settings: &[&str]) -> (TempDir, PathBuf, Acr) {
     (root, layer, acr)
 }
 
+/// The layer meant for every platform: `root/common` with `opt/acr/common.txt`, packed.
+fn common_layer(root: &Path) -> (PathBuf, Packed) {
+    let dir = make_layer_dir(
+        root,
+        "common",
+        &[("opt/acr/common.txt", b"common\n", 0o644)],
+    );
+    let packed = pack(&dir, &[]);
+    (dir, packed)
+}
+
+/// The layer meant for arm64 only: `root/armonly` with `opt/acr/arm.txt`, packed.
+fn arm64_only_layer(root: &Path) -> (PathBuf, Packed) {
+    let dir = make_layer_dir(
+        root,
+        "armonly",
+        &[("opt/acr/arm.txt", b"arm64 only\n", 0o644)],
+    );
+    let packed = pack(&dir, &[]);
+    (dir, packed)
+}
+
 /// Asserts the config edits of [`standard_inject`] on an image without an entrypoint.
 #[track_caller]
 fn assert_standard_edits(what: &str, up_config: &serde_json::Value, config: &serde_json::Value) {

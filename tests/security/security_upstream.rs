@@ -107,6 +107,20 @@ fn stalling_upstream(all_silent: Arc<AtomicBool>) -> FakeUpstream {
     })
 }
 
+/// Runs `request` on a thread: a flag that turns true once it returned, and the thread.
+fn in_background<R: Send + 'static>(
+    request: impl FnOnce() -> R + Send + 'static,
+) -> (Arc<AtomicBool>, thread::JoinHandle<R>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let handle = thread::spawn(move || {
+        let r = request();
+        flag.store(true, Ordering::SeqCst);
+        r
+    });
+    (done, handle)
+}
+
 #[test]
 fn a_silent_upstream_is_a_504_within_the_bound_and_waits_for_no_other_request() {
     let silent = Arc::new(AtomicBool::new(false));
@@ -115,15 +129,10 @@ fn a_silent_upstream_is_a_504_within_the_bound_and_waits_for_no_other_request() 
     assert_eq!(get(&acr, "/v2/ok/manifests/1").status, 200);
 
     // A request for a repository the upstream never answers, and meanwhile others.
-    let stalled_done = Arc::new(AtomicBool::new(false));
-    let stalled = {
-        let (acr, done) = (acr.clone(), stalled_done.clone());
-        thread::spawn(move || {
-            let r = timed_get(&acr, "/v2/stall/manifests/1");
-            done.store(true, Ordering::SeqCst);
-            r
-        })
-    };
+    let (stalled_done, stalled) = in_background({
+        let acr = acr.clone();
+        move || timed_get(&acr, "/v2/stall/manifests/1")
+    });
     thread::sleep(Duration::from_millis(300));
     for _ in 0..3 {
         let r = get(&acr, "/v2/ok/manifests/1");
@@ -163,15 +172,10 @@ fn cache_hits_never_wait_for_a_silent_upstream() {
     let (_, digest) = tiny_manifest();
     assert_eq!(get(&acr, "/v2/ok/manifests/1").status, 200);
     silent.store(true, Ordering::SeqCst);
-    let stalled_done = Arc::new(AtomicBool::new(false));
-    let stalled = {
-        let (acr, done) = (acr.clone(), stalled_done.clone());
-        thread::spawn(move || {
-            let r = get(&acr, "/v2/stall/manifests/1");
-            done.store(true, Ordering::SeqCst);
-            r
-        })
-    };
+    let (stalled_done, stalled) = in_background({
+        let acr = acr.clone();
+        move || get(&acr, "/v2/stall/manifests/1")
+    });
     thread::sleep(Duration::from_millis(300));
     // By digest: a hit, answered while the upstream holds the other request.
     let r = get(&acr, &format!("/v2/ok/manifests/{digest}"));

@@ -66,7 +66,7 @@ import secrets
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -611,11 +611,7 @@ def make_handler(auth):
     return Handler
 
 
-def pair(text):
-    name, sep, value = text.partition(":")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError("expected NAME:VALUE, got %r" % text)
-    return name, value
+pair = tokenserver.colon_pair("VALUE")
 
 
 def main():
@@ -651,16 +647,11 @@ def main():
 
     signer = tokenserver.Signer(args.key, args.cert, args.signer)
     auth = Authority(args, signer)
-    server = ThreadingHTTPServer(args.listen, make_handler(auth))
-    server.daemon_threads = True
-    host, port = server.server_address[:2]
-    log("listening on %s:%d service=%s issuer=%s tenant=%s refresh_ttl=%d access_ttl=%d signer=%s"
-        % (host, port, args.service, args.issuer, args.tenant, args.refresh_ttl, args.access_ttl,
-           signer.mode))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    tokenserver.serve(args.listen, make_handler(auth),
+                      "service=%s issuer=%s tenant=%s refresh_ttl=%d access_ttl=%d signer=%s"
+                      % (args.service, args.issuer, args.tenant, args.refresh_ttl,
+                         args.access_ttl, signer.mode),
+                      log)
 
 
 if __name__ == "__main__":

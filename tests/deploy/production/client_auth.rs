@@ -159,30 +159,25 @@ fn raw_requests_see_the_challenge_tokens_and_oci_errors() {
             Some(body.as_bytes()),
         )
     };
-    let t = post(form(ALICE.0, ALICE.1, "library/test"));
-    assert_eq!(t.status, 200, "{}", t.text());
-    let posted = t.json()["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string();
-    let r = get(
-        &manifest_url("library/test"),
-        Some(&format!("Bearer {posted}")),
-    );
+    // The manifest with the token /token posts for (user, pass): its response.
+    let manifest_with_posted_token = |(user, pass): (&str, &str)| {
+        let t = post(form(user, pass, "library/test"));
+        assert_eq!(t.status, 200, "{user}: {}", t.text());
+        let posted = t.json()["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string();
+        get(
+            &manifest_url("library/test"),
+            Some(&format!("Bearer {posted}")),
+        )
+    };
+    let r = manifest_with_posted_token(ALICE);
     assert_eq!(r.status, 200, "{}", r.text());
     let t = post(form(ALICE.0, "wrong", "library/test"));
     assert_eq!(t.status, 401, "{}", t.text());
     // bob gets a token, but it opens nothing of library/*: 403 with it.
-    let t = post(form(BOB.0, BOB.1, "library/test"));
-    assert_eq!(t.status, 200, "{}", t.text());
-    let bobs = t.json()["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string();
-    let r = get(
-        &manifest_url("library/test"),
-        Some(&format!("Bearer {bobs}")),
-    );
+    let r = manifest_with_posted_token(BOB);
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(oci_code(&r.text()), "DENIED");
 
@@ -237,35 +232,27 @@ fn podman_logs_in_and_pulls_through_acr() {
     let authfile = authfile.to_string_lossy().into_owned();
     let image = format!("{}/library/test:1", acr.host());
 
-    let wrong = podman.podman(&[
-        "login",
-        "--authfile",
-        &authfile,
-        "--tls-verify=false",
-        "-u",
-        ALICE.0,
-        "-p",
-        "wrong",
-        &acr.host(),
-    ]);
+    // `podman login` to acr as (user, password), keeping the credentials in `authfile`.
+    let login = |authfile: &str, (user, password): (&str, &str)| {
+        podman.podman(&[
+            "login",
+            "--authfile",
+            authfile,
+            "--tls-verify=false",
+            "-u",
+            user,
+            "-p",
+            password,
+            &acr.host(),
+        ])
+    };
+    let wrong = login(&authfile, (ALICE.0, "wrong"));
     assert!(
         !wrong.success(),
         "podman logged in with a wrong password: {wrong:?}"
     );
 
-    podman
-        .podman(&[
-            "login",
-            "--authfile",
-            &authfile,
-            "--tls-verify=false",
-            "-u",
-            ALICE.0,
-            "-p",
-            ALICE.1,
-            &acr.host(),
-        ])
-        .ok();
+    login(&authfile, ALICE).ok();
     podman
         .pull_with(&image, &["--authfile", &authfile, "--tls-verify=false"])
         .ok();
@@ -273,19 +260,7 @@ fn podman_logs_in_and_pulls_through_acr() {
 
     // bob logs in (he is a user) but may not pull alice's repository.
     let bobs = podman.dir().join("bob.json").to_string_lossy().into_owned();
-    podman
-        .podman(&[
-            "login",
-            "--authfile",
-            &bobs,
-            "--tls-verify=false",
-            "-u",
-            BOB.0,
-            "-p",
-            BOB.1,
-            &acr.host(),
-        ])
-        .ok();
+    login(&bobs, BOB).ok();
     let other = format!("{}/library/test:1", acr.host());
     podman.podman(&["rmi", "-f", &other]).ok();
     let denied = podman.pull_with(&other, &["--authfile", &bobs, "--tls-verify=false"]);
@@ -328,13 +303,7 @@ fn ctr_pulls_through_acr_as_a_user_of_acr() {
         .ctr_pull_with(&image, Some(hosts.path()), &["--user", &alice])
         .ok();
     assert!(out.stdout.contains("done"), "{out:?}");
-    let digests = ctrd.image_digests();
-    assert!(
-        digests
-            .iter()
-            .any(|(name, d)| *name == image && *d == fixtures().test.digest),
-        "{digests:?}"
-    );
+    ctrd.assert_has_image(&image, &fixtures().test.digest);
     // Through acr: it served the manifest and the layer, containerd fetched a token from
     // acr, and no request of containerd reached the upstream with a 200.
     let log = acr.log();

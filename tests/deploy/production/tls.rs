@@ -60,15 +60,8 @@ fn https_serves_clients_that_trust_the_ca_and_refuses_plain_http() {
 
     let scratch = temp_dir("acr-tls-");
     let auth = scratch.path().join("auth.json");
+    assert_inspects_test_over_https(&acr, &auth, &pki.cert_dir());
     let src = format!("docker://{}/library/test:1", acr.host());
-    let raw = skopeo_as(
-        &auth,
-        false,
-        &["inspect", "--raw", "--cert-dir", &trust, &src],
-    )
-    .ok()
-    .stdout;
-    assert_eq!(digest_of(raw.as_bytes()), fixtures().test.digest);
     let out = scratch.path().join("copied");
     let dest = format!("dir:{}", out.display());
     skopeo_as(
@@ -153,8 +146,7 @@ fn a_renewed_certificate_is_served_without_a_restart() {
     );
     // Clients that trust the CA still pull.
     let scratch = temp_dir("acr-tls-");
-    let raw = inspect_test_over_https(&acr, &scratch.path().join("a.json"), &pki.cert_dir());
-    assert_eq!(digest_of(raw.as_bytes()), fixtures().test.digest);
+    assert_inspects_test_over_https(&acr, &scratch.path().join("a.json"), &pki.cert_dir());
 
     // A broken certificate file: the current pair stays.
     let junk = pki.dir().join("junk.crt");
@@ -197,39 +189,28 @@ fn client_certificates_are_required_with_a_client_ca() {
     let ca = pki.ca_cert().to_string_lossy().into_owned();
     let url = format!("{}/v2/", acr.https_url());
 
-    let (ok, status, out) = curl_status(&["--cacert", &ca, "-m", "30"], &url);
+    // curl trusting the CA, with the client certificate and key given, if any.
+    let curl_with = |client: Option<(&Path, &Path)>| {
+        let (cert, key) = client.map_or((String::new(), String::new()), |(c, k)| {
+            (c.display().to_string(), k.display().to_string())
+        });
+        let mut args = vec!["--cacert", &ca, "-m", "30"];
+        if client.is_some() {
+            args.extend(["--cert", &cert, "--key", &key]);
+        }
+        curl_status(&args, &url)
+    };
+    let (ok, status, out) = curl_with(None);
     assert!(
         !ok && !status.starts_with("200"),
         "answered without a client certificate: {out:?}"
     );
-    let (ok, status, out) = curl_status(
-        &[
-            "--cacert",
-            &ca,
-            "-m",
-            "30",
-            "--cert",
-            &rogue_cert.to_string_lossy(),
-            "--key",
-            &rogue_key.to_string_lossy(),
-        ],
-        &url,
-    );
+    let (ok, status, out) = curl_with(Some((&rogue_cert, &rogue_key)));
     assert!(
         !ok && !status.starts_with("200"),
         "answered a certificate of another CA: {out:?}"
     );
-    let (ok, status, out) = curl_status(
-        &[
-            "--cacert",
-            &ca,
-            "--cert",
-            &client_cert.to_string_lossy(),
-            "--key",
-            &client_key.to_string_lossy(),
-        ],
-        &url,
-    );
+    let (ok, status, out) = curl_with(Some((&client_cert, &client_key)));
     assert!(ok, "{out:?}");
     assert!(status.starts_with("200"), "{out:?}");
 
@@ -238,8 +219,7 @@ fn client_certificates_are_required_with_a_client_ca() {
     std::fs::copy(&client_cert, trust.join("client.cert")).expect("copy client cert");
     std::fs::copy(&client_key, trust.join("client.key")).expect("copy client key");
     let scratch = temp_dir("acr-mtls-");
-    let raw = inspect_test_over_https(&acr, &scratch.path().join("a.json"), &trust);
-    assert_eq!(digest_of(raw.as_bytes()), fixtures().test.digest);
+    assert_inspects_test_over_https(&acr, &scratch.path().join("a.json"), &trust);
 }
 
 /// Client auth over https: the challenge's realm is `https://.../token`, and skopeo, trusting
@@ -296,15 +276,7 @@ fn client_auth_over_https_names_an_https_realm() {
         ],
     )
     .ok();
-    let src = format!("docker://{}/library/test:1", acr.host());
-    let raw = skopeo_as(
-        &auth,
-        false,
-        &["inspect", "--raw", "--cert-dir", &trust, &src],
-    )
-    .ok()
-    .stdout;
-    assert_eq!(digest_of(raw.as_bytes()), fixtures().test.digest);
+    assert_inspects_test_over_https(&acr, &auth, &pki.cert_dir());
     assert!(
         acr.log()
             .lines()
@@ -315,16 +287,17 @@ fn client_auth_over_https_names_an_https_realm() {
     assert_upstream_saw_only_acrs_credentials(&reg);
 }
 
-/// The manifest of `library/test:1` as `skopeo inspect --raw` gets it from acr over https,
-/// trusting what `cert_dir` holds (`ca.crt`, and a client certificate when there is one).
-fn inspect_test_over_https(acr: &Acr, auth_file: &Path, cert_dir: &Path) -> String {
+/// `skopeo inspect --raw` of `library/test:1` from acr over https, trusting what `cert_dir`
+/// holds (`ca.crt`, and a client certificate when there is one), gets the fixture's manifest.
+fn assert_inspects_test_over_https(acr: &Acr, auth_file: &Path, cert_dir: &Path) {
     let src = format!("docker://{}/library/test:1", acr.host());
     let cert_dir = cert_dir.to_string_lossy();
-    skopeo_as(
+    let raw = skopeo_as(
         auth_file,
         false,
         &["inspect", "--raw", "--cert-dir", &cert_dir, &src],
     )
     .ok()
-    .stdout
+    .stdout;
+    assert_eq!(digest_of(raw.as_bytes()), fixtures().test.digest);
 }

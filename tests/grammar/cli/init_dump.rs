@@ -284,22 +284,15 @@ fn dump_without_a_file_says_to_run_init() {
 fn mirror_start_without_a_file_says_to_run_init() {
     let dir = tmp();
     let done = run(dir.path(), &["--registry", "example", "mirror", "start"]);
-    done.failure();
-    assert!(
-        done.stderr.contains("acr --registry example init"),
-        "{done}"
-    );
-    assert!(done.stderr.contains(WORLD), "{done}");
+    done.fails_saying(&["acr --registry example init", WORLD]);
     // Without --registry it says which option names the registry.
     let done = run(dir.path(), &["mirror", "start"]);
-    done.failure();
-    assert!(done.stderr.contains("acr --registry NAME init"), "{done}");
+    done.fails_saying(&["acr --registry NAME init"]);
     // A --runmd-path that does not exist.
     let done = run(
         dir.path(),
         &["--runmd-path", "nope.runmd", "mirror", "start"],
     );
-    done.failure();
-    assert!(done.stderr.contains("nope.runmd"), "{done}");
+    done.fails_saying(&["nope.runmd"]);
     assert!(!dir.path().join(".world").exists());
 }

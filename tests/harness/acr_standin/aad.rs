@@ -71,26 +71,9 @@ impl AcrStandin {
             cmd.arg("--referrers-api");
         }
         let proc = Proc::spawn("acr_standin.py", cmd, &log);
-        let mut port = None;
-        let found = wait_until(Duration::from_secs(30), || {
-            port = proc.log().lines().find_map(|l| {
-                l.strip_prefix("acr-standin: listening on 127.0.0.1:")
-                    .and_then(|r| r.split_whitespace().next())
-                    .and_then(|p| p.parse::<u16>().ok())
-            });
-            port.is_some() || !proc.is_running()
-        });
-        let Some(port) = port.filter(|_| found) else {
-            panic!("acr_standin.py did not report its port:\n{}", proc.log());
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let url = format!("http://{addr}/healthz");
-        assert!(
-            wait_until(Duration::from_secs(10), || {
-                try_http_request("GET", &url, &[], None).is_ok_and(|r| r.status == 200)
-            }),
-            "acr_standin.py does not answer /healthz:\n{}",
-            proc.log()
+        let addr = proc.reported_address(
+            "acr-standin: listening on 127.0.0.1:",
+            Duration::from_secs(30),
         );
         AcrStandin {
             proc,

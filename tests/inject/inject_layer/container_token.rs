@@ -14,18 +14,20 @@ fn post_json(acr: &Acr, path: &str, body: &[u8]) -> HttpResponse {
     )
 }
 
-fn token_request(
+/// `POST /container-token` asking for `library/test:1` with `config` on `platform`.
+fn post_token_request(
+    acr: &Acr,
     reg: &Registry,
-    repo_ref: &str,
     config: serde_json::Value,
     platform: &str,
-) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "containerImage": reg.image(repo_ref),
+) -> HttpResponse {
+    let body = serde_json::to_vec(&serde_json::json!({
+        "containerImage": reg.image("library/test:1"),
         "containerConfig": config,
         "containerPlatform": platform,
     }))
-    .expect("json")
+    .expect("json");
+    post_json(acr, "/container-token", &body)
 }
 
 /// The token layer: `opt/token/hello.txt` (0644), packed with `--location`.
@@ -38,12 +40,20 @@ fn token_layer(root: &Path) -> Packed {
     pack(&dir, &["--location"])
 }
 
+/// acr over `reg` injecting the standard layer with `settings`, and the token layer: the
+/// temporary directory holding both (keep it), acr, the token layer.
+fn token_mirror(reg: &Registry, settings: &[&str]) -> (TempDir, Acr, Packed) {
+    let (root, _layer, acr) = injecting(reg, settings);
+    let tl = token_layer(root.path());
+    (root, acr, tl)
+}
+
 /// Creates a token for `library/test:1`; returns (token, targetImage, whole answer).
 #[track_caller]
 fn create_token(acr: &Acr, reg: &Registry, layer: &Packed) -> (String, String, serde_json::Value) {
-    let body = token_request(
+    let r = post_token_request(
+        acr,
         reg,
-        "library/test:1",
         serde_json::json!({
             "entrypoint": ["/opt/token/run"],
             "env": ["K=V"],
@@ -51,7 +61,6 @@ fn create_token(acr: &Acr, reg: &Registry, layer: &Packed) -> (String, String, s
         }),
         "linux/amd64",
     );
-    let r = post_json(acr, "/container-token", &body);
     assert_eq!(
         r.status,
         200,
@@ -79,8 +88,7 @@ fn create_token(acr: &Acr, reg: &Registry, layer: &Packed) -> (String, String, s
 fn a_container_token_serves_its_augmented_image() {
     let reg = Registry::start(RegistryAuth::None);
     seed_test_only(&reg);
-    let (root, _layer, acr) = injecting(&reg, &[".container-tokens 1h"]);
-    let tl = token_layer(root.path());
+    let (_root, acr, tl) = token_mirror(&reg, &[".container-tokens 1h"]);
     let (token, target, j) = create_token(&acr, &reg, &tl);
     assert_eq!(
         target,
@@ -160,8 +168,7 @@ fn a_container_token_serves_its_augmented_image() {
 fn container_token_errors() {
     let reg = Registry::start(RegistryAuth::None);
     seed(&reg);
-    let (root, _layer, acr) = injecting(&reg, &[".container-tokens 1h"]);
-    let tl = token_layer(root.path());
+    let (_root, acr, tl) = token_mirror(&reg, &[".container-tokens 1h"]);
     let (token, _, _) = create_token(&acr, &reg, &tl);
 
     for method in ["GET", "HEAD"] {
@@ -204,13 +211,12 @@ fn container_token_errors() {
     let mut bad = tl.token_layer();
     let wrong = digest_of(b"something else");
     bad["gzipDigest"] = serde_json::Value::String(wrong.clone());
-    let body = token_request(
+    let r = post_token_request(
+        &acr,
         &reg,
-        "library/test:1",
         serde_json::json!({"layers": [bad]}),
         "linux/amd64",
     );
-    let r = post_json(&acr, "/container-token", &body);
     assert_eq!(
         r.status,
         400,
@@ -225,13 +231,12 @@ fn container_token_errors() {
         "the message does not mention the digest: {text}"
     );
 
-    let body = token_request(
+    let r = post_token_request(
+        &acr,
         &reg,
-        "library/test:1",
         serde_json::json!({"layers": [tl.token_layer()]}),
         "linux/mips99",
     );
-    let r = post_json(&acr, "/container-token", &body);
     assert_eq!(r.status, 400, "unknown platform: {}", r.text());
 
     // the valid token still works
@@ -243,8 +248,7 @@ fn container_token_errors() {
 fn an_expired_container_token_is_404() {
     let reg = Registry::start(RegistryAuth::None);
     seed_test_only(&reg);
-    let (root, _layer, acr) = injecting(&reg, &[".container-tokens 1s"]);
-    let tl = token_layer(root.path());
+    let (_root, acr, tl) = token_mirror(&reg, &[".container-tokens 1s"]);
     let (token, _, _) = create_token(&acr, &reg, &tl);
     std::thread::sleep(Duration::from_millis(2500));
     let r = manifest(&acr, "GET", &format!("wt/{token}/library/test"), "1");
@@ -267,15 +271,13 @@ fn an_expired_container_token_is_404() {
 fn without_container_tokens_the_endpoint_is_404() {
     let reg = Registry::start(RegistryAuth::None);
     seed_test_only(&reg);
-    let (root, _layer, acr) = injecting(&reg, &[]);
-    let tl = token_layer(root.path());
-    let body = token_request(
+    let (_root, acr, tl) = token_mirror(&reg, &[]);
+    let r = post_token_request(
+        &acr,
         &reg,
-        "library/test:1",
         serde_json::json!({"layers": [tl.token_layer()]}),
         "linux/amd64",
     );
-    let r = post_json(&acr, "/container-token", &body);
     assert_eq!(r.status, 404, "{}", r.text());
     // and the mirror still injects
     let (_, _, m) = get_manifest_checked(&acr, "library/test", "1");

@@ -16,11 +16,9 @@ fn pulls_cloud_host(c: &Cloud, host: &str, user: &str, secret: &str) {
         skopeo_pull(&c.acr.host(), &format!("{host}/library/test:1")),
         fixtures().test.digest
     );
-    let r = c.acr.fetch(
-        "GET",
-        &format!("/v2/library/test/manifests/1?ns={host}"),
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
+    let r = c
+        .acr
+        .fetch_manifest("GET", &format!("/v2/library/test/manifests/1?ns={host}"));
     assert_eq!(r.status, 200, "?ns={host}: {}\n{}", r.text(), c.acr.log());
     assert_eq!(digest_of(&r.body), fixtures().test.digest);
     let ts = c.reg.token_server().expect("token server");

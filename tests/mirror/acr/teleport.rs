@@ -143,11 +143,7 @@ fn containerd_gets_the_streamable_twin_through_hosts_toml() {
         text.contains(STREAMABLE_HEADER) && text.contains("overlaybd"),
         "hosts.toml does not send {STREAMABLE_HEADER}:\n{text}"
     );
-    let ctrd = Containerd::start();
-    let image = format!("{}/library/test:1", reg.host());
-    ctrd.ctr_pull_with(&image, Some(&m.ws.hosts_dir()), &[])
-        .ok();
-    let got = ctrd.image_digests();
+    let (image, got) = ctr_pull_test_1(&m, &reg);
     assert!(
         got.contains(&(image.clone(), s.twin.clone())),
         "{got:?}, want {image} @ twin {}\n{}",
@@ -174,11 +170,7 @@ fn teleport_manual_swaps_exactly_the_given_pair() {
         &format!("{manifests}{blobs}"),
     ));
     let get = |reference: &str| {
-        acr.fetch(
-            "GET",
-            &format!("/v2/library/test/manifests/{reference}"),
-            &[("Accept", ACCEPT_MANIFESTS)],
-        )
+        acr.fetch_manifest("GET", &format!("/v2/library/test/manifests/{reference}"))
     };
     assert_manifest(&get("1"), &seeded.test_v2s2, "test:1 (from)", &acr.log());
     assert_manifest(
@@ -187,11 +179,7 @@ fn teleport_manual_swaps_exactly_the_given_pair() {
         "test:v2s2 (to)",
         &acr.log(),
     );
-    let r = acr.fetch(
-        "GET",
-        "/v2/library/multi/manifests/1",
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
+    let r = acr.fetch_manifest("GET", "/v2/library/multi/manifests/1");
     assert_manifest(&r, &seeded.multi_oci, "multi:1 (another)", &acr.log());
 }
 
@@ -332,9 +320,7 @@ fn auth_hands_the_snapshotter_the_refresh_token() {
         Some(token.as_str()),
         "not the refresh token in access_token"
     );
-    let r = reg
-        .standin
-        .try_access_token_with_refresh(&token, "repository:library/test:pull");
+    let r = pull_token_with_refresh(&reg, &token);
     assert_eq!(r.status, 200, "{}", r.text());
 }
 

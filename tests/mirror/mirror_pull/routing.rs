@@ -71,11 +71,7 @@ fn path_routing_names_the_registry_in_the_path() {
         Some(r#"</v2/ghcr.io/library/test/tags/list?n=1&last=1>; rel="next""#)
     );
     // The same repository without the prefix goes to the `.mirror` host.
-    let r = acr.fetch(
-        "HEAD",
-        "/v2/library/test/manifests/1",
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
+    let r = acr.fetch_manifest("HEAD", "/v2/library/test/manifests/1");
     assert_eq!(
         r.header("docker-content-digest"),
         Some(seeded.test_oci.as_str())
@@ -108,11 +104,7 @@ fn one_acr_serves_two_upstreams_chosen_by_ns() {
         );
     }
     let head = |query: &str| {
-        let r = acr.fetch(
-            "HEAD",
-            &format!("/v2/library/app/manifests/1{query}"),
-            &[("Accept", ACCEPT_MANIFESTS)],
-        );
+        let r = acr.fetch_manifest("HEAD", &format!("/v2/library/app/manifests/1{query}"));
         assert_eq!(r.status, 200, "{query}");
         r.header("docker-content-digest")
             .expect("digest")
@@ -125,7 +117,7 @@ fn one_acr_serves_two_upstreams_chosen_by_ns() {
     for (reg, digest) in [(&one, &f.test.digest), (&two, &f.multi.digest)] {
         let image = reg.image("library/app:1");
         ctrd.ctr_pull(&image, &hosts).ok();
-        assert!(ctrd.image_digests().contains(&(image, digest.clone())));
+        ctrd.assert_has_image(&image, digest);
         assert!(
             !acr.wait_requests(&[&format!("ns={}", reg.host()), "/blobs/", "status=200"], 1)
                 .is_empty(),
@@ -145,13 +137,8 @@ fn a_mirror_host_without_a_scheme_is_never_plain_http() {
     let reg = Registry::start(RegistryAuth::None);
     push(&reg, &fixtures().test, "library/test:1", &[]);
     let acr = Acr::start(&pipeline(&reg.host(), &[], &[], &routes("")));
-    let r = acr.fetch(
-        "GET",
-        "/v2/library/test/manifests/1",
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
-    assert_eq!(r.status, 502, "{}", r.text());
-    assert_eq!(oci_code(&r.text()), "UNAVAILABLE");
+    let r = acr.fetch_manifest("GET", "/v2/library/test/manifests/1");
+    assert_upstream_unavailable(&r, "");
     assert!(
         reg.access_log()
             .iter()
