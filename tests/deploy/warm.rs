@@ -48,6 +48,15 @@ fn warm_work(reg: &Registry) -> (TempDir, Work) {
     (store, w)
 }
 
+/// A seeded upstream and [`warm_work`] over it: the upstream, what it holds, the store and
+/// the work directory.
+fn warm_work_on_a_seeded_upstream() -> (Registry, Seeded, TempDir, Work) {
+    let reg = Registry::start(RegistryAuth::None);
+    let seeded = seed(&reg);
+    let (store, w) = warm_work(&reg);
+    (reg, seeded, store, w)
+}
+
 /// `acr --runmd-path RUNMD warm ARGS` in the work directory, with no credential of the
 /// machine (only `env`).
 fn acr_warm(w: &Work, args: &[&str], env: &[(String, String)]) -> CmdOutput {
@@ -254,10 +263,8 @@ fn warmed_images_pull_through_the_mirror_with_the_upstream_down() {
 /// are stored, the amd64 ones are not. By digest, with the registry named, works the same.
 #[test]
 fn a_platform_filter_warms_only_that_child() {
-    let reg = Registry::start(RegistryAuth::None);
-    let seeded = seed(&reg);
+    let (reg, seeded, store, w) = warm_work_on_a_seeded_upstream();
     let f = fixtures();
-    let (store, w) = warm_work(&reg);
 
     let out = acr_warm(
         &w,
@@ -364,10 +371,8 @@ fn a_token_auth_upstream_warms_with_credentials_from_the_environment() {
 /// name is refused before anything is fetched.
 #[test]
 fn errors_say_which_image_and_why() {
-    let reg = Registry::start(RegistryAuth::None);
-    let seeded = seed(&reg);
+    let (reg, seeded, store, w) = warm_work_on_a_seeded_upstream();
     let f = fixtures();
-    let (store, w) = warm_work(&reg);
 
     let out = acr_warm(&w, &["--json", "library/absent:1", "library/test:1"], &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

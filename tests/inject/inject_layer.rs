@@ -50,22 +50,17 @@ fn injecting(reg: &Registry, settings: &[&str]) -> (TempDir, PathBuf, Acr) {
 
 /// The layer meant for every platform: `root/common` with `opt/acr/common.txt`, packed.
 fn common_layer(root: &Path) -> (PathBuf, Packed) {
-    let dir = make_layer_dir(
-        root,
-        "common",
-        &[("opt/acr/common.txt", b"common\n", 0o644)],
-    );
-    let packed = pack(&dir, &[]);
-    (dir, packed)
+    one_file_layer(root, "common", ("opt/acr/common.txt", b"common\n"))
 }
 
 /// The layer meant for arm64 only: `root/armonly` with `opt/acr/arm.txt`, packed.
 fn arm64_only_layer(root: &Path) -> (PathBuf, Packed) {
-    let dir = make_layer_dir(
-        root,
-        "armonly",
-        &[("opt/acr/arm.txt", b"arm64 only\n", 0o644)],
-    );
+    one_file_layer(root, "armonly", ("opt/acr/arm.txt", b"arm64 only\n"))
+}
+
+/// `root/NAME` holding one file (0644) with its text, and that directory packed.
+fn one_file_layer(root: &Path, name: &str, (file, text): (&str, &[u8])) -> (PathBuf, Packed) {
+    let dir = make_layer_dir(root, name, &[(file, text, 0o644)]);
     let packed = pack(&dir, &[]);
     (dir, packed)
 }

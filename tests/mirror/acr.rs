@@ -60,6 +60,14 @@ fn short_lived_registry() -> AcrRegistry {
     })
 }
 
+/// The stand-in with refresh tokens that live `secs` seconds.
+fn registry_with_refresh_ttl(secs: u64) -> AcrRegistry {
+    AcrRegistry::start(&AcrStandinOptions {
+        refresh_ttl: secs,
+        ..AcrStandinOptions::default()
+    })
+}
+
 /// The environment of a service principal with a client secret, logging in at `authority`.
 fn client_secret_env(authority: String) -> Vec<(String, String)> {
     vec![

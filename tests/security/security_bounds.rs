@@ -361,17 +361,22 @@ fn made_up_methods_do_not_grow_the_metrics() {
 // ------------------------------------------------------------------------------------------
 // 4. connections
 
+/// acr (in front of an upstream nothing serves) with `name=value` in its environment.
+fn acr_with_env(name: &str, value: &str) -> Acr {
+    Acr::start_with(
+        &pull_through(&dead_url()),
+        AcrOptions {
+            env: vec![(name.into(), value.into())],
+            ..AcrOptions::default()
+        },
+    )
+}
+
 /// With `ACR_MAX_CONNECTIONS=4`, four idle connections fill acr: an ordinary request waits
 /// (in the listen queue, not refused) and is answered as soon as they close.
 #[test]
 fn connections_over_the_bound_wait_until_others_close() {
-    let acr = Acr::start_with(
-        &pull_through(&dead_url()),
-        AcrOptions {
-            env: vec![("ACR_MAX_CONNECTIONS".into(), "4".into())],
-            ..AcrOptions::default()
-        },
-    );
+    let acr = acr_with_env("ACR_MAX_CONNECTIONS", "4");
     let idle: Vec<TcpStream> = (0..4)
         .map(|_| TcpStream::connect(acr.host()).expect("connect"))
         .collect();
@@ -404,13 +409,7 @@ fn connections_over_the_bound_wait_until_others_close() {
 /// `ACR_CONNECTION_IDLE_TIMEOUT`, and so is an idle HTTP/1.1 keep-alive connection.
 #[test]
 fn idle_connections_are_closed_after_the_bound() {
-    let acr = Acr::start_with(
-        &pull_through(&dead_url()),
-        AcrOptions {
-            env: vec![("ACR_CONNECTION_IDLE_TIMEOUT".into(), "1s".into())],
-            ..AcrOptions::default()
-        },
-    );
+    let acr = acr_with_env("ACR_CONNECTION_IDLE_TIMEOUT", "1s");
     let mut h2 = TcpStream::connect(acr.host()).expect("connect");
     h2.write_all(H2_PREFACE_AND_SETTINGS).expect("preface");
     let started = Instant::now();

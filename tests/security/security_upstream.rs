@@ -107,6 +107,16 @@ fn stalling_upstream(all_silent: Arc<AtomicBool>) -> FakeUpstream {
     })
 }
 
+/// Clears `silent` (the upstream or its realm answers again): `path` is served, and acr
+/// still serves.
+#[track_caller]
+fn assert_serves_once_recovered(acr: &Acr, silent: &AtomicBool, path: &str) {
+    silent.store(false, Ordering::SeqCst);
+    let r = get(acr, path);
+    assert_eq!(r.status, 200, "after the upstream recovered: {}", r.text());
+    acr.assert_serves(None);
+}
+
 /// Runs `request` on a thread: a flag that turns true once it returned, and the thread.
 fn in_background<R: Send + 'static>(
     request: impl FnOnce() -> R + Send + 'static,
@@ -157,10 +167,7 @@ fn a_silent_upstream_is_a_504_within_the_bound_and_waits_for_no_other_request() 
     assert!(r.status == 504 || r.status == 502, "{}", r.text());
     assert_oci_error(&r, r.status);
     assert!(took < 3 * BOUND, "answered after {took:?}");
-    silent.store(false, Ordering::SeqCst);
-    let r = get(&acr, "/v2/ok/manifests/1");
-    assert_eq!(r.status, 200, "after the upstream recovered: {}", r.text());
-    acr.assert_serves(None);
+    assert_serves_once_recovered(&acr, &silent, "/v2/ok/manifests/1");
 }
 
 #[test]
@@ -222,10 +229,7 @@ fn a_silent_token_realm_is_a_504_within_the_bound_and_recovers() {
     let acr = Arc::new(acr_with(&pull_through(&up.url()), short_waits(), vec![]));
     let paths = vec!["/v2/app/manifests/1".to_string(); 3];
     assert_concurrent_gets_fail_in_bound(&acr, paths, "three requests behind a silent realm");
-    realm_silent.store(false, Ordering::SeqCst);
-    let r = get(&acr, "/v2/app/manifests/1");
-    assert_eq!(r.status, 200, "after the realm recovered: {}", r.text());
-    acr.assert_serves(None);
+    assert_serves_once_recovered(&acr, &realm_silent, "/v2/app/manifests/1");
 }
 
 // ------------------------------------------------------------------------------------------

@@ -20,6 +20,16 @@ fn tls_mirror(reg: &Registry, settings: &[String]) -> Acr {
     )
 }
 
+/// A plain upstream and acr mirroring it over https with a server certificate for `cn` from a
+/// new CA: the upstream, the CA, the certificate and key files, acr.
+fn https_mirror(cn: &str) -> (Registry, Pki, (std::path::PathBuf, std::path::PathBuf), Acr) {
+    let reg = plain_upstream();
+    let pki = Pki::new("acr test CA");
+    let (cert, key) = pki.server("server", cn);
+    let acr = tls_mirror(&reg, &tls_settings(&cert, &key));
+    (reg, pki, (cert, key), acr)
+}
+
 /// `curl -w '%{http_code} %{http_version}'` of `url` with `args`: (exit success, output).
 fn curl_status(args: &[&str], url: &str) -> (bool, String, CmdOutput) {
     let mut all = vec!["-o", "/dev/null", "-w", "%{http_code} %{http_version}"];
@@ -34,10 +44,7 @@ fn curl_status(args: &[&str], url: &str) -> (bool, String, CmdOutput) {
 /// CA refuses the certificate; plain http to the port gets no answer.
 #[test]
 fn https_serves_clients_that_trust_the_ca_and_refuses_plain_http() {
-    let reg = plain_upstream();
-    let pki = Pki::new("acr test CA");
-    let (cert, key) = pki.server("server", "acr-tls-one");
-    let acr = tls_mirror(&reg, &tls_settings(&cert, &key));
+    let (_reg, pki, _, acr) = https_mirror("acr-tls-one");
     let ca = pki.ca_cert();
     let ca = ca.to_string_lossy();
     let trust = pki.cert_dir();
@@ -105,10 +112,7 @@ fn https_serves_clients_that_trust_the_ca_and_refuses_plain_http() {
 /// and the current certificate kept.
 #[test]
 fn a_renewed_certificate_is_served_without_a_restart() {
-    let reg = plain_upstream();
-    let pki = Pki::new("acr test CA");
-    let (cert, key) = pki.server("server", "acr-before-renewal");
-    let acr = tls_mirror(&reg, &tls_settings(&cert, &key));
+    let (_reg, pki, (cert, key), acr) = https_mirror("acr-before-renewal");
     let pid = acr.pid();
     let subject = served_subject(acr.port());
     assert!(subject.contains("acr-before-renewal"), "{subject}");

@@ -46,13 +46,8 @@ impl AcrStandin {
         let (key, cert) = token_key_files();
         let dir = temp_dir("acr-standin-");
         let log = dir.path().join("acr-standin.log");
-        let mut cmd = Command::new(python3_bin());
-        cmd.arg(standin_script())
-            .arg("--key")
-            .arg(&key)
-            .arg("--cert")
-            .arg(&cert)
-            .args(["--listen", "127.0.0.1:0"])
+        let mut cmd = python_token_issuer(&standin_script(), &key, &cert);
+        cmd.args(["--listen", "127.0.0.1:0"])
             .args(["--issuer", STANDIN_ISSUER, "--service", STANDIN_SERVICE])
             .args(["--tenant", TENANT])
             .arg("--client")
@@ -64,11 +59,13 @@ impl AcrStandin {
             .args(["--refresh-ttl", &opts.refresh_ttl.to_string()])
             .args(["--access-ttl", &opts.access_ttl.to_string()])
             .env("PYTHONUNBUFFERED", "1");
-        if opts.send_expires_in {
-            cmd.arg("--send-expires-in");
-        }
-        if opts.referrers_api {
-            cmd.arg("--referrers-api");
+        for (on, flag) in [
+            (opts.send_expires_in, "--send-expires-in"),
+            (opts.referrers_api, "--referrers-api"),
+        ] {
+            if on {
+                cmd.arg(flag);
+            }
         }
         let proc = Proc::spawn("acr_standin.py", cmd, &log);
         let addr = proc.reported_address(

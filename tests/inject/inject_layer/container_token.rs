@@ -30,6 +30,16 @@ fn post_token_request(
     post_json(acr, "/container-token", &body)
 }
 
+/// `POST /container-token` asking for `library/test:1` with `layer` only, on `platform`.
+fn post_token_layer(acr: &Acr, reg: &Registry, layer: &Packed, platform: &str) -> HttpResponse {
+    post_token_request(
+        acr,
+        reg,
+        serde_json::json!({"layers": [layer.token_layer()]}),
+        platform,
+    )
+}
+
 /// The token layer: `opt/token/hello.txt` (0644), packed with `--location`.
 fn token_layer(root: &Path) -> Packed {
     let dir = make_layer_dir(
@@ -231,12 +241,7 @@ fn container_token_errors() {
         "the message does not mention the digest: {text}"
     );
 
-    let r = post_token_request(
-        &acr,
-        &reg,
-        serde_json::json!({"layers": [tl.token_layer()]}),
-        "linux/mips99",
-    );
+    let r = post_token_layer(&acr, &reg, &tl, "linux/mips99");
     assert_eq!(r.status, 400, "unknown platform: {}", r.text());
 
     // the valid token still works
@@ -272,12 +277,7 @@ fn without_container_tokens_the_endpoint_is_404() {
     let reg = Registry::start(RegistryAuth::None);
     seed_test_only(&reg);
     let (_root, acr, tl) = token_mirror(&reg, &[]);
-    let r = post_token_request(
-        &acr,
-        &reg,
-        serde_json::json!({"layers": [tl.token_layer()]}),
-        "linux/amd64",
-    );
+    let r = post_token_layer(&acr, &reg, &tl, "linux/amd64");
     assert_eq!(r.status, 404, "{}", r.text());
     // and the mirror still injects
     let (_, _, m) = get_manifest_checked(&acr, "library/test", "1");

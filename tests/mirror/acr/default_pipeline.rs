@@ -121,10 +121,7 @@ fn mirror_start_id_6_begins_at_install() {
 
 #[test]
 fn a_restart_after_the_refresh_token_expired_logs_in_again() {
-    let reg = AcrRegistry::start(&AcrStandinOptions {
-        refresh_ttl: 5,
-        ..AcrStandinOptions::default()
-    });
+    let reg = registry_with_refresh_ttl(5);
     let digest = reg.seed_test();
     let mut m = AcrMirror::start(&reg, AcrMirrorOptions::default());
     let first = m.ws.access_token().expect("access_token");
@@ -159,10 +156,7 @@ fn a_restart_after_the_refresh_token_expired_logs_in_again() {
 /// token of the moment, one the registry still takes.
 #[test]
 fn auth_hands_out_the_current_token_after_renewals() {
-    let reg = AcrRegistry::start(&AcrStandinOptions {
-        refresh_ttl: 6,
-        ..AcrStandinOptions::default()
-    });
+    let reg = registry_with_refresh_ttl(6);
     let m = AcrMirror::start(&reg, AcrMirrorOptions::default());
     let first = m.ws.access_token().expect("access_token");
     let mut seen = HashSet::from([first]);
@@ -215,10 +209,7 @@ fn auth_hands_out_the_current_token_after_renewals() {
 /// works again.
 #[test]
 fn a_failed_renewal_is_retried_and_the_mirror_keeps_serving() {
-    let reg = AcrRegistry::start(&AcrStandinOptions {
-        refresh_ttl: 8,
-        ..AcrStandinOptions::default()
-    });
+    let reg = registry_with_refresh_ttl(8);
     let digest = reg.seed_test();
     let m = AcrMirror::start(&reg, AcrMirrorOptions::default());
     let first = m.ws.access_token().expect("access_token");
@@ -259,10 +250,7 @@ fn a_failed_renewal_is_retried_and_the_mirror_keeps_serving() {
 /// reads AZURE_FEDERATED_TOKEN_FILE again.
 #[test]
 fn workload_identity_reads_the_rotated_token_file_at_each_renewal() {
-    let reg = AcrRegistry::start(&AcrStandinOptions {
-        refresh_ttl: 6,
-        ..AcrStandinOptions::default()
-    });
+    let reg = registry_with_refresh_ttl(6);
     let digest = reg.seed_test();
     let files = temp_dir("acr-wi-rotate-");
     let token_file = files.path().join("azure-identity-token");

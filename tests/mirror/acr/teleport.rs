@@ -120,11 +120,7 @@ fn the_twin_is_found_through_the_referrers_api_when_the_registry_has_one() {
     );
     let r = m.manifest("GET", "library/test", "1", "", &[UPGRADE]);
     assert_manifest(&r, &s.twin, "GET tag", &m.log());
-    assert!(
-        reg.standin.stat("referrers_api") >= 1,
-        "acr did not ask the referrers API:\n{}",
-        reg.standin.log()
-    );
+    assert_referrers_api_asked(&reg);
 }
 
 /// containerd sends the header from the hosts.toml acr wrote and ends up with the twin.
@@ -284,11 +280,7 @@ fn referrers_through_acr_from_a_registry_with_the_api() {
         vec![],
     );
     check_referrers(&m, &s);
-    assert!(
-        reg.standin.stat("referrers_api") >= 1,
-        "{}",
-        reg.standin.log()
-    );
+    assert_referrers_api_asked(&reg);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -361,4 +353,13 @@ fn auth_refuses_registries_it_does_not_serve() {
             .unwrap_or_default();
         assert!(!message.is_empty(), "no message: {j}");
     }
+}
+
+#[track_caller]
+fn assert_referrers_api_asked(reg: &AcrRegistry) {
+    assert!(
+        reg.standin.stat("referrers_api") >= 1,
+        "acr did not ask the referrers API:\n{}",
+        reg.standin.log()
+    );
 }

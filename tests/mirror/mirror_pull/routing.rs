@@ -10,15 +10,10 @@ fn nested_names_with_dots_dashes_and_underscores() {
     let name = "my.org/sub_dir/app-x.y__z/v1";
     push(&reg, &fixtures().test, &format!("{name}:1.0_rc-1"), &[]);
     let acr = Acr::start(&pull_through(&reg.url()));
-    let out = temp_dir("acr-names-");
-    skopeo(&[
-        "copy",
-        "--preserve-digests",
-        &format!("docker://{}/{name}:1.0_rc-1", acr.host()),
-        &format!("oci:{}:t", out.path().display()),
-    ])
-    .ok();
-    assert_eq!(layout_digest(out.path(), "t"), fixtures().test.digest);
+    assert_eq!(
+        copied_digest(&format!("docker://{}/{name}:1.0_rc-1", acr.host())),
+        fixtures().test.digest
+    );
     let r = acr.fetch("GET", &format!("/v2/{name}/tags/list"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["tags"], serde_json::json!(["1.0_rc-1"]));
@@ -41,15 +36,10 @@ fn path_routing_names_the_registry_in_the_path() {
         &routes(""),
     );
     let acr = Acr::start(&runmd);
-    let out = temp_dir("acr-path-routing-");
-    skopeo(&[
-        "copy",
-        "--preserve-digests",
-        &format!("docker://{}/ghcr.io/library/test:1", acr.host()),
-        &format!("oci:{}:t", out.path().display()),
-    ])
-    .ok();
-    assert_eq!(layout_digest(out.path(), "t"), seeded.test_oci);
+    assert_eq!(
+        copied_digest(&format!("docker://{}/ghcr.io/library/test:1", acr.host())),
+        seeded.test_oci
+    );
     assert!(
         acr.wait_requests(
             &[
@@ -350,4 +340,17 @@ fn referrers_from_an_upstream_without_the_api_come_from_the_fallback_tag() {
     assert_eq!(r.json()["manifests"], serde_json::json!([]));
     assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
     acr.assert_serves(Some(("library/test", "1")));
+}
+
+/// `skopeo copy --preserve-digests SRC` into a new OCI layout: the digest it copied.
+fn copied_digest(src: &str) -> String {
+    let out = temp_dir("acr-routing-");
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        src,
+        &format!("oci:{}:t", out.path().display()),
+    ])
+    .ok();
+    layout_digest(out.path(), "t")
 }
