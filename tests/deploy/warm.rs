@@ -140,12 +140,10 @@ fn metric(acr: &Acr, name: &str) -> u64 {
 /// the upstream stopped `acr mirror start` serves both images to skopeo from the store alone.
 #[test]
 fn warmed_images_pull_through_the_mirror_with_the_upstream_down() {
-    let reg = Registry::start(RegistryAuth::None);
-    let seeded = seed(&reg);
+    let (reg, seeded, store, w) = warm_work_on_a_seeded_upstream();
     let f = fixtures();
-    let store = temp_dir("acr-warm-store-");
+    // The same pipeline, for the mirror started below.
     let text = warm_pipeline(&reg.url(), store.path());
-    let w = work(&text);
 
     let out = acr_warm(&w, &["--json", "library/test:1", "library/multi:1"], &[]).ok();
     let json = json_of(&out);

@@ -267,6 +267,23 @@ fn spawn_start(dir: &Path, source: &str) -> Running {
     Running::spawn(c)
 }
 
+/// Runs `acr --registry NAME --registry-host HOST ARGS` in `dir` to completion.
+fn run_for_registry(dir: &Path, (name, host): (&str, &str), args: &[&str]) -> Done {
+    let mut all = vec!["--registry", name, "--registry-host", host];
+    all.extend_from_slice(args);
+    run(dir, &all)
+}
+
+/// Asserts that the file at `path` holds every one of `wants`; its text.
+#[track_caller]
+fn assert_file_holds(path: &Path, wants: &[&str]) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    for want in wants {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+    text
+}
+
 /// Runs `acr ARGS` in `dir` to completion.
 fn run(dir: &Path, args: &[&str]) -> Done {
     let mut c = acr(dir);

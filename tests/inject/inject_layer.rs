@@ -32,6 +32,16 @@ fn standard_packed(root: &Path) -> (std::path::PathBuf, Packed, Vec<u8>) {
     (dir, packed, gz)
 }
 
+/// A seeded upstream and the standard layer packed in a new temporary directory: the
+/// upstream, the directory, and what [`standard_packed`] gives.
+fn seeded_upstream_and_standard_layer() -> (Registry, TempDir, (PathBuf, Packed, Vec<u8>)) {
+    let reg = Registry::start(RegistryAuth::None);
+    seed(&reg);
+    let root = temp_dir("acr-inject-");
+    let packed = standard_packed(root.path());
+    (reg, root, packed)
+}
+
 /// An acr over `reg` that injects the standard layer with `.entrypoint /opt/acr/entry.sh`
 /// and `.env ACR_MOUNTS=s3://bucket`, with `settings`.
 fn standard_acr(reg: &Registry, layer: &Path, settings: &[&str]) -> Acr {

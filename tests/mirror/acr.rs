@@ -100,13 +100,14 @@ fn mirror_without_az(reg: &AcrRegistry, env: Vec<(String, String)>) -> AcrMirror
     )
 }
 
-/// `init`, then `mirror start` with `options`, which must fail without a panic: the
+/// `init`, then `mirror start` with `az` and `env`, which must fail without a panic: the
 /// workspace, the output and its stdout and stderr as one text.
 fn mirror_start_fails(
     reg: &AcrRegistry,
-    options: AcrMirrorOptions,
+    az: Az,
+    env: Vec<(String, String)>,
 ) -> (AcrWorkspace, CmdOutput, String) {
-    let ws = AcrWorkspace::new(reg, options);
+    let ws = AcrWorkspace::new(reg, AcrMirrorOptions { az, env });
     ws.init(&format!("127.0.0.1:{}", free_port())).ok();
     let out = ws.start_to_completion(Duration::from_secs(120));
     assert!(!out.success(), "mirror start succeeded: {out:?}");

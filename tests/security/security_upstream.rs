@@ -117,6 +117,30 @@ fn assert_serves_once_recovered(acr: &Acr, silent: &AtomicBool, path: &str) {
     acr.assert_serves(None);
 }
 
+/// A fake upstream on 127.0.0.1 that answers `/v2/` with 200 and everything else with
+/// `handler`.
+fn upstream_past_v2(
+    handler: impl Fn(&FakeRequest) -> FakeReply + Send + Sync + 'static,
+) -> FakeUpstream {
+    FakeUpstream::start_on("127.0.0.1", move |req: &FakeRequest| {
+        if req.path == "/v2/" {
+            return FakeReply::new(200, &[], "{}");
+        }
+        handler(req)
+    })
+}
+
+/// acr with the short waits, in front of `up` with the credential file `creds` holding
+/// `user_pass` (`USER:PASSWORD`).
+fn acr_logging_in_to(up: &FakeUpstream, user_pass: &str) -> Acr {
+    let runmd = pipeline(&up.url(), &[], &[], &routes("creds"));
+    acr_with(
+        &runmd,
+        short_waits(),
+        vec![("creds".into(), format!("{user_pass}\n"))],
+    )
+}
+
 /// Runs `request` on a thread: a flag that turns true once it returned, and the thread.
 fn in_background<R: Send + 'static>(
     request: impl FnOnce() -> R + Send + 'static,
@@ -263,10 +287,7 @@ fn a_redirect_from_https_down_to_http_is_refused() {
 
 #[test]
 fn a_redirect_to_a_metadata_address_is_refused_at_once() {
-    let up = FakeUpstream::start_on("127.0.0.1", |req: &FakeRequest| {
-        if req.path == "/v2/" {
-            return FakeReply::new(200, &[], "{}");
-        }
+    let up = upstream_past_v2(|req: &FakeRequest| {
         let to = if req.path.contains("/blobs/") {
             "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
         } else if req.path.contains("/manifests/") {
@@ -298,10 +319,7 @@ fn a_redirect_to_a_metadata_address_is_refused_at_once() {
 
 #[test]
 fn a_chain_of_redirects_is_cut_after_five_hops() {
-    let up = FakeUpstream::start_on("127.0.0.1", |req: &FakeRequest| {
-        if req.path == "/v2/" {
-            return FakeReply::new(200, &[], "{}");
-        }
+    let up = upstream_past_v2(|req: &FakeRequest| {
         let n: u32 = req
             .path
             .rsplit("hop=")
@@ -381,12 +399,7 @@ fn a_blob_follows_its_redirect_to_storage_without_the_upstreams_authorization() 
         }
         FakeReply::new(307, &[("Location", &location)], "")
     });
-    let runmd = pipeline(&up.url(), &[], &[], &routes("creds"));
-    let acr = acr_with(
-        &runmd,
-        short_waits(),
-        vec![("creds".into(), "alice:s3cret-pass\n".into())],
-    );
+    let acr = acr_logging_in_to(&up, "alice:s3cret-pass");
     let r = get(&acr, &format!("/v2/app/blobs/{digest}"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, blob);
@@ -408,12 +421,7 @@ fn a_plain_http_realm_on_another_host_never_gets_the_password() {
     let up = FakeUpstream::start_on("127.0.0.1", move |_: &FakeRequest| {
         FakeReply::new(401, &[("WWW-Authenticate", &challenge)], "")
     });
-    let runmd = pipeline(&up.url(), &[], &[], &routes("creds"));
-    let acr = acr_with(
-        &runmd,
-        short_waits(),
-        vec![("creds".into(), "alice:realm-pass-123\n".into())],
-    );
+    let acr = acr_logging_in_to(&up, "alice:realm-pass-123");
     let r = get(&acr, "/v2/app/manifests/1");
     assert_oci_error(&r, 502);
     assert!(oci_message(&r.text()).contains("realm"), "{}", r.text());

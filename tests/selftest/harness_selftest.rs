@@ -150,16 +150,7 @@ fn token_registry_anonymous_pull_through_skopeo() {
         raw_manifest_digest(&reg.image("library/test:1")),
         seeded.test_oci
     );
-    let dir = temp_dir("acr-pull-");
-    let dest = format!("oci:{}:t", dir.path().join("out").display());
-    skopeo(&[
-        "copy",
-        "-q",
-        &format!("docker://{}", reg.image("library/multi:1")),
-        &dest,
-        "--all",
-    ])
-    .ok();
+    skopeo_copy_to_a_layout(&reg.image("library/multi:1"), &["--all"]);
 
     let lines = ts.token_requests();
     assert!(
@@ -416,15 +407,7 @@ fn distribution_proxy_pulls_through_from_token_upstream() {
         raw_manifest_digest(&proxy.image("library/multi:1")),
         seeded.multi_oci
     );
-    let dir = temp_dir("acr-pull-");
-    let dest = format!("oci:{}:t", dir.path().join("out").display());
-    skopeo(&[
-        "copy",
-        "-q",
-        &format!("docker://{}", proxy.image("library/test:1")),
-        &dest,
-    ])
-    .ok();
+    skopeo_copy_to_a_layout(&proxy.image("library/test:1"), &[]);
 
     // the proxy fetched from the upstream with the user's tokens
     assert!(
@@ -508,4 +491,14 @@ fn podman_pulls_from_seeded_registry() {
 fn raw_manifest_digest(image: &str) -> String {
     let out = skopeo(&["inspect", "--raw", &format!("docker://{image}")]).ok();
     digest_of(out.stdout.as_bytes())
+}
+
+/// `skopeo copy -q docker://IMAGE oci:<a new directory>:t EXTRA...`, which must succeed.
+fn skopeo_copy_to_a_layout(image: &str, extra: &[&str]) {
+    let dir = temp_dir("acr-pull-");
+    let dest = format!("oci:{}:t", dir.path().join("out").display());
+    let src = format!("docker://{image}");
+    let mut args = vec!["copy", "-q", &src, &dest];
+    args.extend_from_slice(extra);
+    skopeo(&args).ok();
 }

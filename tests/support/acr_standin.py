@@ -172,14 +172,18 @@ class Authority:
             self.stats["aad_issued_" + kind] += 1
         return token, claims
 
-    def aad_token_state(self, token):
+    def _token_state(self, table, token):
+        """(claims, None) for a live token of `table`; (claims, "expired") or (None, "unknown")."""
         with self.lock:
-            claims = self.aad_tokens.get(token)
+            claims = table.get(token)
         if claims is None:
             return None, "unknown"
         if claims["exp"] <= time.time():
             return claims, "expired"
         return claims, None
+
+    def aad_token_state(self, token):
+        return self._token_state(self.aad_tokens, token)
 
     # --- ACR -----------------------------------------------------------------------------
 
@@ -203,13 +207,7 @@ class Authority:
         return token, claims
 
     def refresh_token_state(self, token):
-        with self.lock:
-            claims = self.refresh_tokens.get(token)
-        if claims is None:
-            return None, "unknown"
-        if claims["exp"] <= time.time():
-            return claims, "expired"
-        return claims, None
+        return self._token_state(self.refresh_tokens, token)
 
     def new_access_token(self, subject, scopes, kind):
         now = int(time.time())

@@ -182,49 +182,22 @@ fn regression_a_missing_current_dir_is_named_as_such() {
 #[test]
 fn init_with_a_login_server_url() {
     let dir = tmp();
-    let done = run(
-        dir.path(),
-        &[
-            "--registry",
-            "example",
-            "--registry-host",
-            "http://127.0.0.1:5000",
-            "init",
-        ],
-    );
+    let done = run_for_registry(dir.path(), ("example", "http://127.0.0.1:5000"), &["init"]);
     done.success();
     let path = dir
         .path()
         .join(".world/127.0.0.1:5000/example/mirror.runmd");
-    let text = std::fs::read_to_string(&path).unwrap();
-    for want in [
-        ": .login-acr example",
-        ": .login-server http://127.0.0.1:5000",
-        ": .mirror http://127.0.0.1:5000",
-        ": work_dir .symbol .world/127.0.0.1:5000/example",
-    ] {
-        assert!(text.contains(want), "{want:?} not in\n{text}");
-    }
-    let dump = run(
-        dir.path(),
+    assert_file_holds(
+        &path,
         &[
-            "--registry",
-            "example",
-            "--registry-host",
-            "http://127.0.0.1:5000",
-            "dump",
+            ": .login-acr example",
+            ": .login-server http://127.0.0.1:5000",
+            ": .mirror http://127.0.0.1:5000",
+            ": work_dir .symbol .world/127.0.0.1:5000/example",
         ],
     );
+    let dump = run_for_registry(dir.path(), ("example", "http://127.0.0.1:5000"), &["dump"]);
     dump.success();
-    let bad = run(
-        dir.path(),
-        &[
-            "--registry",
-            "example",
-            "--registry-host",
-            "http://a b",
-            "init",
-        ],
-    );
+    let bad = run_for_registry(dir.path(), ("example", "http://a b"), &["init"]);
     bad.failure();
 }

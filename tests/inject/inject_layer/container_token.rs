@@ -50,12 +50,30 @@ fn token_layer(root: &Path) -> Packed {
     pack(&dir, &["--location"])
 }
 
-/// acr over `reg` injecting the standard layer with `settings`, and the token layer: the
-/// temporary directory holding both (keep it), acr, the token layer.
-fn token_mirror(reg: &Registry, settings: &[&str]) -> (TempDir, Acr, Packed) {
-    let (root, _layer, acr) = injecting(reg, settings);
+/// What the upstream of [`token_mirror`] holds.
+enum Upstream {
+    /// `library/test:1` only.
+    TestOnly,
+    /// Every fixture image ([`seed`]).
+    AllImages,
+}
+
+/// A new upstream holding `images`, acr over it injecting the standard layer with
+/// `settings`, and the token layer: the upstream, the temporary directory holding both
+/// layers (keep it), acr, the token layer.
+fn token_mirror(images: Upstream, settings: &[&str]) -> (Registry, TempDir, Acr, Packed) {
+    let reg = Registry::start(RegistryAuth::None);
+    match images {
+        Upstream::TestOnly => {
+            seed_test_only(&reg);
+        }
+        Upstream::AllImages => {
+            seed(&reg);
+        }
+    }
+    let (root, _layer, acr) = injecting(&reg, settings);
     let tl = token_layer(root.path());
-    (root, acr, tl)
+    (reg, root, acr, tl)
 }
 
 /// Creates a token for `library/test:1`; returns (token, targetImage, whole answer).
@@ -96,9 +114,7 @@ fn create_token(acr: &Acr, reg: &Registry, layer: &Packed) -> (String, String, s
 /// token does not get them.
 #[test]
 fn a_container_token_serves_its_augmented_image() {
-    let reg = Registry::start(RegistryAuth::None);
-    seed_test_only(&reg);
-    let (_root, acr, tl) = token_mirror(&reg, &[".container-tokens 1h"]);
+    let (reg, _root, acr, tl) = token_mirror(Upstream::TestOnly, &[".container-tokens 1h"]);
     let (token, target, j) = create_token(&acr, &reg, &tl);
     assert_eq!(
         target,
@@ -176,9 +192,7 @@ fn a_container_token_serves_its_augmented_image() {
 /// platform.
 #[test]
 fn container_token_errors() {
-    let reg = Registry::start(RegistryAuth::None);
-    seed(&reg);
-    let (_root, acr, tl) = token_mirror(&reg, &[".container-tokens 1h"]);
+    let (reg, _root, acr, tl) = token_mirror(Upstream::AllImages, &[".container-tokens 1h"]);
     let (token, _, _) = create_token(&acr, &reg, &tl);
 
     for method in ["GET", "HEAD"] {
@@ -251,9 +265,7 @@ fn container_token_errors() {
 /// A token made with `.container-tokens 1s` is 404 (with an OCI body) two seconds later.
 #[test]
 fn an_expired_container_token_is_404() {
-    let reg = Registry::start(RegistryAuth::None);
-    seed_test_only(&reg);
-    let (_root, acr, tl) = token_mirror(&reg, &[".container-tokens 1s"]);
+    let (reg, _root, acr, tl) = token_mirror(Upstream::TestOnly, &[".container-tokens 1s"]);
     let (token, _, _) = create_token(&acr, &reg, &tl);
     std::thread::sleep(Duration::from_millis(2500));
     let r = manifest(&acr, "GET", &format!("wt/{token}/library/test"), "1");
@@ -274,9 +286,7 @@ fn an_expired_container_token_is_404() {
 /// Without `.container-tokens` there is no `/container-token`.
 #[test]
 fn without_container_tokens_the_endpoint_is_404() {
-    let reg = Registry::start(RegistryAuth::None);
-    seed_test_only(&reg);
-    let (_root, acr, tl) = token_mirror(&reg, &[]);
+    let (reg, _root, acr, tl) = token_mirror(Upstream::TestOnly, &[]);
     let r = post_token_layer(&acr, &reg, &tl, "linux/amd64");
     assert_eq!(r.status, 404, "{}", r.text());
     // and the mirror still injects

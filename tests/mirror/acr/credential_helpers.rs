@@ -44,12 +44,7 @@ fn an_ecr_host_gets_credentials_from_docker_credential_ecr_login() {
         None,
     );
     pulls_cloud_host(&c, ECR_HOST, "AWS", ECR_SECRET);
-    let calls = c.calls("ecr-login");
-    assert!(
-        calls.lines().any(|l| l.contains(ECR_HOST)),
-        "docker-credential-ecr-login was not asked for {ECR_HOST}: {calls:?}\n{}",
-        c.acr.log()
-    );
+    assert_helper_asked(&c, "ecr-login", ECR_HOST);
 }
 
 /// GAR (`*-docker.pkg.dev`) and GCR (`gcr.io`, `*.gcr.io`) hosts without config.json: acr
@@ -65,13 +60,8 @@ fn gar_and_gcr_hosts_get_credentials_from_docker_credential_gcr() {
     for host in hosts {
         pulls_cloud_host(&c, host, "oauth2accesstoken", GAR_SECRET);
     }
-    let calls = c.calls("gcr");
     for host in hosts {
-        assert!(
-            calls.lines().any(|l| l.contains(host)),
-            "docker-credential-gcr was not asked for {host}: {calls:?}\n{}",
-            c.acr.log()
-        );
+        assert_helper_asked(&c, "gcr", host);
     }
 }
 
@@ -89,5 +79,16 @@ fn a_cred_helper_from_config_json_serves_a_gar_host() {
     assert!(
         calls.lines().any(|l| l.contains(host)),
         "docker-credential-gcloud was not asked for {host}: {calls:?}"
+    );
+}
+
+/// Asserts that acr ran `docker-credential-HELPER` for `host`.
+#[track_caller]
+fn assert_helper_asked(c: &Cloud, helper: &str, host: &str) {
+    let calls = c.calls(helper);
+    assert!(
+        calls.lines().any(|l| l.contains(host)),
+        "docker-credential-{helper} was not asked for {host}: {calls:?}\n{}",
+        c.acr.log()
     );
 }

@@ -237,21 +237,14 @@ fn pulls_without_az_with(env: impl Fn(&AcrStandin) -> Vec<(String, String)>, sta
 #[test]
 fn without_az_or_azure_environment_mirror_start_says_what_to_do() {
     let reg = AcrRegistry::start(&AcrStandinOptions::default());
-    let (_ws, out, text) = mirror_start_fails(
-        &reg,
-        AcrMirrorOptions {
-            az: Az::Absent,
-            // The instance metadata service is the last resort: here, a port nothing serves
-            // (tests talk to 127.0.0.1 only).
-            env: vec![(
-                "ACR_IMDS_ENDPOINT".into(),
-                format!(
-                    "http://127.0.0.1:{}/metadata/identity/oauth2/token",
-                    free_port()
-                ),
-            )],
-        },
+    // The instance metadata service is the last resort: here, a port nothing serves (tests
+    // talk to 127.0.0.1 only).
+    let imds = format!(
+        "http://127.0.0.1:{}/metadata/identity/oauth2/token",
+        free_port()
     );
+    let (_ws, out, text) =
+        mirror_start_fails(&reg, Az::Absent, vec![("ACR_IMDS_ENDPOINT".into(), imds)]);
     assert!(text.contains("az login"), "no `az login` advice: {out:?}");
     assert!(text.contains("AZURE_"), "no AZURE_* advice: {out:?}");
     assert_eq!(reg.standin.exchanges(), 0);
@@ -261,13 +254,7 @@ fn without_az_or_azure_environment_mirror_start_says_what_to_do() {
 #[test]
 fn a_failing_az_is_an_error_naming_az() {
     let reg = AcrRegistry::start(&AcrStandinOptions::default());
-    let (ws, out, text) = mirror_start_fails(
-        &reg,
-        AcrMirrorOptions {
-            az: Az::Failing,
-            env: vec![],
-        },
-    );
+    let (ws, out, text) = mirror_start_fails(&reg, Az::Failing, vec![]);
     assert!(has_word(&text, "az"), "the error does not name az: {out:?}");
     let calls = ws.az_calls();
     assert!(

@@ -111,13 +111,7 @@ fn a_platform_without_a_twin_keeps_the_original() {
 /// With a registry that has the referrers API (as ACR does), the twin is found through it.
 #[test]
 fn the_twin_is_found_through_the_referrers_api_when_the_registry_has_one() {
-    let (reg, s, m) = streaming_mirror(
-        AcrStandinOptions {
-            referrers_api: true,
-            ..AcrStandinOptions::default()
-        },
-        vec![],
-    );
+    let (reg, s, m) = streaming_mirror(with_referrers_api(), vec![]);
     let r = m.manifest("GET", "library/test", "1", "", &[UPGRADE]);
     assert_manifest(&r, &s.twin, "GET tag", &m.log());
     assert_referrers_api_asked(&reg);
@@ -272,13 +266,7 @@ fn referrers_through_acr_come_from_the_fallback_tag() {
 /// A registry with the referrers API: the same answers through acr.
 #[test]
 fn referrers_through_acr_from_a_registry_with_the_api() {
-    let (reg, s, m) = streaming_mirror(
-        AcrStandinOptions {
-            referrers_api: true,
-            ..AcrStandinOptions::default()
-        },
-        vec![],
-    );
+    let (reg, s, m) = streaming_mirror(with_referrers_api(), vec![]);
     check_referrers(&m, &s);
     assert_referrers_api_asked(&reg);
 }
@@ -362,4 +350,12 @@ fn assert_referrers_api_asked(reg: &AcrRegistry) {
         "acr did not ask the referrers API:\n{}",
         reg.standin.log()
     );
+}
+
+/// The stand-in's options with the referrers API on (as ACR has it).
+fn with_referrers_api() -> AcrStandinOptions {
+    AcrStandinOptions {
+        referrers_api: true,
+        ..AcrStandinOptions::default()
+    }
 }

@@ -268,12 +268,7 @@ fn ctr_pulls_docker_io_through_the_endpoint_to_a_local_upstream() {
         .iter()
         .all(|a| a.starts_with("acr/")));
     // A short name gets `library/`, as Docker Hub does.
-    let r = acr.fetch_manifest("HEAD", "/v2/test/manifests/1?ns=docker.io");
-    assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("docker-content-digest"),
-        Some(seeded.test_oci.as_str())
-    );
+    assert_head_digest(&acr, "/v2/test/manifests/1?ns=docker.io", &seeded.test_oci);
 }
 
 /// podman with a registries.conf mirror pulls through acr; podman sends no `ns`, so the

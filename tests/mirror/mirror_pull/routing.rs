@@ -61,11 +61,7 @@ fn path_routing_names_the_registry_in_the_path() {
         Some(r#"</v2/ghcr.io/library/test/tags/list?n=1&last=1>; rel="next""#)
     );
     // The same repository without the prefix goes to the `.mirror` host.
-    let r = acr.fetch_manifest("HEAD", "/v2/library/test/manifests/1");
-    assert_eq!(
-        r.header("docker-content-digest"),
-        Some(seeded.test_oci.as_str())
-    );
+    assert_head_digest(&acr, "/v2/library/test/manifests/1", &seeded.test_oci);
 }
 
 /// One acr in front of two registries: containerd's `ns` chooses, each gets its hosts.toml,
