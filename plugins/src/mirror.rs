@@ -118,7 +118,7 @@ fn parse_header(_: &str, name: Option<&str>, value: &str) -> ModifierProps {
         || !k
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        || v.contains(['"', '\\', '\n'])
+        || v.contains(['\r', '\n'])
     {
         return Err(InputError::new(format!("`{k} {v}` is not a header"))
             .hint("names are letters, digits and '-'"));

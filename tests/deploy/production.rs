@@ -37,6 +37,15 @@ fn lower(out: &CmdOutput) -> String {
     format!("{}\n{}", out.stdout, out.stderr).to_ascii_lowercase()
 }
 
+/// Asserts that a client command failed (`what` says what it must not have done) and that
+/// its output says so with one of `words` (lower case).
+#[track_caller]
+fn assert_failed_saying_one_of(out: &CmdOutput, what: &str, words: &[&str]) {
+    assert!(!out.success(), "{what}: {out:?}");
+    let text = lower(out);
+    assert!(words.iter().any(|w| text.contains(w)), "{out:?}");
+}
+
 /// An upstream behind htpasswd with a user no client knows, holding `library/test:1` and
 /// `public/test:1`.
 fn auth_upstream() -> Registry {
@@ -114,11 +123,10 @@ fn skopeo_logs_in_to_acr_and_the_pull_rules_decide_what_each_user_gets() {
 
     // No login: 401, and acr asked for credentials.
     let anon = skopeo_as(&auth("anon"), true, &["inspect", "--raw", &test]);
-    assert!(!anon.success(), "pulled without credentials: {anon:?}");
-    let text = lower(&anon);
-    assert!(
-        text.contains("unauthorized") || text.contains("401"),
-        "{anon:?}"
+    assert_failed_saying_one_of(
+        &anon,
+        "pulled without credentials",
+        &["unauthorized", "401"],
     );
 
     // alice: login, inspect, copy.
@@ -153,12 +161,7 @@ fn skopeo_logs_in_to_acr_and_the_pull_rules_decide_what_each_user_gets() {
     )
     .ok();
     let denied = skopeo_as(&auth("bob"), true, &["inspect", "--raw", &test]);
-    assert!(!denied.success(), "bob pulled library/test: {denied:?}");
-    let text = lower(&denied);
-    assert!(
-        text.contains("denied") || text.contains("403"),
-        "{denied:?}"
-    );
+    assert_failed_saying_one_of(&denied, "bob pulled library/test", &["denied", "403"]);
     let raw = skopeo_as(&auth("bob"), true, &["inspect", "--raw", &public])
         .ok()
         .stdout;
@@ -177,16 +180,10 @@ fn skopeo_logs_in_to_acr_and_the_pull_rules_decide_what_each_user_gets() {
             &acr.host(),
         ],
     );
-    assert!(
-        !wrong.success(),
-        "logged in with a wrong password: {wrong:?}"
-    );
-    let text = lower(&wrong);
-    assert!(
-        text.contains("invalid username/password")
-            || text.contains("unauthorized")
-            || text.contains("401"),
-        "{wrong:?}"
+    assert_failed_saying_one_of(
+        &wrong,
+        "logged in with a wrong password",
+        &["invalid username/password", "unauthorized", "401"],
     );
 
     // acr answered 403 to bob and 401 without credentials; the upstream saw only acr's user.

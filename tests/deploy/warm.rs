@@ -41,6 +41,22 @@ fn work(runmd: &str) -> Work {
     }
 }
 
+/// A new store directory and a work directory whose pipeline mirrors `reg` into it.
+fn warm_work(reg: &Registry) -> (TempDir, Work) {
+    let store = temp_dir("acr-warm-store-");
+    let w = work(&warm_pipeline(&reg.url(), store.path()));
+    (store, w)
+}
+
+/// A seeded upstream and [`warm_work`] over it: the upstream, what it holds, the store and
+/// the work directory.
+fn warm_work_on_a_seeded_upstream() -> (Registry, Seeded, TempDir, Work) {
+    let reg = Registry::start(RegistryAuth::None);
+    let seeded = seed(&reg);
+    let (store, w) = warm_work(&reg);
+    (reg, seeded, store, w)
+}
+
 /// `acr --runmd-path RUNMD warm ARGS` in the work directory, with no credential of the
 /// machine (only `env`).
 fn acr_warm(w: &Work, args: &[&str], env: &[(String, String)]) -> CmdOutput {
@@ -124,12 +140,10 @@ fn metric(acr: &Acr, name: &str) -> u64 {
 /// the upstream stopped `acr mirror start` serves both images to skopeo from the store alone.
 #[test]
 fn warmed_images_pull_through_the_mirror_with_the_upstream_down() {
-    let reg = Registry::start(RegistryAuth::None);
-    let seeded = seed(&reg);
+    let (reg, seeded, store, w) = warm_work_on_a_seeded_upstream();
     let f = fixtures();
-    let store = temp_dir("acr-warm-store-");
+    // The same pipeline, for the mirror started below.
     let text = warm_pipeline(&reg.url(), store.path());
-    let w = work(&text);
 
     let out = acr_warm(&w, &["--json", "library/test:1", "library/multi:1"], &[]).ok();
     let json = json_of(&out);
@@ -247,11 +261,8 @@ fn warmed_images_pull_through_the_mirror_with_the_upstream_down() {
 /// are stored, the amd64 ones are not. By digest, with the registry named, works the same.
 #[test]
 fn a_platform_filter_warms_only_that_child() {
-    let reg = Registry::start(RegistryAuth::None);
-    let seeded = seed(&reg);
+    let (reg, seeded, store, w) = warm_work_on_a_seeded_upstream();
     let f = fixtures();
-    let store = temp_dir("acr-warm-store-");
-    let w = work(&warm_pipeline(&reg.url(), store.path()));
 
     let out = acr_warm(
         &w,
@@ -316,8 +327,7 @@ fn a_token_auth_upstream_warms_with_credentials_from_the_environment() {
     let reg = Registry::start(RegistryAuth::token("warmer", "s3cret-pass", false));
     let seeded = seed(&reg);
     let f = fixtures();
-    let store = temp_dir("acr-warm-store-");
-    let w = work(&warm_pipeline(&reg.url(), store.path()));
+    let (store, w) = warm_work(&reg);
     let var = format!("ACR_AUTH_127_0_0_1_{}", reg.addr().port());
 
     let out = acr_warm(&w, &["--json", "library/test:1"], &[]);
@@ -359,11 +369,8 @@ fn a_token_auth_upstream_warms_with_credentials_from_the_environment() {
 /// name is refused before anything is fetched.
 #[test]
 fn errors_say_which_image_and_why() {
-    let reg = Registry::start(RegistryAuth::None);
-    let seeded = seed(&reg);
+    let (reg, seeded, store, w) = warm_work_on_a_seeded_upstream();
     let f = fixtures();
-    let store = temp_dir("acr-warm-store-");
-    let w = work(&warm_pipeline(&reg.url(), store.path()));
 
     let out = acr_warm(&w, &["--json", "library/absent:1", "library/test:1"], &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -434,8 +441,7 @@ fn a_platform_spelled_x86_64_chooses_the_same_images_in_warm_and_in_a_pipeline()
     let f = fixtures();
 
     // warm: x86_64 is amd64, and nothing of arm64 is stored.
-    let store = temp_dir("acr-warm-store-");
-    let w = work(&warm_pipeline(&reg.url(), store.path()));
+    let (store, w) = warm_work(&reg);
     let mut warmed = Vec::new();
     for platform in ["linux/x86_64", "linux/amd64"] {
         let out = acr_warm(

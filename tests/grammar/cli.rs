@@ -96,6 +96,20 @@ impl Done {
         );
         self
     }
+
+    /// A non-zero exit whose stderr holds every one of `needles`.
+    #[track_caller]
+    fn fails_saying(&self, needles: &[&str]) -> &Self {
+        self.failure();
+        for needle in needles {
+            assert!(
+                self.stderr.contains(needle),
+                "no {needle:?} in stderr:
+{self}"
+            );
+        }
+        self
+    }
 }
 
 impl std::fmt::Display for Done {
@@ -244,6 +258,32 @@ impl Drop for Running {
     }
 }
 
+/// `acr --runmd-path p.runmd mirror start` in `dir`, `source` written to `p.runmd` first;
+/// the running acr.
+fn spawn_start(dir: &Path, source: &str) -> Running {
+    write(dir, "p.runmd", source);
+    let mut c = acr(dir);
+    c.args(["--runmd-path", "p.runmd", "mirror", "start"]);
+    Running::spawn(c)
+}
+
+/// Runs `acr --registry NAME --registry-host HOST ARGS` in `dir` to completion.
+fn run_for_registry(dir: &Path, (name, host): (&str, &str), args: &[&str]) -> Done {
+    let mut all = vec!["--registry", name, "--registry-host", host];
+    all.extend_from_slice(args);
+    run(dir, &all)
+}
+
+/// Asserts that the file at `path` holds every one of `wants`; its text.
+#[track_caller]
+fn assert_file_holds(path: &Path, wants: &[&str]) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    for want in wants {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+    text
+}
+
 /// Runs `acr ARGS` in `dir` to completion.
 fn run(dir: &Path, args: &[&str]) -> Done {
     let mut c = acr(dir);
@@ -272,6 +312,14 @@ fn start(source: &str, extra: &[&str]) -> (TempDir, Done) {
     let mut args = vec!["--runmd-path", "p.runmd", "mirror", "start"];
     args.extend_from_slice(extra);
     let done = run(dir.path(), &args);
+    (dir, done)
+}
+
+/// [`start`] with no extra arguments, which must fail with every one of `needles` in stderr.
+#[track_caller]
+fn start_failing(source: &str, needles: &[&str]) -> (TempDir, Done) {
+    let (dir, done) = start(source, &[]);
+    done.fails_saying(needles);
     (dir, done)
 }
 

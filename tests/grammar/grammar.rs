@@ -85,6 +85,16 @@ fn block(p: &Pipeline, name: &str, symbol: &str) -> BlockView {
         .unwrap_or_else(|| panic!("no block `{name} {symbol}` in\n{}", dump(p)))
 }
 
+/// Asserts the (name, symbol) of every block, in order.
+#[track_caller]
+fn assert_block_names(p: &Pipeline, want: &[(&str, &str)]) {
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect();
+    assert_eq!(names(p), want);
+}
+
 fn names(p: &Pipeline) -> Vec<(String, String)> {
     blocks(p).into_iter().map(|b| (b.name, b.symbol)).collect()
 }

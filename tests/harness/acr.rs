@@ -147,18 +147,27 @@ pub struct AcrProcess {
     port: u16,
 }
 
-impl std::ops::Deref for Acr {
-    type Target = AcrProcess;
-    fn deref(&self) -> &AcrProcess {
-        &self.running
-    }
-}
+/// `Deref` and `DerefMut` to the [`AcrProcess`] a launcher holds in its `running` field, so
+/// the launcher answers `port()`, `log()`, `fetch()` ... itself.
+macro_rules! deref_to_acr_process {
+    ($launcher:ty) => {
+        impl std::ops::Deref for $launcher {
+            type Target = AcrProcess;
+            fn deref(&self) -> &AcrProcess {
+                &self.running
+            }
+        }
 
-impl std::ops::DerefMut for Acr {
-    fn deref_mut(&mut self) -> &mut AcrProcess {
-        &mut self.running
-    }
+        impl std::ops::DerefMut for $launcher {
+            fn deref_mut(&mut self) -> &mut AcrProcess {
+                &mut self.running
+            }
+        }
+    };
 }
+pub(crate) use deref_to_acr_process;
+
+deref_to_acr_process!(Acr);
 
 impl Acr {
     pub fn start(runmd: &str) -> Acr {

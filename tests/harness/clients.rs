@@ -178,6 +178,16 @@ impl Containerd {
             })
             .collect()
     }
+
+    /// Asserts that containerd lists `image` with the manifest `digest`.
+    #[track_caller]
+    pub fn assert_has_image(&self, image: &str, digest: &str) {
+        let got = self.image_digests();
+        assert!(
+            got.iter().any(|(i, d)| i == image && d == digest),
+            "containerd lists {got:?}, not {image} @ {digest}"
+        );
+    }
 }
 
 impl Drop for Containerd {

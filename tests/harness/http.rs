@@ -242,4 +242,10 @@ pub trait Served {
     fn fetch(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
         fetch(method, &format!("{}{path}", self.base_url()), headers)
     }
+
+    /// `METHOD base_url + path` accepting every manifest type ([`super::ACCEPT_MANIFESTS`]).
+    #[track_caller]
+    fn fetch_manifest(&self, method: &str, path: &str) -> HttpResponse {
+        self.fetch(method, path, &[("Accept", super::ACCEPT_MANIFESTS)])
+    }
 }

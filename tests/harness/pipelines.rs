@@ -76,6 +76,31 @@ pub fn oci_message(body: &str) -> String {
     oci_error_field(body, "message")
 }
 
+/// The user (and password) of [`forward_auth_upstream`], whose credentials the clients send
+/// through `.forward-auth`.
+pub const FW_USER: &str = "fwd-user";
+pub const FW_PASS: &str = "fwd-pa55";
+
+/// An upstream behind htpasswd with [`FW_USER`], holding `library/test:1`.
+pub fn forward_auth_upstream() -> Registry {
+    let reg = Registry::start(RegistryAuth::htpasswd(FW_USER, FW_PASS));
+    push(&reg, &fixtures().test, "library/test:1", &[]);
+    reg
+}
+
+/// Asserts that `r` is acr's 502 `UNAVAILABLE` (the upstream failed it) and that the OCI
+/// error message holds `says`.
+#[track_caller]
+pub fn assert_upstream_unavailable(r: &HttpResponse, says: &str) {
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(oci_code(&r.text()), "UNAVAILABLE", "{}", r.text());
+    assert!(
+        oci_message(&r.text()).contains(says),
+        "no {says:?} in {}",
+        r.text()
+    );
+}
+
 /// `errors[0].FIELD` of an OCI error body (after anything before its `{`).
 fn oci_error_field(body: &str, field: &str) -> String {
     let json_start = body.find('{').unwrap_or(0);

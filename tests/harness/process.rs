@@ -4,6 +4,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -156,6 +157,31 @@ impl Proc {
         let mut child = self.child.take()?;
         kill_group(child.id(), libc::SIGKILL);
         child.wait().ok()
+    }
+
+    /// For a server that logs `PREFIX<port> ...` once it listens on 127.0.0.1 (our Python
+    /// stand-ins): its address, once it said so (within `timeout`) and answers `/healthz`.
+    pub(super) fn reported_address(&self, prefix: &str, timeout: Duration) -> SocketAddr {
+        let mut port = None;
+        let found = wait_until(timeout, || {
+            port = self.log().lines().find_map(|l| {
+                l.strip_prefix(prefix)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|p| p.parse::<u16>().ok())
+            });
+            port.is_some() || !self.is_running()
+        });
+        let Some(port) = port.filter(|_| found) else {
+            self.panic_with_log("did not report its listening port");
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let url = format!("http://{addr}/healthz");
+        if !wait_until(Duration::from_secs(10), || {
+            try_http_request("GET", &url, &[], None).is_ok_and(|r| r.status == 200)
+        }) {
+            self.panic_with_log("does not answer /healthz");
+        }
+        addr
     }
 
     pub(super) fn panic_with_log(&self, what: &str) -> ! {

@@ -27,6 +27,28 @@ pub fn store_pipeline(upstream: &str, settings: &[&str]) -> String {
     pipeline(upstream, &[], settings, &routes(""))
 }
 
+/// A fake upstream that answers `/v2/` and serves one blob, `data`, at
+/// `/v2/REPO/blobs/DIGEST` with the reply `reply` makes of it (404 for anything else); the
+/// upstream and that blob path.
+pub fn one_blob_upstream(
+    repo: &str,
+    data: std::sync::Arc<Vec<u8>>,
+    reply: impl Fn(&[u8]) -> FakeReply + Send + Sync + 'static,
+) -> (FakeUpstream, String) {
+    let blob_path = format!("/v2/{repo}/blobs/{}", digest_of(&data));
+    let path = blob_path.clone();
+    let fake = FakeUpstream::start(move |r: &FakeRequest| {
+        if r.path == "/v2/" {
+            return FakeReply::new(200, &[("Content-Type", "application/json")], "{}");
+        }
+        if r.path == path {
+            return reply(&data);
+        }
+        FakeReply::new(404, &[], "")
+    });
+    (fake, blob_path)
+}
+
 /// `: .cache DIR` for a directory.
 pub fn cache_setting(dir: &Path) -> String {
     format!(".cache {}", dir.display())

@@ -90,13 +90,8 @@ impl TokenServer {
         let (key, cert) = token_key_pair();
         let dir = temp_dir("acr-token-");
         let log = dir.path().join("tokenserver.log");
-        let mut cmd = Command::new(python3());
-        cmd.arg(tokenserver_script())
-            .arg("--key")
-            .arg(&key)
-            .arg("--cert")
-            .arg(&cert)
-            .args(["--issuer", TOKEN_ISSUER, "--listen", "127.0.0.1:0"])
+        let mut cmd = python_token_issuer(&tokenserver_script(), &key, &cert);
+        cmd.args(["--issuer", TOKEN_ISSUER, "--listen", "127.0.0.1:0"])
             .args(["--expires-in", &opts.expires_in.to_string()])
             .args(["--signer", &opts.signer])
             .env("PYTHONUNBUFFERED", "1");
@@ -107,25 +102,10 @@ impl TokenServer {
             cmd.arg("--anonymous-pull");
         }
         let proc = Proc::spawn("tokenserver.py", cmd, &log);
-        let mut port = None;
-        let found = wait_until(Duration::from_secs(20), || {
-            port = proc.log().lines().find_map(|l| {
-                l.strip_prefix("tokenserver: listening on 127.0.0.1:")
-                    .and_then(|r| r.split_whitespace().next())
-                    .and_then(|p| p.parse::<u16>().ok())
-            });
-            port.is_some() || !proc.is_running()
-        });
-        let Some(port) = port.filter(|_| found) else {
-            proc.panic_with_log("did not report its listening port");
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let url = format!("http://{addr}/healthz");
-        if !wait_until(Duration::from_secs(10), || {
-            try_http_request("GET", &url, &[], None).is_ok_and(|r| r.status == 200)
-        }) {
-            proc.panic_with_log("does not answer /healthz");
-        }
+        let addr = proc.reported_address(
+            "tokenserver: listening on 127.0.0.1:",
+            Duration::from_secs(20),
+        );
         TokenServer {
             proc,
             addr,
@@ -202,6 +182,18 @@ impl TokenServer {
 
 /// The token issuer's RSA key and self-signed certificate, `(key, cert)`: the pair
 /// [`TokenServer`] signs with, for other token services (e.g. `tests/support/acr_standin.py`).
+/// `python3 SCRIPT --key KEY --cert CERT`: one of our Python servers that sign tokens with
+/// the key pair of [`token_key_files`].
+pub(super) fn python_token_issuer(script: &Path, key: &Path, cert: &Path) -> Command {
+    let mut cmd = Command::new(python3());
+    cmd.arg(script)
+        .arg("--key")
+        .arg(key)
+        .arg("--cert")
+        .arg(cert);
+    cmd
+}
+
 pub fn token_key_files() -> (PathBuf, PathBuf) {
     token_key_pair()
 }

@@ -32,6 +32,16 @@ fn standard_packed(root: &Path) -> (std::path::PathBuf, Packed, Vec<u8>) {
     (dir, packed, gz)
 }
 
+/// A seeded upstream and the standard layer packed in a new temporary directory: the
+/// upstream, the directory, and what [`standard_packed`] gives.
+fn seeded_upstream_and_standard_layer() -> (Registry, TempDir, (PathBuf, Packed, Vec<u8>)) {
+    let reg = Registry::start(RegistryAuth::None);
+    seed(&reg);
+    let root = temp_dir("acr-inject-");
+    let packed = standard_packed(root.path());
+    (reg, root, packed)
+}
+
 /// An acr over `reg` that injects the standard layer with `.entrypoint /opt/acr/entry.sh`
 /// and `.env ACR_MOUNTS=s3://bucket`, with `settings`.
 fn standard_acr(reg: &Registry, layer: &Path, settings: &[&str]) -> Acr {
@@ -46,6 +56,23 @@ fn injecting(reg: &Registry, settings: &[&str]) -> (TempDir, PathBuf, Acr) {
     let (layer, _, _) = standard_packed(root.path());
     let acr = standard_acr(reg, &layer, settings);
     (root, layer, acr)
+}
+
+/// The layer meant for every platform: `root/common` with `opt/acr/common.txt`, packed.
+fn common_layer(root: &Path) -> (PathBuf, Packed) {
+    one_file_layer(root, "common", ("opt/acr/common.txt", b"common\n"))
+}
+
+/// The layer meant for arm64 only: `root/armonly` with `opt/acr/arm.txt`, packed.
+fn arm64_only_layer(root: &Path) -> (PathBuf, Packed) {
+    one_file_layer(root, "armonly", ("opt/acr/arm.txt", b"arm64 only\n"))
+}
+
+/// `root/NAME` holding one file (0644) with its text, and that directory packed.
+fn one_file_layer(root: &Path, name: &str, (file, text): (&str, &[u8])) -> (PathBuf, Packed) {
+    let dir = make_layer_dir(root, name, &[(file, text, 0o644)]);
+    let packed = pack(&dir, &[]);
+    (dir, packed)
 }
 
 /// Asserts the config edits of [`standard_inject`] on an image without an entrypoint.

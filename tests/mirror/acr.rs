@@ -38,6 +38,91 @@ fn skopeo_pull(acr_host: &str, repo_ref: &str) -> String {
     layout_digest(out.path(), "t")
 }
 
+/// `ctr images pull --hosts-dir` of `<registry>/library/test:1` with the hosts.toml acr wrote
+/// in `m`'s workspace; the image name and the (image, digest) pairs containerd then lists.
+fn ctr_pull_test_1(m: &AcrMirror, reg: &AcrRegistry) -> (String, Vec<(String, String)>) {
+    let ctrd = Containerd::start();
+    let image = format!("{}/library/test:1", reg.host());
+    ctrd.ctr_pull_with(&image, Some(&m.ws.hosts_dir()), &[])
+        .ok();
+    let got = ctrd.image_digests();
+    (image, got)
+}
+
+/// The stand-in with short-lived tokens: refresh tokens of 6 s, access tokens of 2 s whose
+/// lifetime it sends (`expires_in`).
+fn short_lived_registry() -> AcrRegistry {
+    AcrRegistry::start(&AcrStandinOptions {
+        refresh_ttl: 6,
+        access_ttl: 2,
+        send_expires_in: true,
+        ..AcrStandinOptions::default()
+    })
+}
+
+/// The stand-in with refresh tokens that live `secs` seconds.
+fn registry_with_refresh_ttl(secs: u64) -> AcrRegistry {
+    AcrRegistry::start(&AcrStandinOptions {
+        refresh_ttl: secs,
+        ..AcrStandinOptions::default()
+    })
+}
+
+/// The environment of a service principal with a client secret, logging in at `authority`.
+fn client_secret_env(authority: String) -> Vec<(String, String)> {
+    vec![
+        ("AZURE_TENANT_ID".into(), TENANT.into()),
+        ("AZURE_CLIENT_ID".into(), CLIENT_ID.into()),
+        ("AZURE_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
+        ("AZURE_AUTHORITY_HOST".into(), authority),
+    ]
+}
+
+/// The environment of AKS workload identity: the projected token in `token_file`, logging in
+/// at `authority`.
+fn workload_identity_env(token_file: String, authority: String) -> Vec<(String, String)> {
+    vec![
+        ("AZURE_TENANT_ID".into(), TENANT.into()),
+        ("AZURE_CLIENT_ID".into(), WI_CLIENT_ID.into()),
+        ("AZURE_FEDERATED_TOKEN_FILE".into(), token_file),
+        ("AZURE_AUTHORITY_HOST".into(), authority),
+    ]
+}
+
+/// acr on the default pipeline with no `az` on its PATH and `env` in its environment.
+fn mirror_without_az(reg: &AcrRegistry, env: Vec<(String, String)>) -> AcrMirror {
+    AcrMirror::start(
+        reg,
+        AcrMirrorOptions {
+            az: Az::Absent,
+            env,
+        },
+    )
+}
+
+/// `init`, then `mirror start` with `az` and `env`, which must fail without a panic: the
+/// workspace, the output and its stdout and stderr as one text.
+fn mirror_start_fails(
+    reg: &AcrRegistry,
+    az: Az,
+    env: Vec<(String, String)>,
+) -> (AcrWorkspace, CmdOutput, String) {
+    let ws = AcrWorkspace::new(reg, AcrMirrorOptions { az, env });
+    ws.init(&format!("127.0.0.1:{}", free_port())).ok();
+    let out = ws.start_to_completion(Duration::from_secs(120));
+    assert!(!out.success(), "mirror start succeeded: {out:?}");
+    let text = all_output(&out);
+    assert!(!text.contains("panicked"), "{out:?}");
+    (ws, out, text)
+}
+
+/// The stand-in's answer to an access token for pulling `library/test`, asked with `token`
+/// as the refresh token.
+fn pull_token_with_refresh(reg: &AcrRegistry, token: &str) -> HttpResponse {
+    reg.standin
+        .try_access_token_with_refresh(token, "repository:library/test:pull")
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

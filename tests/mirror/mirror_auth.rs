@@ -332,11 +332,7 @@ fn token_upstream_pulls_with_an_identity_token_from_config_json() {
             ..Default::default()
         },
     );
-    let r = acr.fetch(
-        "GET",
-        "/v2/library/test/manifests/1",
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
+    let r = acr.fetch_manifest("GET", "/v2/library/test/manifests/1");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), acr.log());
     assert_eq!(digest_of(&r.body), fixtures().test.digest);
     assert!(
@@ -360,7 +356,7 @@ fn refused(auth: Auth) {
             "/v2/library/test/manifests/1".to_string(),
             format!("/v2/library/test/blobs/{}", fixtures().test.layers()[0].0),
         ] {
-            let r = acr.fetch("GET", &path, &[("Accept", ACCEPT_MANIFESTS)]);
+            let r = acr.fetch_manifest("GET", &path);
             let body = r.text();
             assert_eq!(r.status, 401, "{what} {path}: {body}\n{}", acr.log());
             assert_eq!(oci_code(&body), "UNAUTHORIZED", "{body}");
@@ -735,11 +731,7 @@ fn the_credential_file_wins_over_config_json_and_the_environment() {
             ..Default::default()
         },
     );
-    let r = acr.fetch(
-        "GET",
-        "/v2/library/test/manifests/1",
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
+    let r = acr.fetch_manifest("GET", "/v2/library/test/manifests/1");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), acr.log());
     assert!(acr.log().contains("source=file "), "{}", acr.log());
 }

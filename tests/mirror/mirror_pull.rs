@@ -44,3 +44,15 @@ fn upstream_blob_agents(reg: &Registry) -> Vec<String> {
         .map(|e| e.user_agent)
         .collect()
 }
+
+/// Asserts that `HEAD path` (a manifest) is a 200 with `Docker-Content-Digest: digest`.
+#[track_caller]
+fn assert_head_digest(acr: &Acr, path: &str, digest: &str) {
+    let r = acr.fetch_manifest("HEAD", path);
+    assert_eq!(r.status, 200, "HEAD {path}: {}", acr.log());
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(digest),
+        "HEAD {path}"
+    );
+}

@@ -45,6 +45,17 @@ impl Fetched {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A 200 whose body arrived to its end, every byte as expected.
+    fn is_whole(&self) -> bool {
+        self.status == 200 && self.end.is_ok() && self.matches
+    }
+
+    /// Asserts [`Fetched::is_whole`]; `what` (and `log`, when not empty) say which fetch.
+    #[track_caller]
+    fn assert_whole(&self, what: &str, log: &str) {
+        assert!(self.is_whole(), "{what}: {}\n{log}", self.describe());
+    }
+
     fn describe(&self) -> String {
         format!(
             "status {}, {} body bytes, end {:?}, bytes right: {}, Content-Length {:?}{}",

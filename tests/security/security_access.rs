@@ -196,10 +196,7 @@ fn an_anonymous_token_stops_when_the_mirror_gets_users() {
 
 #[test]
 fn forward_auth_serves_the_store_only_after_the_upstream_says_yes() {
-    const FW_USER: &str = "fwd-user";
-    const FW_PASS: &str = "fwd-pa55";
-    let reg = Registry::start(RegistryAuth::htpasswd(FW_USER, FW_PASS));
-    push(&reg, &fixtures().test, "library/test:1", &[]);
+    let reg = forward_auth_upstream();
     let routes = ": .manifests head, get\n:   .forward-auth\n:   .resolve\n\
                   : .blobs head, get\n:   .forward-auth\n:   .pull\n";
     let acr = Acr::launch(
@@ -238,11 +235,11 @@ fn forward_auth_serves_the_store_only_after_the_upstream_says_yes() {
     let (status, body) = curl_bytes(&["-H", &accept, "-u", &good], &blob);
     assert_eq!(status, 200);
     assert_eq!(digest_of(&body), layer);
-    assert_eq!(
-        reg.count_requests("GET", &format!("/blobs/{layer}")),
+    assert_upstream_gets(
+        &reg,
+        &format!("/blobs/{layer}"),
         1,
-        "the blob was fetched more than once:\n{}",
-        reg.log()
+        "the blob was fetched more than once",
     );
 }
 
@@ -319,12 +316,7 @@ fn a_stored_blob_is_served_only_to_repositories_that_hold_it() {
         answered.len() == 1 && answered[0].method == "HEAD",
         "not one HEAD (past the upstream's 401 challenge) for the copy: {answered:#?}"
     );
-    assert_eq!(
-        reg.count_requests("GET", &path),
-        0,
-        "fetched again:\n{}",
-        reg.log()
-    );
+    assert_upstream_gets(&reg, &path, 0, "fetched again");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -478,4 +470,10 @@ fn password_guessing_is_limited_per_address() {
         .collect();
     assert!(checks[..10].iter().all(|s| *s == 200), "{checks:?}");
     assert_eq!(checks[11], 429, "{checks:?}");
+}
+
+/// Asserts that the upstream answered `n` GETs of paths holding `path`.
+#[track_caller]
+fn assert_upstream_gets(reg: &Registry, path: &str, n: usize, what: &str) {
+    assert_eq!(reg.count_requests("GET", path), n, "{what}:\n{}", reg.log());
 }

@@ -174,6 +174,21 @@ fn a_chunked_body_over_the_bound_is_cut_off_and_nothing_stays() {
 // ------------------------------------------------------------------------------------------
 // 2. the S3 tier is untrusted
 
+/// A store pipeline over `upstream` whose shared tier is `s3`, and the options that give acr
+/// the S3 server's credentials.
+fn s3_store_pipeline(s3: &S3, upstream: &str) -> (String, AcrOptions) {
+    let settings = s3.settings();
+    let runmd = store_pipeline(
+        upstream,
+        &settings.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let opts = AcrOptions {
+        env: s3.env(),
+        ..AcrOptions::default()
+    };
+    (runmd, opts)
+}
+
 /// Replica A fetches a blob and shares it through S3; the object is then overwritten with
 /// other bytes. Replica B, which has never seen it, serves the right bytes (the bad copy is
 /// verified before its first byte leaves, and the upstream's replaces it), the S3 object is
@@ -184,15 +199,7 @@ fn a_corrupt_blob_in_s3_is_replaced_from_the_upstream_and_counted() {
     let up = BlobUpstream::start();
     let data = pseudo_random_bytes("bounds-s3-blob", 700 * KIB);
     let digest = up.add(data.clone(), Framing::Length);
-    let settings = s3.settings();
-    let runmd = store_pipeline(
-        &up.url(),
-        &settings.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let opts = AcrOptions {
-        env: s3.env(),
-        ..AcrOptions::default()
-    };
+    let (runmd, opts) = s3_store_pipeline(&s3, &up.url());
     let a = Acr::start_with(&runmd, opts.clone());
     assert_serves_blob(&a, &digest, &data);
     let key = format!("{S3_PREFIX}/blobs/sha256/{}", hex_of(&digest));
@@ -206,7 +213,7 @@ fn a_corrupt_blob_in_s3_is_replaced_from_the_upstream_and_counted() {
     bad[1000] ^= 0xff;
     std::fs::write(s3.file(&key), &bad).expect("overwrite the object");
 
-    let b = Acr::start_with(&runmd, opts);
+    let b = Acr::start_with(&runmd, opts.clone());
     let upstream_before = up.requests().len();
     assert_serves_blob(&b, &digest, &data);
     assert_eq!(
@@ -239,13 +246,7 @@ fn a_corrupt_blob_in_s3_is_replaced_from_the_upstream_and_counted() {
 
     // A shorter object than the blob is bad too.
     std::fs::write(s3.file(&key), &data[..1000]).expect("overwrite the object");
-    let c = Acr::start_with(
-        &runmd,
-        AcrOptions {
-            env: s3.env(),
-            ..AcrOptions::default()
-        },
-    );
+    let c = Acr::start_with(&runmd, opts);
     assert_serves_blob(&c, &digest, &data);
 }
 
@@ -262,15 +263,7 @@ fn a_tag_record_checked_in_the_future_is_revalidated() {
         "1",
         vec![pseudo_random_bytes("bounds-tag-first", 20 * KIB)],
     );
-    let settings = s3.settings();
-    let runmd = store_pipeline(
-        &reg.url(),
-        &settings.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let opts = AcrOptions {
-        env: s3.env(),
-        ..AcrOptions::default()
-    };
+    let (runmd, opts) = s3_store_pipeline(&s3, &reg.url());
     let a = Acr::start_with(&runmd, opts.clone());
     let manifest_url = |acr: &Acr| format!("{}/v2/library/moving/manifests/1", acr.url());
     let accept = [(
@@ -368,17 +361,22 @@ fn made_up_methods_do_not_grow_the_metrics() {
 // ------------------------------------------------------------------------------------------
 // 4. connections
 
+/// acr (in front of an upstream nothing serves) with `name=value` in its environment.
+fn acr_with_env(name: &str, value: &str) -> Acr {
+    Acr::start_with(
+        &pull_through(&dead_url()),
+        AcrOptions {
+            env: vec![(name.into(), value.into())],
+            ..AcrOptions::default()
+        },
+    )
+}
+
 /// With `ACR_MAX_CONNECTIONS=4`, four idle connections fill acr: an ordinary request waits
 /// (in the listen queue, not refused) and is answered as soon as they close.
 #[test]
 fn connections_over_the_bound_wait_until_others_close() {
-    let acr = Acr::start_with(
-        &pull_through(&dead_url()),
-        AcrOptions {
-            env: vec![("ACR_MAX_CONNECTIONS".into(), "4".into())],
-            ..AcrOptions::default()
-        },
-    );
+    let acr = acr_with_env("ACR_MAX_CONNECTIONS", "4");
     let idle: Vec<TcpStream> = (0..4)
         .map(|_| TcpStream::connect(acr.host()).expect("connect"))
         .collect();
@@ -411,13 +409,7 @@ fn connections_over_the_bound_wait_until_others_close() {
 /// `ACR_CONNECTION_IDLE_TIMEOUT`, and so is an idle HTTP/1.1 keep-alive connection.
 #[test]
 fn idle_connections_are_closed_after_the_bound() {
-    let acr = Acr::start_with(
-        &pull_through(&dead_url()),
-        AcrOptions {
-            env: vec![("ACR_CONNECTION_IDLE_TIMEOUT".into(), "1s".into())],
-            ..AcrOptions::default()
-        },
-    );
+    let acr = acr_with_env("ACR_CONNECTION_IDLE_TIMEOUT", "1s");
     let mut h2 = TcpStream::connect(acr.host()).expect("connect");
     h2.write_all(H2_PREFACE_AND_SETTINGS).expect("preface");
     let started = Instant::now();

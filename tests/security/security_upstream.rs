@@ -107,6 +107,54 @@ fn stalling_upstream(all_silent: Arc<AtomicBool>) -> FakeUpstream {
     })
 }
 
+/// Clears `silent` (the upstream or its realm answers again): `path` is served, and acr
+/// still serves.
+#[track_caller]
+fn assert_serves_once_recovered(acr: &Acr, silent: &AtomicBool, path: &str) {
+    silent.store(false, Ordering::SeqCst);
+    let r = get(acr, path);
+    assert_eq!(r.status, 200, "after the upstream recovered: {}", r.text());
+    acr.assert_serves(None);
+}
+
+/// A fake upstream on 127.0.0.1 that answers `/v2/` with 200 and everything else with
+/// `handler`.
+fn upstream_past_v2(
+    handler: impl Fn(&FakeRequest) -> FakeReply + Send + Sync + 'static,
+) -> FakeUpstream {
+    FakeUpstream::start_on("127.0.0.1", move |req: &FakeRequest| {
+        if req.path == "/v2/" {
+            return FakeReply::new(200, &[], "{}");
+        }
+        handler(req)
+    })
+}
+
+/// acr with the short waits, in front of `up` with the credential file `creds` holding
+/// `user_pass` (`USER:PASSWORD`).
+fn acr_logging_in_to(up: &FakeUpstream, user_pass: &str) -> Acr {
+    let runmd = pipeline(&up.url(), &[], &[], &routes("creds"));
+    acr_with(
+        &runmd,
+        short_waits(),
+        vec![("creds".into(), format!("{user_pass}\n"))],
+    )
+}
+
+/// Runs `request` on a thread: a flag that turns true once it returned, and the thread.
+fn in_background<R: Send + 'static>(
+    request: impl FnOnce() -> R + Send + 'static,
+) -> (Arc<AtomicBool>, thread::JoinHandle<R>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let handle = thread::spawn(move || {
+        let r = request();
+        flag.store(true, Ordering::SeqCst);
+        r
+    });
+    (done, handle)
+}
+
 #[test]
 fn a_silent_upstream_is_a_504_within_the_bound_and_waits_for_no_other_request() {
     let silent = Arc::new(AtomicBool::new(false));
@@ -115,15 +163,10 @@ fn a_silent_upstream_is_a_504_within_the_bound_and_waits_for_no_other_request() 
     assert_eq!(get(&acr, "/v2/ok/manifests/1").status, 200);
 
     // A request for a repository the upstream never answers, and meanwhile others.
-    let stalled_done = Arc::new(AtomicBool::new(false));
-    let stalled = {
-        let (acr, done) = (acr.clone(), stalled_done.clone());
-        thread::spawn(move || {
-            let r = timed_get(&acr, "/v2/stall/manifests/1");
-            done.store(true, Ordering::SeqCst);
-            r
-        })
-    };
+    let (stalled_done, stalled) = in_background({
+        let acr = acr.clone();
+        move || timed_get(&acr, "/v2/stall/manifests/1")
+    });
     thread::sleep(Duration::from_millis(300));
     for _ in 0..3 {
         let r = get(&acr, "/v2/ok/manifests/1");
@@ -148,10 +191,7 @@ fn a_silent_upstream_is_a_504_within_the_bound_and_waits_for_no_other_request() 
     assert!(r.status == 504 || r.status == 502, "{}", r.text());
     assert_oci_error(&r, r.status);
     assert!(took < 3 * BOUND, "answered after {took:?}");
-    silent.store(false, Ordering::SeqCst);
-    let r = get(&acr, "/v2/ok/manifests/1");
-    assert_eq!(r.status, 200, "after the upstream recovered: {}", r.text());
-    acr.assert_serves(None);
+    assert_serves_once_recovered(&acr, &silent, "/v2/ok/manifests/1");
 }
 
 #[test]
@@ -163,15 +203,10 @@ fn cache_hits_never_wait_for_a_silent_upstream() {
     let (_, digest) = tiny_manifest();
     assert_eq!(get(&acr, "/v2/ok/manifests/1").status, 200);
     silent.store(true, Ordering::SeqCst);
-    let stalled_done = Arc::new(AtomicBool::new(false));
-    let stalled = {
-        let (acr, done) = (acr.clone(), stalled_done.clone());
-        thread::spawn(move || {
-            let r = get(&acr, "/v2/stall/manifests/1");
-            done.store(true, Ordering::SeqCst);
-            r
-        })
-    };
+    let (stalled_done, stalled) = in_background({
+        let acr = acr.clone();
+        move || get(&acr, "/v2/stall/manifests/1")
+    });
     thread::sleep(Duration::from_millis(300));
     // By digest: a hit, answered while the upstream holds the other request.
     let r = get(&acr, &format!("/v2/ok/manifests/{digest}"));
@@ -218,10 +253,7 @@ fn a_silent_token_realm_is_a_504_within_the_bound_and_recovers() {
     let acr = Arc::new(acr_with(&pull_through(&up.url()), short_waits(), vec![]));
     let paths = vec!["/v2/app/manifests/1".to_string(); 3];
     assert_concurrent_gets_fail_in_bound(&acr, paths, "three requests behind a silent realm");
-    realm_silent.store(false, Ordering::SeqCst);
-    let r = get(&acr, "/v2/app/manifests/1");
-    assert_eq!(r.status, 200, "after the realm recovered: {}", r.text());
-    acr.assert_serves(None);
+    assert_serves_once_recovered(&acr, &realm_silent, "/v2/app/manifests/1");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -255,10 +287,7 @@ fn a_redirect_from_https_down_to_http_is_refused() {
 
 #[test]
 fn a_redirect_to_a_metadata_address_is_refused_at_once() {
-    let up = FakeUpstream::start_on("127.0.0.1", |req: &FakeRequest| {
-        if req.path == "/v2/" {
-            return FakeReply::new(200, &[], "{}");
-        }
+    let up = upstream_past_v2(|req: &FakeRequest| {
         let to = if req.path.contains("/blobs/") {
             "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
         } else if req.path.contains("/manifests/") {
@@ -290,10 +319,7 @@ fn a_redirect_to_a_metadata_address_is_refused_at_once() {
 
 #[test]
 fn a_chain_of_redirects_is_cut_after_five_hops() {
-    let up = FakeUpstream::start_on("127.0.0.1", |req: &FakeRequest| {
-        if req.path == "/v2/" {
-            return FakeReply::new(200, &[], "{}");
-        }
+    let up = upstream_past_v2(|req: &FakeRequest| {
         let n: u32 = req
             .path
             .rsplit("hop=")
@@ -373,12 +399,7 @@ fn a_blob_follows_its_redirect_to_storage_without_the_upstreams_authorization() 
         }
         FakeReply::new(307, &[("Location", &location)], "")
     });
-    let runmd = pipeline(&up.url(), &[], &[], &routes("creds"));
-    let acr = acr_with(
-        &runmd,
-        short_waits(),
-        vec![("creds".into(), "alice:s3cret-pass\n".into())],
-    );
+    let acr = acr_logging_in_to(&up, "alice:s3cret-pass");
     let r = get(&acr, &format!("/v2/app/blobs/{digest}"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, blob);
@@ -400,12 +421,7 @@ fn a_plain_http_realm_on_another_host_never_gets_the_password() {
     let up = FakeUpstream::start_on("127.0.0.1", move |_: &FakeRequest| {
         FakeReply::new(401, &[("WWW-Authenticate", &challenge)], "")
     });
-    let runmd = pipeline(&up.url(), &[], &[], &routes("creds"));
-    let acr = acr_with(
-        &runmd,
-        short_waits(),
-        vec![("creds".into(), "alice:realm-pass-123\n".into())],
-    );
+    let acr = acr_logging_in_to(&up, "alice:realm-pass-123");
     let r = get(&acr, "/v2/app/manifests/1");
     assert_oci_error(&r, 502);
     assert!(oci_message(&r.text()).contains("realm"), "{}", r.text());

@@ -146,23 +146,11 @@ fn token_registry_anonymous_pull_through_skopeo() {
     let issued_before = ts.stats()["issued_anonymous"].as_u64().unwrap_or(0);
 
     // anonymous pull: skopeo without credentials
-    let out = skopeo(&[
-        "inspect",
-        "--raw",
-        &format!("docker://{}", reg.image("library/test:1")),
-    ])
-    .ok();
-    assert_eq!(digest_of(out.stdout.as_bytes()), seeded.test_oci);
-    let dir = temp_dir("acr-pull-");
-    let dest = format!("oci:{}:t", dir.path().join("out").display());
-    skopeo(&[
-        "copy",
-        "-q",
-        &format!("docker://{}", reg.image("library/multi:1")),
-        &dest,
-        "--all",
-    ])
-    .ok();
+    assert_eq!(
+        raw_manifest_digest(&reg.image("library/test:1")),
+        seeded.test_oci
+    );
+    skopeo_copy_to_a_layout(&reg.image("library/multi:1"), &["--all"]);
 
     let lines = ts.token_requests();
     assert!(
@@ -415,22 +403,11 @@ fn distribution_proxy_pulls_through_from_token_upstream() {
     assert_eq!(proxy.remote(), Some(upstream.url().as_str()));
     assert!(proxy.log().contains("Registry configured as a proxy cache"));
 
-    let out = skopeo(&[
-        "inspect",
-        "--raw",
-        &format!("docker://{}", proxy.image("library/multi:1")),
-    ])
-    .ok();
-    assert_eq!(digest_of(out.stdout.as_bytes()), seeded.multi_oci);
-    let dir = temp_dir("acr-pull-");
-    let dest = format!("oci:{}:t", dir.path().join("out").display());
-    skopeo(&[
-        "copy",
-        "-q",
-        &format!("docker://{}", proxy.image("library/test:1")),
-        &dest,
-    ])
-    .ok();
+    assert_eq!(
+        raw_manifest_digest(&proxy.image("library/multi:1")),
+        seeded.multi_oci
+    );
+    skopeo_copy_to_a_layout(&proxy.image("library/test:1"), &[]);
 
     // the proxy fetched from the upstream with the user's tokens
     assert!(
@@ -459,9 +436,7 @@ fn containerd_ctr_pulls_from_seeded_registry() {
     let image = reg.image("library/test:1");
     ctrd.ctr_pull(&image, hosts.path()).ok();
     assert!(ctrd.images().contains(&image), "{:?}", ctrd.images());
-    assert!(ctrd
-        .image_digests()
-        .contains(&(image.clone(), seeded.test_oci.clone())));
+    ctrd.assert_has_image(&image, &seeded.test_oci);
     assert!(reg
         .access_log()
         .iter()
@@ -510,4 +485,20 @@ fn podman_pulls_from_seeded_registry() {
     assert!(reg.count_requests("GET", "/v2/library/multi/manifests/v2s2") > before);
     assert_eq!(reg.count_requests("", "ns="), 0);
     assert!(Path::new(podman.dir()).join("root").is_dir());
+}
+
+/// The digest of the manifest `skopeo inspect --raw docker://IMAGE` prints.
+fn raw_manifest_digest(image: &str) -> String {
+    let out = skopeo(&["inspect", "--raw", &format!("docker://{image}")]).ok();
+    digest_of(out.stdout.as_bytes())
+}
+
+/// `skopeo copy -q docker://IMAGE oci:<a new directory>:t EXTRA...`, which must succeed.
+fn skopeo_copy_to_a_layout(image: &str, extra: &[&str]) {
+    let dir = temp_dir("acr-pull-");
+    let dest = format!("oci:{}:t", dir.path().join("out").display());
+    let src = format!("docker://{image}");
+    let mut args = vec!["copy", "-q", &src, &dest];
+    args.extend_from_slice(extra);
+    skopeo(&args).ok();
 }

@@ -289,26 +289,15 @@ fn ranges_and_head_on_cached_blobs_and_during_a_miss_move_the_counters() {
 #[test]
 fn ranges_of_a_blob_in_flight_follow_the_one_fetch() {
     let data = Arc::new(pseudo_random_bytes("acr-store-in-flight", 4 * MIB as usize));
-    let digest = digest_of(&data);
-    let blob_path = format!("/v2/library/slow/blobs/{digest}");
-    let fake = {
-        let (data, blob_path) = (data.clone(), blob_path.clone());
-        FakeUpstream::start(move |r: &FakeRequest| {
-            if r.path == "/v2/" {
-                return FakeReply::new(200, &[("Content-Type", "application/json")], "{}");
-            }
-            if r.path == blob_path {
-                let mut reply = FakeReply::new(
-                    200,
-                    &[("Content-Type", "application/octet-stream")],
-                    data.to_vec(),
-                );
-                reply.pause = Some((MIB as usize, Duration::from_millis(2500)));
-                return reply;
-            }
-            FakeReply::new(404, &[], "")
-        })
-    };
+    let (fake, blob_path) = one_blob_upstream("library/slow", data.clone(), |data| {
+        let mut reply = FakeReply::new(
+            200,
+            &[("Content-Type", "application/octet-stream")],
+            data.to_vec(),
+        );
+        reply.pause = Some((MIB as usize, Duration::from_millis(2500)));
+        reply
+    });
     let cache = temp_dir("acr-store-");
     let acr = Acr::start(&store_pipeline(
         &fake.url(),

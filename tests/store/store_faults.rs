@@ -84,18 +84,8 @@ fn with_the_upstream_stopped_everything_pulled_before_still_pulls() {
         never.stderr.contains("unreachable"),
         "skopeo's error does not say why: {never:?}"
     );
-    let r = acr.fetch(
-        "GET",
-        "/v2/library/test/manifests/never",
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
-    assert_eq!(r.status, 502, "{}", r.text());
-    assert_eq!(oci_code(&r.text()), "UNAVAILABLE");
-    assert!(
-        oci_message(&r.text()).contains("unreachable"),
-        "{}",
-        r.text()
-    );
+    let r = acr.fetch_manifest("GET", "/v2/library/test/manifests/never");
+    assert_upstream_unavailable(&r, "unreachable");
     let r = fetch(
         "GET",
         &format!(
@@ -105,8 +95,7 @@ fn with_the_upstream_stopped_everything_pulled_before_still_pulls() {
         ),
         &[],
     );
-    assert_eq!(r.status, 502, "{}", r.text());
-    assert_eq!(oci_code(&r.text()), "UNAVAILABLE");
+    assert_upstream_unavailable(&r, "");
     assert!(started.elapsed() < Duration::from_secs(30));
     println!("never pulled, skopeo says: {}", never.stderr.trim());
     println!(
@@ -354,21 +343,11 @@ fn kill_9_during_a_cold_pull_then_restart_serves_no_corrupt_object() {
 fn a_client_that_leaves_before_the_upstream_answers_wedges_nothing() {
     let data = Arc::new(pseudo_random_bytes("acr-store-leaver", MIB));
     let digest = digest_of(&data);
-    let blob_path = format!("/v2/library/leaver/blobs/{digest}");
-    let fake = {
-        let (data, blob_path) = (data.clone(), blob_path.clone());
-        FakeUpstream::start(move |r: &FakeRequest| {
-            if r.path == "/v2/" {
-                return FakeReply::new(200, &[("Content-Type", "application/json")], "{}");
-            }
-            if r.path == blob_path {
-                // Slow to answer at all.
-                std::thread::sleep(Duration::from_millis(1500));
-                return FakeReply::new(200, &[], data.to_vec());
-            }
-            FakeReply::new(404, &[], "")
-        })
-    };
+    let (fake, blob_path) = one_blob_upstream("library/leaver", data.clone(), |data| {
+        // Slow to answer at all.
+        std::thread::sleep(Duration::from_millis(1500));
+        FakeReply::new(200, &[], data.to_vec())
+    });
     let cache = temp_dir("acr-store-");
     let acr = Acr::start(&store_pipeline(
         &fake.url(),

@@ -66,7 +66,7 @@ import secrets
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -172,14 +172,18 @@ class Authority:
             self.stats["aad_issued_" + kind] += 1
         return token, claims
 
-    def aad_token_state(self, token):
+    def _token_state(self, table, token):
+        """(claims, None) for a live token of `table`; (claims, "expired") or (None, "unknown")."""
         with self.lock:
-            claims = self.aad_tokens.get(token)
+            claims = table.get(token)
         if claims is None:
             return None, "unknown"
         if claims["exp"] <= time.time():
             return claims, "expired"
         return claims, None
+
+    def aad_token_state(self, token):
+        return self._token_state(self.aad_tokens, token)
 
     # --- ACR -----------------------------------------------------------------------------
 
@@ -203,13 +207,7 @@ class Authority:
         return token, claims
 
     def refresh_token_state(self, token):
-        with self.lock:
-            claims = self.refresh_tokens.get(token)
-        if claims is None:
-            return None, "unknown"
-        if claims["exp"] <= time.time():
-            return claims, "expired"
-        return claims, None
+        return self._token_state(self.refresh_tokens, token)
 
     def new_access_token(self, subject, scopes, kind):
         now = int(time.time())
@@ -611,11 +609,7 @@ def make_handler(auth):
     return Handler
 
 
-def pair(text):
-    name, sep, value = text.partition(":")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError("expected NAME:VALUE, got %r" % text)
-    return name, value
+pair = tokenserver.colon_pair("VALUE")
 
 
 def main():
@@ -651,16 +645,11 @@ def main():
 
     signer = tokenserver.Signer(args.key, args.cert, args.signer)
     auth = Authority(args, signer)
-    server = ThreadingHTTPServer(args.listen, make_handler(auth))
-    server.daemon_threads = True
-    host, port = server.server_address[:2]
-    log("listening on %s:%d service=%s issuer=%s tenant=%s refresh_ttl=%d access_ttl=%d signer=%s"
-        % (host, port, args.service, args.issuer, args.tenant, args.refresh_ttl, args.access_ttl,
-           signer.mode))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    tokenserver.serve(args.listen, make_handler(auth),
+                      "service=%s issuer=%s tenant=%s refresh_ttl=%d access_ttl=%d signer=%s"
+                      % (args.service, args.issuer, args.tenant, args.refresh_ttl,
+                         args.access_ttl, signer.mode),
+                      log)
 
 
 if __name__ == "__main__":

@@ -337,6 +337,21 @@ def make_handler(authority):
     return Handler
 
 
+def serve(listen, handler, describe, log_line=None):
+    """Serves `handler` on `listen` (HOST, PORT) until interrupted; the first line `log_line`
+    (this module's `log` by default) writes says where (the tests read the port from it),
+    then `describe`."""
+    log_line = log_line or log
+    server = ThreadingHTTPServer(listen, handler)
+    server.daemon_threads = True
+    host, port = server.server_address[:2]
+    log_line("listening on %s:%d %s" % (host, port, describe))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
 def parse_listen(text):
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
@@ -344,11 +359,17 @@ def parse_listen(text):
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def parse_user(text):
-    name, sep, password = text.partition(":")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError("expected NAME:PASSWORD, got %r" % text)
-    return name, password
+def colon_pair(value_name):
+    """An argparse type for NAME:<value_name> (a name, then anything after the first colon)."""
+    def parse(text):
+        name, sep, value = text.partition(":")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError("expected NAME:%s, got %r" % (value_name, text))
+        return name, value
+    return parse
+
+
+parse_user = colon_pair("PASSWORD")
 
 
 def main():
@@ -367,14 +388,8 @@ def main():
 
     signer = Signer(args.key, args.cert, args.signer)
     authority = Authority(signer, args.issuer, args.expires_in, dict(args.user), args.anonymous_pull)
-    server = ThreadingHTTPServer(args.listen, make_handler(authority))
-    server.daemon_threads = True
-    host, port = server.server_address[:2]
-    log("listening on %s:%d signer=%s issuer=%s kid=%s" % (host, port, signer.mode, args.issuer, signer.kid))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(args.listen, make_handler(authority),
+          "signer=%s issuer=%s kid=%s" % (signer.mode, args.issuer, signer.kid))
 
 
 if __name__ == "__main__":

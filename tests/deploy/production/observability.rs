@@ -27,11 +27,7 @@ fn test_blobs() -> Vec<String> {
 /// One pull of `library/test:1` by raw requests: `manifests` GETs of the tag, then each blob.
 fn raw_pull(acr: &Acr, manifests: usize) -> usize {
     for _ in 0..manifests {
-        let r = acr.fetch(
-            "GET",
-            "/v2/library/test/manifests/1",
-            &[("Accept", ACCEPT_MANIFESTS)],
-        );
+        let r = acr.fetch_manifest("GET", "/v2/library/test/manifests/1");
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(digest_of(&r.body), fixtures().test.digest);
     }

@@ -43,18 +43,18 @@ fn wait_client(client: &mut Proc, timeout: Duration) -> std::process::ExitStatus
     client.stop().expect("exit status")
 }
 
-/// SIGTERM while a client slowly reads a 64 MiB blob: acr refuses new connections at once,
-/// the client gets the whole blob (200, size and sha256), and acr then exits 0 saying every
-/// transfer finished.
-#[test]
-fn sigterm_lets_a_transfer_in_progress_finish() {
-    let reg = Registry::start(RegistryAuth::None);
-    let big = seed_big(&reg, BIG_MIB);
-    let mut acr = Acr::launch(&pull_through(&reg.url()), AcrOptions::default());
+/// Starts a client reading `big`'s layer from acr at `rate`, and once its first bytes arrived
+/// (and a second more), sends acr SIGTERM. The scratch directory (keep it), the file the
+/// client writes and the client.
+fn sigterm_during_a_slow_transfer(
+    acr: &mut Acr,
+    big: &BigSeeded,
+    rate: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, Proc) {
     let scratch = temp_dir("acr-shutdown-");
     let file = scratch.path().join("blob");
     let url = format!("{}/v2/library/big/blobs/{}", acr.url(), big.layer_digest);
-    let mut client = slow_client(&url, "8M", &file, &scratch.path().join("curl.log"));
+    let client = slow_client(&url, rate, &file, &scratch.path().join("curl.log"));
     assert!(
         wait_until(Duration::from_secs(60), || file_len(&file) > 0),
         "the transfer did not start: {}\n{}",
@@ -63,6 +63,18 @@ fn sigterm_lets_a_transfer_in_progress_finish() {
     );
     std::thread::sleep(Duration::from_secs(1));
     acr.signal(libc::SIGTERM);
+    (scratch, file, client)
+}
+
+/// SIGTERM while a client slowly reads a 64 MiB blob: acr refuses new connections at once,
+/// the client gets the whole blob (200, size and sha256), and acr then exits 0 saying every
+/// transfer finished.
+#[test]
+fn sigterm_lets_a_transfer_in_progress_finish() {
+    let reg = Registry::start(RegistryAuth::None);
+    let big = seed_big(&reg, BIG_MIB);
+    let mut acr = Acr::launch(&pull_through(&reg.url()), AcrOptions::default());
+    let (_scratch, file, mut client) = sigterm_during_a_slow_transfer(&mut acr, &big, "8M");
     let at_signal = file_len(&file);
     assert!(
         at_signal < big.layer_size,
@@ -111,18 +123,7 @@ fn sigterm_past_the_grace_breaks_slow_transfers_with_an_error() {
             ..AcrOptions::default()
         },
     );
-    let scratch = temp_dir("acr-shutdown-");
-    let file = scratch.path().join("blob");
-    let url = format!("{}/v2/library/big/blobs/{}", acr.url(), big.layer_digest);
-    let mut client = slow_client(&url, "2M", &file, &scratch.path().join("curl.log"));
-    assert!(
-        wait_until(Duration::from_secs(60), || file_len(&file) > 0),
-        "the transfer did not start: {}\n{}",
-        client.log(),
-        acr.log()
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    acr.signal(libc::SIGTERM);
+    let (_scratch, file, mut client) = sigterm_during_a_slow_transfer(&mut acr, &big, "2M");
     let signalled = Instant::now();
     let exit = acr
         .wait_exit(Duration::from_secs(30))

@@ -128,14 +128,10 @@ fn id_that_is_not_a_call_fails_with_a_message() {
 #[test]
 fn loop_does_not_exit() {
     let dir = tmp();
-    write(
+    let mut child = spawn_start(
         dir.path(),
-        "p.runmd",
         "``` mirror\n+ .engine\n: .event tick\n: .loop\n```\n``` tick mirror\n+ .runtime\n: .println tick\n: .timer 50 ms\n```\n",
     );
-    let mut c = acr(dir.path());
-    c.args(["--runmd-path", "p.runmd", "mirror", "start"]);
-    let mut child = Running::spawn(c);
     assert!(
         child.wait_for(PATIENCE, |out, _| count(out, "tick") >= 4),
         "expected more than two ticks\n{}",
@@ -202,24 +198,15 @@ fn process_runs_in_the_current_directory_by_default() {
 
 #[test]
 fn a_failing_process_fails_the_engine() {
-    let (_d, done) = start(
+    let (_d, done) = start_failing(
         "``` mirror\n+ .engine\n: .event run\n: .loop\n```\n``` run mirror\n+ .runtime\n: .println before\n: .process sh -c\n: .arg exit 3\n: .println after\n```\n",
-        &[],
+        &["'.process' (call 4)", "exit status: 3"],
     );
-    done.failure();
-    assert!(done.stderr.contains("'.process' (call 4)"), "{done}");
-    assert!(done.stderr.contains("exit status: 3"), "{done}");
     assert_eq!(lines(&done.stdout), ["before"], "{done}");
     // A program that does not exist.
-    let (_d, done) = start(
+    start_failing(
         "``` mirror\n+ .engine\n: .event run\n```\n``` run mirror\n+ .runtime\n: .process /no/such/program\n```\n",
-        &[],
-    );
-    done.failure();
-    assert!(done.stderr.contains("'.process' (call 3)"), "{done}");
-    assert!(
-        done.stderr.contains("cannot start `/no/such/program`"),
-        "{done}"
+        &["'.process' (call 3)", "cannot start `/no/such/program`"],
     );
 }
 
@@ -245,19 +232,15 @@ fn install_copies_from_src_dir_to_work_dir() {
     let src = src.replace(": .install nested/f\n", ": .install missing\n");
     write(dir.path(), "p.runmd", &src);
     let done = run(dir.path(), &["--runmd-path", "p.runmd", "mirror", "start"]);
-    done.failure();
-    assert!(done.stderr.contains("'.install' (call 4)"), "{done}");
-    assert!(done.stderr.contains("missing"), "{done}");
+    done.fails_saying(&["'.install' (call 4)", "missing"]);
 }
 
 #[test]
 fn install_without_work_dir_says_how_to_set_it() {
-    let (_d, done) = start(
+    start_failing(
         "``` mirror\n+ .engine\n: .event setup\n```\n``` setup mirror\n+ .runtime\n: .install f\n```\n",
-        &[],
+        &["work_dir"],
     );
-    done.failure();
-    assert!(done.stderr.contains("work_dir"), "{done}");
 }
 
 /// Every plugin the catalogue lists (and so every one a pipeline may name) is built: none is
@@ -285,9 +268,7 @@ fn the_default_pipeline_runs_install_then_stops_at_login() {
         done.stdout.contains("acr: node set-up check for ubuntu"),
         "{done}"
     );
-    assert!(done.stderr.contains("'.login-acr' (call 5)"), "{done}");
-    assert!(done.stderr.contains("az login"), "{done}");
-    assert!(done.stderr.contains("AZURE_CLIENT_ID"), "{done}");
+    done.fails_saying(&["'.login-acr' (call 5)", "az login", "AZURE_CLIENT_ID"]);
 }
 
 #[test]

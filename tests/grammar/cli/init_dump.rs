@@ -93,13 +93,10 @@ fn global_options_go_before_or_after_the_subcommand() {
 #[test]
 fn init_options_end_up_in_the_file() {
     let dir = tmp();
-    let done = run(
+    let done = run_for_registry(
         dir.path(),
+        ("reg", "example.com"),
         &[
-            "--registry",
-            "reg",
-            "--registry-host",
-            "example.com",
             "init",
             "--mirror-address",
             "0.0.0.0:9000",
@@ -117,34 +114,25 @@ fn init_options_end_up_in_the_file() {
             .ends_with(".world/example.com/reg/mirror.runmd"),
         "{done}"
     );
-    let text = std::fs::read_to_string(&path).unwrap();
-    for want in [
-        "# acr mirror for reg.example.com",
-        ": .mirror reg.example.com",
-        ": .host 0.0.0.0:9000, resolve, pull",
-        "+ .proxy 0.0.0.0:9000",
-        ": ACR_OPERATING_SYSTEM .env fedora",
-        ": ACR_TELEPORT_FORMAT .env none",
-        ":   .teleport none",
-        ": work_dir .symbol .world/example.com/reg",
-    ] {
-        assert!(text.contains(want), "{want:?} not in\n{text}");
-    }
+    let text = assert_file_holds(
+        &path,
+        &[
+            "# acr mirror for reg.example.com",
+            ": .mirror reg.example.com",
+            ": .host 0.0.0.0:9000, resolve, pull",
+            "+ .proxy 0.0.0.0:9000",
+            ": ACR_OPERATING_SYSTEM .env fedora",
+            ": ACR_TELEPORT_FORMAT .env none",
+            ":   .teleport none",
+            ": work_dir .symbol .world/example.com/reg",
+        ],
+    );
     // No overlaybd, no referrers type to discover.
     assert!(text.contains(":   .discover\n"), "{text}");
     assert!(!text.contains("streaming.link"), "{text}");
     assert!(!text.contains("localhost:8578"), "{text}");
     // And it compiles.
-    let dump = run(
-        dir.path(),
-        &[
-            "--registry",
-            "reg",
-            "--registry-host",
-            "example.com",
-            "dump",
-        ],
-    );
+    let dump = run_for_registry(dir.path(), ("reg", "example.com"), &["dump"]);
     dump.success();
     assert!(
         dump.stdout.contains("7: mirror \"reg.example.com\""),
@@ -284,22 +272,15 @@ fn dump_without_a_file_says_to_run_init() {
 fn mirror_start_without_a_file_says_to_run_init() {
     let dir = tmp();
     let done = run(dir.path(), &["--registry", "example", "mirror", "start"]);
-    done.failure();
-    assert!(
-        done.stderr.contains("acr --registry example init"),
-        "{done}"
-    );
-    assert!(done.stderr.contains(WORLD), "{done}");
+    done.fails_saying(&["acr --registry example init", WORLD]);
     // Without --registry it says which option names the registry.
     let done = run(dir.path(), &["mirror", "start"]);
-    done.failure();
-    assert!(done.stderr.contains("acr --registry NAME init"), "{done}");
+    done.fails_saying(&["acr --registry NAME init"]);
     // A --runmd-path that does not exist.
     let done = run(
         dir.path(),
         &["--runmd-path", "nope.runmd", "mirror", "start"],
     );
-    done.failure();
-    assert!(done.stderr.contains("nope.runmd"), "{done}");
+    done.fails_saying(&["nope.runmd"]);
     assert!(!dir.path().join(".world").exists());
 }

@@ -14,10 +14,8 @@ fn ticker(message: &str) -> String {
 /// `mirror start` over [`ticker`]`("first")` in `dir`, once it has printed `first` twice:
 /// the pipeline's path and the running acr.
 fn running_ticker(dir: &Path) -> (PathBuf, Running) {
-    let path = write(dir, "p.runmd", &ticker("first"));
-    let mut c = acr(dir);
-    c.args(["--runmd-path", "p.runmd", "mirror", "start"]);
-    let mut child = Running::spawn(c);
+    let mut child = spawn_start(dir, &ticker("first"));
+    let path = dir.join("p.runmd");
     assert!(
         child.wait_for(PATIENCE, |out, _| count(out, "first") >= 2),
         "{}",
@@ -105,14 +103,10 @@ fn regression_a_reload_without_the_running_engine_keeps_the_old_pipeline() {
 
 fn regression_an_idle_loop_does_not_spin_a_core() {
     let dir = tmp();
-    write(
+    let mut child = spawn_start(
         dir.path(),
-        "p.runmd",
         "``` mirror\n+ .engine\n: .once setup\n: .loop\n```\n``` setup mirror\n+ .runtime\n: .println ready\n```\n",
     );
-    let mut c = acr(dir.path());
-    c.args(["--runmd-path", "p.runmd", "mirror", "start"]);
-    let mut child = Running::spawn(c);
     assert!(
         child.wait_for(PATIENCE, |out, _| out.contains("ready")),
         "{}",
@@ -175,15 +169,10 @@ fn regression_a_closed_stdout_is_not_a_panic() {
 #[test]
 
 fn regression_a_missing_current_dir_is_named_as_such() {
-    let (_d, done) = start(
+    // The error should name the missing current_dir.
+    start_failing(
         "``` mirror\n+ .engine\n: .event a\n```\n``` a mirror\n: current_dir .symbol nowhere\n+ .runtime\n: .process sh -c true\n```\n",
-        &[],
-    );
-    done.failure();
-    assert!(done.stderr.contains("'.process' (call 3)"), "{done}");
-    assert!(
-        done.stderr.contains("nowhere"),
-        "the error should name the missing current_dir:\n{done}"
+        &["'.process' (call 3)", "nowhere"],
     );
 }
 
@@ -193,49 +182,22 @@ fn regression_a_missing_current_dir_is_named_as_such() {
 #[test]
 fn init_with_a_login_server_url() {
     let dir = tmp();
-    let done = run(
-        dir.path(),
-        &[
-            "--registry",
-            "example",
-            "--registry-host",
-            "http://127.0.0.1:5000",
-            "init",
-        ],
-    );
+    let done = run_for_registry(dir.path(), ("example", "http://127.0.0.1:5000"), &["init"]);
     done.success();
     let path = dir
         .path()
         .join(".world/127.0.0.1:5000/example/mirror.runmd");
-    let text = std::fs::read_to_string(&path).unwrap();
-    for want in [
-        ": .login-acr example",
-        ": .login-server http://127.0.0.1:5000",
-        ": .mirror http://127.0.0.1:5000",
-        ": work_dir .symbol .world/127.0.0.1:5000/example",
-    ] {
-        assert!(text.contains(want), "{want:?} not in\n{text}");
-    }
-    let dump = run(
-        dir.path(),
+    assert_file_holds(
+        &path,
         &[
-            "--registry",
-            "example",
-            "--registry-host",
-            "http://127.0.0.1:5000",
-            "dump",
+            ": .login-acr example",
+            ": .login-server http://127.0.0.1:5000",
+            ": .mirror http://127.0.0.1:5000",
+            ": work_dir .symbol .world/127.0.0.1:5000/example",
         ],
     );
+    let dump = run_for_registry(dir.path(), ("example", "http://127.0.0.1:5000"), &["dump"]);
     dump.success();
-    let bad = run(
-        dir.path(),
-        &[
-            "--registry",
-            "example",
-            "--registry-host",
-            "http://a b",
-            "init",
-        ],
-    );
+    let bad = run_for_registry(dir.path(), ("example", "http://a b"), &["init"]);
     bad.failure();
 }

@@ -51,10 +51,7 @@ More prose: `: .timer 5 parsecs` is fine here.
 ```
 "#;
     let p = ok(src);
-    assert_eq!(
-        names(&p),
-        vec![("".into(), "mirror".into()), ("a".into(), "mirror".into())]
-    );
+    assert_block_names(&p, &[("", "mirror"), ("a", "mirror")]);
     assert_eq!(
         calls(&p, "mirror", "a"),
         vec![(3, "println", "hello".into())]
@@ -122,17 +119,17 @@ fn two_word_and_one_word_headers() {
 ```
 ";
     let p = ok(src);
-    assert_eq!(
-        names(&p),
-        vec![
-            ("".into(), "mirror".into()),
-            ("install".into(), "mirror".into()),
+    assert_block_names(
+        &p,
+        &[
+            ("", "mirror"),
+            ("install", "mirror"),
             // One word inside a block keeps the block's name: `install start`.
-            ("install".into(), "start".into()),
-            ("install".into(), "guest".into()),
+            ("install", "start"),
+            ("install", "guest"),
             // One word at the top level is a control block.
-            ("".into(), "other".into()),
-        ]
+            ("", "other"),
+        ],
     );
     // So an engine event `start` of `mirror` does not find `install start`.
     let errs = errors(&src.replace(": .event install\n", ": .event install\n: .event start\n"));
@@ -211,10 +208,7 @@ fn old_fence_forms() {
     assert_eq!(calls(&p, "mirror", "a"), vec![(3, "println", "old".into())]);
     // The two forms mix with the plain one.
     let p = ok("<``` a b\n+ x .int 1\n```\n``` e f\n+ y .int 2\n<```>\n");
-    assert_eq!(
-        names(&p),
-        vec![("a".into(), "b".into()), ("e".into(), "f".into())]
-    );
+    assert_block_names(&p, &[("a", "b"), ("e", "f")]);
 }
 
 #[test]
@@ -228,13 +222,7 @@ fn fences_may_be_indented_and_longer() {
 #[test]
 fn header_identifiers_may_hold_punctuation() {
     let p = ok("``` start.v2 mirror-1\n+ x .int 1\n```\n``` a/b#c\n+ y .int 2\n```\n");
-    assert_eq!(
-        names(&p),
-        vec![
-            ("start.v2".into(), "mirror-1".into()),
-            ("".into(), "a/b#c".into())
-        ]
-    );
+    assert_block_names(&p, &[("start.v2", "mirror-1"), ("", "a/b#c")]);
 }
 
 // ---------------------------------------------------------------------------------------------

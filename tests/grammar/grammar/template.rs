@@ -193,15 +193,15 @@ fn the_reference_parser_fixture() {
     assert_eq!((errs[0].0, errs[0].1), (6, 1), "{errs:?}");
     let source = FIXTURE.replace("<>\n", "");
     let p = ok(&source);
-    assert_eq!(
-        names(&p),
-        vec![
-            ("call".into(), "host".into()),
-            ("call".into(), "guest".into()),
-            ("test".into(), "host".into()),
-            ("".into(), "root".into()),
-            ("".into(), "guest".into()),
-        ]
+    assert_block_names(
+        &p,
+        &[
+            ("call", "host"),
+            ("call", "guest"),
+            ("test", "host"),
+            ("", "root"),
+            ("", "guest"),
+        ],
     );
     let host = block(&p, "call", "host");
     assert_eq!(host.props.get("address"), Some(&text("localhost")));

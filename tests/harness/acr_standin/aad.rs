@@ -46,13 +46,8 @@ impl AcrStandin {
         let (key, cert) = token_key_files();
         let dir = temp_dir("acr-standin-");
         let log = dir.path().join("acr-standin.log");
-        let mut cmd = Command::new(python3_bin());
-        cmd.arg(standin_script())
-            .arg("--key")
-            .arg(&key)
-            .arg("--cert")
-            .arg(&cert)
-            .args(["--listen", "127.0.0.1:0"])
+        let mut cmd = python_token_issuer(&standin_script(), &key, &cert);
+        cmd.args(["--listen", "127.0.0.1:0"])
             .args(["--issuer", STANDIN_ISSUER, "--service", STANDIN_SERVICE])
             .args(["--tenant", TENANT])
             .arg("--client")
@@ -64,33 +59,18 @@ impl AcrStandin {
             .args(["--refresh-ttl", &opts.refresh_ttl.to_string()])
             .args(["--access-ttl", &opts.access_ttl.to_string()])
             .env("PYTHONUNBUFFERED", "1");
-        if opts.send_expires_in {
-            cmd.arg("--send-expires-in");
-        }
-        if opts.referrers_api {
-            cmd.arg("--referrers-api");
+        for (on, flag) in [
+            (opts.send_expires_in, "--send-expires-in"),
+            (opts.referrers_api, "--referrers-api"),
+        ] {
+            if on {
+                cmd.arg(flag);
+            }
         }
         let proc = Proc::spawn("acr_standin.py", cmd, &log);
-        let mut port = None;
-        let found = wait_until(Duration::from_secs(30), || {
-            port = proc.log().lines().find_map(|l| {
-                l.strip_prefix("acr-standin: listening on 127.0.0.1:")
-                    .and_then(|r| r.split_whitespace().next())
-                    .and_then(|p| p.parse::<u16>().ok())
-            });
-            port.is_some() || !proc.is_running()
-        });
-        let Some(port) = port.filter(|_| found) else {
-            panic!("acr_standin.py did not report its port:\n{}", proc.log());
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let url = format!("http://{addr}/healthz");
-        assert!(
-            wait_until(Duration::from_secs(10), || {
-                try_http_request("GET", &url, &[], None).is_ok_and(|r| r.status == 200)
-            }),
-            "acr_standin.py does not answer /healthz:\n{}",
-            proc.log()
+        let addr = proc.reported_address(
+            "acr-standin: listening on 127.0.0.1:",
+            Duration::from_secs(30),
         );
         AcrStandin {
             proc,

@@ -246,15 +246,4 @@ impl AcrMirror {
     }
 }
 
-impl std::ops::Deref for AcrMirror {
-    type Target = AcrProcess;
-    fn deref(&self) -> &AcrProcess {
-        &self.running
-    }
-}
-
-impl std::ops::DerefMut for AcrMirror {
-    fn deref_mut(&mut self) -> &mut AcrProcess {
-        &mut self.running
-    }
-}
+deref_to_acr_process!(AcrMirror);

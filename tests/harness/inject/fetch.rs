@@ -32,16 +32,11 @@ pub fn get_manifest_checked(
         acr.log()
     );
     let digest = digest_of(&r.body);
-    assert_eq!(
-        r.header("docker-content-digest"),
-        Some(digest.as_str()),
-        "GET {repo}:{reference}: Docker-Content-Digest is not the sha256 of the body"
-    );
-    let len = r.body.len().to_string();
-    assert_eq!(
-        r.header("content-length"),
-        Some(len.as_str()),
-        "GET {repo}:{reference}: Content-Length"
+    assert_digest_and_length(
+        &r,
+        &digest,
+        r.body.len(),
+        &format!("GET {repo}:{reference}"),
     );
     let json: serde_json::Value = serde_json::from_slice(&r.body)
         .unwrap_or_else(|e| panic!("manifest of {repo}:{reference} is not JSON ({e})"));
@@ -107,18 +102,25 @@ pub fn get_blob_checked(acr: &Acr, repo: &str, digest: &str) -> Vec<u8> {
     );
     let h = blob(acr, "HEAD", repo, digest);
     assert_eq!(h.status, 200, "HEAD /v2/{repo}/blobs/{digest}");
-    assert_eq!(
-        h.header("docker-content-digest"),
-        Some(digest),
-        "HEAD blob {digest}: Docker-Content-Digest"
-    );
-    let len = r.body.len().to_string();
-    assert_eq!(
-        h.header("content-length"),
-        Some(len.as_str()),
-        "HEAD blob {digest}: Content-Length"
-    );
+    assert_digest_and_length(&h, digest, r.body.len(), &format!("HEAD blob {digest}"));
     r.body
+}
+
+/// Asserts that `r` says `Docker-Content-Digest: digest` (the sha256 of the content) and
+/// `Content-Length: len`.
+#[track_caller]
+fn assert_digest_and_length(r: &HttpResponse, digest: &str, len: usize, what: &str) {
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(digest),
+        "{what}: Docker-Content-Digest is not the sha256 of the content"
+    );
+    let len = len.to_string();
+    assert_eq!(
+        r.header("content-length"),
+        Some(len.as_str()),
+        "{what}: Content-Length"
+    );
 }
 
 /// The manifest's layers as (mediaType, digest, size).

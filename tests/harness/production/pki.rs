@@ -19,28 +19,40 @@ fn openssl(args: &[&str], dir: &Path) -> CmdOutput {
     run_cmd(cmd, CMD_TIMEOUT).ok()
 }
 
+/// `openssl req MODE` (`-x509` or `-new`) with a new EC P-256 key: writes `key_out.0` (the
+/// key) and `key_out.1` (the certificate or request) for `subject`, plus `extra` arguments.
+fn openssl_req(mode: &str, key_out: (&str, &str), subject: &str, extra: &[&str], dir: &Path) {
+    let mut args = vec![
+        "req",
+        mode,
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key_out.0,
+        "-out",
+        key_out.1,
+        "-subj",
+        subject,
+    ];
+    args.extend_from_slice(extra);
+    openssl(&args, dir);
+}
+
 impl Pki {
     /// A new CA whose subject CN is `name`.
     pub fn new(name: &str) -> Pki {
         let dir = temp_dir("acr-pki-");
         let subject = format!("/CN={name}");
-        openssl(
+        openssl_req(
+            "-x509",
+            ("ca.key", "ca.crt"),
+            &subject,
             &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
                 "-days",
                 "3",
-                "-subj",
-                &subject,
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",
@@ -81,24 +93,7 @@ impl Pki {
             format!("{file}.ext"),
         );
         std::fs::write(d.join(&extf), ext).expect("write ext file");
-        openssl(
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &subject,
-            ],
-            d,
-        );
+        openssl_req("-new", (&key, &csr), &subject, &[], d);
         openssl(
             &[
                 "x509",

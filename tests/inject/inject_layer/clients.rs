@@ -12,10 +12,7 @@ use super::*;
 /// the gunzipped injected layer, which is what `acr layer pack` printed.
 #[test]
 fn skopeo_copies_every_kind_and_umoci_unpacks_the_injected_files() {
-    let reg = Registry::start(RegistryAuth::None);
-    seed(&reg);
-    let root = temp_dir("acr-inject-");
-    let (layer, packed, gz) = standard_packed(root.path());
+    let (reg, _root, (layer, packed, gz)) = seeded_upstream_and_standard_layer();
     let acr = standard_acr(&reg, &layer, &[]);
     let out = temp_dir("acr-inject-out-");
     let cases: [(&str, &[&str]); 4] = [
@@ -127,12 +124,7 @@ fn ctr_pulls_unpacks_and_mounts_an_injected_image() {
     let out = ctrd.ctr_pull(&image, &hosts).ok();
     assert!(out.stdout.contains("unpacking linux/amd64"), "{out:?}");
     let (digest, _, _) = head_manifest(&acr, "library/test", "1");
-    assert!(
-        ctrd.image_digests()
-            .contains(&(image.clone(), digest.clone())),
-        "containerd recorded {:?}, acr serves {digest}",
-        ctrd.image_digests()
-    );
+    ctrd.assert_has_image(&image, &digest);
     let ns = format!("ns={}", reg.host());
     assert!(
         !acr.wait_requests(&["/v2/library/test/manifests/1", &ns, "status=200"], 1)
@@ -157,12 +149,7 @@ fn ctr_pulls_unpacks_and_mounts_an_injected_image() {
         .ok();
     assert!(out.stdout.contains("done"), "{out:?}");
     let (index_digest, _, _) = head_manifest(&acr, "library/multi", "1");
-    assert!(
-        ctrd.image_digests()
-            .contains(&(multi.clone(), index_digest.clone())),
-        "containerd recorded {:?}, acr serves {index_digest}",
-        ctrd.image_digests()
-    );
+    ctrd.assert_has_image(&multi, &index_digest);
 }
 
 /// podman GETs the manifest by tag without a HEAD first; it gets the same rewritten digest
@@ -235,10 +222,7 @@ fn podman_without_head_gets_the_same_digest_as_head_clients() {
 /// after acr restarts: with the same store, and with a fresh one.
 #[test]
 fn digests_are_the_same_after_a_restart_with_the_same_or_a_fresh_store() {
-    let reg = Registry::start(RegistryAuth::None);
-    seed(&reg);
-    let root = temp_dir("acr-inject-");
-    let (layer, _, _) = standard_packed(root.path());
+    let (reg, root, (layer, _, _)) = seeded_upstream_and_standard_layer();
     let store = root.path().join("shared-store");
     let same_store = format!(".cache {}", store.display());
 

@@ -14,18 +14,30 @@ fn post_json(acr: &Acr, path: &str, body: &[u8]) -> HttpResponse {
     )
 }
 
-fn token_request(
+/// `POST /container-token` asking for `library/test:1` with `config` on `platform`.
+fn post_token_request(
+    acr: &Acr,
     reg: &Registry,
-    repo_ref: &str,
     config: serde_json::Value,
     platform: &str,
-) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "containerImage": reg.image(repo_ref),
+) -> HttpResponse {
+    let body = serde_json::to_vec(&serde_json::json!({
+        "containerImage": reg.image("library/test:1"),
         "containerConfig": config,
         "containerPlatform": platform,
     }))
-    .expect("json")
+    .expect("json");
+    post_json(acr, "/container-token", &body)
+}
+
+/// `POST /container-token` asking for `library/test:1` with `layer` only, on `platform`.
+fn post_token_layer(acr: &Acr, reg: &Registry, layer: &Packed, platform: &str) -> HttpResponse {
+    post_token_request(
+        acr,
+        reg,
+        serde_json::json!({"layers": [layer.token_layer()]}),
+        platform,
+    )
 }
 
 /// The token layer: `opt/token/hello.txt` (0644), packed with `--location`.
@@ -38,12 +50,38 @@ fn token_layer(root: &Path) -> Packed {
     pack(&dir, &["--location"])
 }
 
+/// What the upstream of [`token_mirror`] holds.
+enum Upstream {
+    /// `library/test:1` only.
+    TestOnly,
+    /// Every fixture image ([`seed`]).
+    AllImages,
+}
+
+/// A new upstream holding `images`, acr over it injecting the standard layer with
+/// `settings`, and the token layer: the upstream, the temporary directory holding both
+/// layers (keep it), acr, the token layer.
+fn token_mirror(images: Upstream, settings: &[&str]) -> (Registry, TempDir, Acr, Packed) {
+    let reg = Registry::start(RegistryAuth::None);
+    match images {
+        Upstream::TestOnly => {
+            seed_test_only(&reg);
+        }
+        Upstream::AllImages => {
+            seed(&reg);
+        }
+    }
+    let (root, _layer, acr) = injecting(&reg, settings);
+    let tl = token_layer(root.path());
+    (reg, root, acr, tl)
+}
+
 /// Creates a token for `library/test:1`; returns (token, targetImage, whole answer).
 #[track_caller]
 fn create_token(acr: &Acr, reg: &Registry, layer: &Packed) -> (String, String, serde_json::Value) {
-    let body = token_request(
+    let r = post_token_request(
+        acr,
         reg,
-        "library/test:1",
         serde_json::json!({
             "entrypoint": ["/opt/token/run"],
             "env": ["K=V"],
@@ -51,7 +89,6 @@ fn create_token(acr: &Acr, reg: &Registry, layer: &Packed) -> (String, String, s
         }),
         "linux/amd64",
     );
-    let r = post_json(acr, "/container-token", &body);
     assert_eq!(
         r.status,
         200,
@@ -77,10 +114,7 @@ fn create_token(acr: &Acr, reg: &Registry, layer: &Packed) -> (String, String, s
 /// token does not get them.
 #[test]
 fn a_container_token_serves_its_augmented_image() {
-    let reg = Registry::start(RegistryAuth::None);
-    seed_test_only(&reg);
-    let (root, _layer, acr) = injecting(&reg, &[".container-tokens 1h"]);
-    let tl = token_layer(root.path());
+    let (reg, _root, acr, tl) = token_mirror(Upstream::TestOnly, &[".container-tokens 1h"]);
     let (token, target, j) = create_token(&acr, &reg, &tl);
     assert_eq!(
         target,
@@ -158,10 +192,7 @@ fn a_container_token_serves_its_augmented_image() {
 /// platform.
 #[test]
 fn container_token_errors() {
-    let reg = Registry::start(RegistryAuth::None);
-    seed(&reg);
-    let (root, _layer, acr) = injecting(&reg, &[".container-tokens 1h"]);
-    let tl = token_layer(root.path());
+    let (reg, _root, acr, tl) = token_mirror(Upstream::AllImages, &[".container-tokens 1h"]);
     let (token, _, _) = create_token(&acr, &reg, &tl);
 
     for method in ["GET", "HEAD"] {
@@ -204,13 +235,12 @@ fn container_token_errors() {
     let mut bad = tl.token_layer();
     let wrong = digest_of(b"something else");
     bad["gzipDigest"] = serde_json::Value::String(wrong.clone());
-    let body = token_request(
+    let r = post_token_request(
+        &acr,
         &reg,
-        "library/test:1",
         serde_json::json!({"layers": [bad]}),
         "linux/amd64",
     );
-    let r = post_json(&acr, "/container-token", &body);
     assert_eq!(
         r.status,
         400,
@@ -225,13 +255,7 @@ fn container_token_errors() {
         "the message does not mention the digest: {text}"
     );
 
-    let body = token_request(
-        &reg,
-        "library/test:1",
-        serde_json::json!({"layers": [tl.token_layer()]}),
-        "linux/mips99",
-    );
-    let r = post_json(&acr, "/container-token", &body);
+    let r = post_token_layer(&acr, &reg, &tl, "linux/mips99");
     assert_eq!(r.status, 400, "unknown platform: {}", r.text());
 
     // the valid token still works
@@ -241,10 +265,7 @@ fn container_token_errors() {
 /// A token made with `.container-tokens 1s` is 404 (with an OCI body) two seconds later.
 #[test]
 fn an_expired_container_token_is_404() {
-    let reg = Registry::start(RegistryAuth::None);
-    seed_test_only(&reg);
-    let (root, _layer, acr) = injecting(&reg, &[".container-tokens 1s"]);
-    let tl = token_layer(root.path());
+    let (reg, _root, acr, tl) = token_mirror(Upstream::TestOnly, &[".container-tokens 1s"]);
     let (token, _, _) = create_token(&acr, &reg, &tl);
     std::thread::sleep(Duration::from_millis(2500));
     let r = manifest(&acr, "GET", &format!("wt/{token}/library/test"), "1");
@@ -265,17 +286,8 @@ fn an_expired_container_token_is_404() {
 /// Without `.container-tokens` there is no `/container-token`.
 #[test]
 fn without_container_tokens_the_endpoint_is_404() {
-    let reg = Registry::start(RegistryAuth::None);
-    seed_test_only(&reg);
-    let (root, _layer, acr) = injecting(&reg, &[]);
-    let tl = token_layer(root.path());
-    let body = token_request(
-        &reg,
-        "library/test:1",
-        serde_json::json!({"layers": [tl.token_layer()]}),
-        "linux/amd64",
-    );
-    let r = post_json(&acr, "/container-token", &body);
+    let (reg, _root, acr, tl) = token_mirror(Upstream::TestOnly, &[]);
+    let r = post_token_layer(&acr, &reg, &tl, "linux/amd64");
     assert_eq!(r.status, 404, "{}", r.text());
     // and the mirror still injects
     let (_, _, m) = get_manifest_checked(&acr, "library/test", "1");

@@ -256,11 +256,9 @@ fn index_children_get_the_layers_of_their_platform() {
     seed(&reg);
     let root = temp_dir("acr-inject-");
     let r = root.path();
-    let common_dir = make_layer_dir(r, "common", &[("opt/acr/common.txt", b"common\n", 0o644)]);
-    let arm_dir = make_layer_dir(r, "armonly", &[("opt/acr/arm.txt", b"arm64 only\n", 0o644)]);
+    let (common_dir, common) = common_layer(r);
+    let (arm_dir, arm) = arm64_only_layer(r);
     let amd_dir = make_layer_dir(r, "amdsrc", &[("opt/acr/amd.txt", b"amd64 only\n", 0o644)]);
-    let common = pack(&common_dir, &[]);
-    let arm = pack(&arm_dir, &[]);
     let amd_file = r.join("tool-amd64.tar.gz");
     let (amd, _) = pack_to_file(&amd_dir, &amd_file);
     let inject = [
@@ -352,12 +350,7 @@ fn an_index_entry_without_layers_for_its_platform_stays_as_it_was() {
     let reg = Registry::start(RegistryAuth::None);
     seed(&reg);
     let root = temp_dir("acr-inject-");
-    let arm_dir = make_layer_dir(
-        root.path(),
-        "armonly",
-        &[("opt/acr/arm.txt", b"arm64 only\n", 0o644)],
-    );
-    let arm = pack(&arm_dir, &[]);
+    let (arm_dir, arm) = arm64_only_layer(root.path());
     let inject = [
         format!(".inject-layer {}", arm_dir.display()),
         "  .platform linux/arm64".to_string(),
@@ -395,10 +388,8 @@ fn a_common_layer_reaches_a_platform_that_has_no_specific_layer() {
     seed(&reg);
     let root = temp_dir("acr-inject-");
     let r = root.path();
-    let common_dir = make_layer_dir(r, "common", &[("opt/acr/common.txt", b"common\n", 0o644)]);
-    let arm_dir = make_layer_dir(r, "armonly", &[("opt/acr/arm.txt", b"arm64 only\n", 0o644)]);
-    let common = pack(&common_dir, &[]);
-    let arm = pack(&arm_dir, &[]);
+    let (common_dir, common) = common_layer(r);
+    let (arm_dir, arm) = arm64_only_layer(r);
     let inject = [
         format!(".inject-layer {}", common_dir.display()),
         format!(".inject-layer {}", arm_dir.display()),

@@ -16,11 +16,9 @@ fn pulls_cloud_host(c: &Cloud, host: &str, user: &str, secret: &str) {
         skopeo_pull(&c.acr.host(), &format!("{host}/library/test:1")),
         fixtures().test.digest
     );
-    let r = c.acr.fetch(
-        "GET",
-        &format!("/v2/library/test/manifests/1?ns={host}"),
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
+    let r = c
+        .acr
+        .fetch_manifest("GET", &format!("/v2/library/test/manifests/1?ns={host}"));
     assert_eq!(r.status, 200, "?ns={host}: {}\n{}", r.text(), c.acr.log());
     assert_eq!(digest_of(&r.body), fixtures().test.digest);
     let ts = c.reg.token_server().expect("token server");
@@ -46,12 +44,7 @@ fn an_ecr_host_gets_credentials_from_docker_credential_ecr_login() {
         None,
     );
     pulls_cloud_host(&c, ECR_HOST, "AWS", ECR_SECRET);
-    let calls = c.calls("ecr-login");
-    assert!(
-        calls.lines().any(|l| l.contains(ECR_HOST)),
-        "docker-credential-ecr-login was not asked for {ECR_HOST}: {calls:?}\n{}",
-        c.acr.log()
-    );
+    assert_helper_asked(&c, "ecr-login", ECR_HOST);
 }
 
 /// GAR (`*-docker.pkg.dev`) and GCR (`gcr.io`, `*.gcr.io`) hosts without config.json: acr
@@ -67,13 +60,8 @@ fn gar_and_gcr_hosts_get_credentials_from_docker_credential_gcr() {
     for host in hosts {
         pulls_cloud_host(&c, host, "oauth2accesstoken", GAR_SECRET);
     }
-    let calls = c.calls("gcr");
     for host in hosts {
-        assert!(
-            calls.lines().any(|l| l.contains(host)),
-            "docker-credential-gcr was not asked for {host}: {calls:?}\n{}",
-            c.acr.log()
-        );
+        assert_helper_asked(&c, "gcr", host);
     }
 }
 
@@ -91,5 +79,16 @@ fn a_cred_helper_from_config_json_serves_a_gar_host() {
     assert!(
         calls.lines().any(|l| l.contains(host)),
         "docker-credential-gcloud was not asked for {host}: {calls:?}"
+    );
+}
+
+/// Asserts that acr ran `docker-credential-HELPER` for `host`.
+#[track_caller]
+fn assert_helper_asked(c: &Cloud, helper: &str, host: &str) {
+    let calls = c.calls(helper);
+    assert!(
+        calls.lines().any(|l| l.contains(host)),
+        "docker-credential-{helper} was not asked for {host}: {calls:?}\n{}",
+        c.acr.log()
     );
 }

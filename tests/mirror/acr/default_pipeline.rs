@@ -43,25 +43,9 @@ fn the_default_pipeline_serves_every_image_kind() {
 /// refresh tokens, acr exchanges a new AAD token again and again and no pull fails.
 #[test]
 fn short_lived_tokens_are_renewed_without_az_too() {
-    let reg = AcrRegistry::start(&AcrStandinOptions {
-        refresh_ttl: 6,
-        access_ttl: 2,
-        send_expires_in: true,
-        ..AcrStandinOptions::default()
-    });
+    let reg = short_lived_registry();
     reg.seed_test();
-    let m = AcrMirror::start(
-        &reg,
-        AcrMirrorOptions {
-            az: Az::Absent,
-            env: vec![
-                ("AZURE_TENANT_ID".into(), TENANT.into()),
-                ("AZURE_CLIENT_ID".into(), CLIENT_ID.into()),
-                ("AZURE_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
-                ("AZURE_AUTHORITY_HOST".into(), reg.url()),
-            ],
-        },
-    );
+    let m = mirror_without_az(&reg, client_secret_env(reg.url()));
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
         let r = m.manifest("GET", "library/test", "1", "", &[]);
@@ -137,10 +121,7 @@ fn mirror_start_id_6_begins_at_install() {
 
 #[test]
 fn a_restart_after_the_refresh_token_expired_logs_in_again() {
-    let reg = AcrRegistry::start(&AcrStandinOptions {
-        refresh_ttl: 5,
-        ..AcrStandinOptions::default()
-    });
+    let reg = registry_with_refresh_ttl(5);
     let digest = reg.seed_test();
     let mut m = AcrMirror::start(&reg, AcrMirrorOptions::default());
     let first = m.ws.access_token().expect("access_token");
@@ -175,10 +156,7 @@ fn a_restart_after_the_refresh_token_expired_logs_in_again() {
 /// token of the moment, one the registry still takes.
 #[test]
 fn auth_hands_out_the_current_token_after_renewals() {
-    let reg = AcrRegistry::start(&AcrStandinOptions {
-        refresh_ttl: 6,
-        ..AcrStandinOptions::default()
-    });
+    let reg = registry_with_refresh_ttl(6);
     let m = AcrMirror::start(&reg, AcrMirrorOptions::default());
     let first = m.ws.access_token().expect("access_token");
     let mut seen = HashSet::from([first]);
@@ -208,9 +186,7 @@ fn auth_hands_out_the_current_token_after_renewals() {
         .unwrap_or_default()
         .to_string();
     let current = m.ws.access_token().expect("access_token");
-    let accepted = reg
-        .standin
-        .try_access_token_with_refresh(&password, "repository:library/test:pull");
+    let accepted = pull_token_with_refresh(&reg, &password);
     assert_eq!(
         accepted.status,
         200,
@@ -233,10 +209,7 @@ fn auth_hands_out_the_current_token_after_renewals() {
 /// works again.
 #[test]
 fn a_failed_renewal_is_retried_and_the_mirror_keeps_serving() {
-    let reg = AcrRegistry::start(&AcrStandinOptions {
-        refresh_ttl: 8,
-        ..AcrStandinOptions::default()
-    });
+    let reg = registry_with_refresh_ttl(8);
     let digest = reg.seed_test();
     let m = AcrMirror::start(&reg, AcrMirrorOptions::default());
     let first = m.ws.access_token().expect("access_token");
@@ -269,9 +242,7 @@ fn a_failed_renewal_is_retried_and_the_mirror_keeps_serving() {
     assert_eq!(r.status, 200, "{}\n{}", r.text(), m.log());
     assert_eq!(digest_of(&r.body), digest);
     let token = m.ws.access_token().expect("access_token");
-    let r = reg
-        .standin
-        .try_access_token_with_refresh(&token, "repository:library/test:pull");
+    let r = pull_token_with_refresh(&reg, &token);
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -279,28 +250,14 @@ fn a_failed_renewal_is_retried_and_the_mirror_keeps_serving() {
 /// reads AZURE_FEDERATED_TOKEN_FILE again.
 #[test]
 fn workload_identity_reads_the_rotated_token_file_at_each_renewal() {
-    let reg = AcrRegistry::start(&AcrStandinOptions {
-        refresh_ttl: 6,
-        ..AcrStandinOptions::default()
-    });
+    let reg = registry_with_refresh_ttl(6);
     let digest = reg.seed_test();
     let files = temp_dir("acr-wi-rotate-");
     let token_file = files.path().join("azure-identity-token");
     std::fs::write(&token_file, federated_assertion()).expect("token file");
-    let m = AcrMirror::start(
+    let m = mirror_without_az(
         &reg,
-        AcrMirrorOptions {
-            az: Az::Absent,
-            env: vec![
-                ("AZURE_TENANT_ID".into(), TENANT.into()),
-                ("AZURE_CLIENT_ID".into(), WI_CLIENT_ID.into()),
-                (
-                    "AZURE_FEDERATED_TOKEN_FILE".into(),
-                    token_file.display().to_string(),
-                ),
-                ("AZURE_AUTHORITY_HOST".into(), reg.url()),
-            ],
-        },
+        workload_identity_env(token_file.display().to_string(), reg.url()),
     );
     // the next projected token: another key id and signature, the same subject
     let rotated = format!(
@@ -357,11 +314,9 @@ fn look_alike_hosts_do_not_run_the_cloud_helpers() {
         None,
     );
     for host in hosts {
-        let r = c.acr.fetch(
-            "GET",
-            &format!("/v2/library/test/manifests/1?ns={host}"),
-            &[("Accept", ACCEPT_MANIFESTS)],
-        );
+        let r = c
+            .acr
+            .fetch_manifest("GET", &format!("/v2/library/test/manifests/1?ns={host}"));
         assert_eq!(r.status, 401, "{host}: {}\n{}", r.text(), c.acr.log());
     }
     assert_eq!(

@@ -32,9 +32,7 @@ fn init_and_mirror_start_log_in_with_az_and_serve_skopeo() {
         claims["exp"].as_u64().unwrap_or(0) > now_secs(),
         "the refresh token in access_token has expired: {claims}"
     );
-    let r = reg
-        .standin
-        .try_access_token_with_refresh(&token, "repository:library/test:pull");
+    let r = pull_token_with_refresh(&reg, &token);
     assert_eq!(
         r.status,
         200,
@@ -91,11 +89,7 @@ fn containerd_pulls_through_the_hosts_toml_acr_wrote() {
         "hosts.toml's server is not the login server {}:\n{text}",
         reg.url()
     );
-    let ctrd = Containerd::start();
-    let image = format!("{}/library/test:1", reg.host());
-    ctrd.ctr_pull_with(&image, Some(&m.ws.hosts_dir()), &[])
-        .ok();
-    let got = ctrd.image_digests();
+    let (image, got) = ctr_pull_test_1(&m, &reg);
     assert!(
         got.contains(&(image.clone(), digest.clone())),
         "{got:?}, want {image} @ {digest}"
@@ -112,12 +106,7 @@ fn containerd_pulls_through_the_hosts_toml_acr_wrote() {
 /// token service never sees an expired refresh token.
 #[test]
 fn short_lived_tokens_are_renewed_and_no_pull_fails() {
-    let reg = AcrRegistry::start(&AcrStandinOptions {
-        refresh_ttl: 6,
-        access_ttl: 2,
-        send_expires_in: true,
-        ..AcrStandinOptions::default()
-    });
+    let reg = short_lived_registry();
     reg.seed_test();
     let m = AcrMirror::start(&reg, AcrMirrorOptions::default());
     let layer = fixtures().test.layers()[0].0.clone();
@@ -197,14 +186,7 @@ fn short_lived_tokens_are_renewed_and_no_pull_fails() {
 #[test]
 fn without_az_a_client_secret_from_the_environment_logs_in() {
     pulls_without_az_with(
-        |standin| {
-            vec![
-                ("AZURE_TENANT_ID".into(), TENANT.into()),
-                ("AZURE_CLIENT_ID".into(), CLIENT_ID.into()),
-                ("AZURE_CLIENT_SECRET".into(), CLIENT_SECRET.into()),
-                ("AZURE_AUTHORITY_HOST".into(), standin.url()),
-            ]
-        },
+        |standin| client_secret_env(standin.url()),
         "aad_issued_secret",
     );
 }
@@ -217,14 +199,7 @@ fn without_az_workload_identity_logs_in() {
     let token_file = token_file.display().to_string();
     // AKS's workload identity webhook sets the authority host with a trailing slash.
     pulls_without_az_with(
-        |standin| {
-            vec![
-                ("AZURE_TENANT_ID".into(), TENANT.into()),
-                ("AZURE_CLIENT_ID".into(), WI_CLIENT_ID.into()),
-                ("AZURE_FEDERATED_TOKEN_FILE".into(), token_file.clone()),
-                ("AZURE_AUTHORITY_HOST".into(), format!("{}/", standin.url())),
-            ]
-        },
+        |standin| workload_identity_env(token_file.clone(), format!("{}/", standin.url())),
         "aad_issued_assertion",
     );
 }
@@ -242,13 +217,7 @@ fn without_az_a_managed_identity_at_msi_endpoint_logs_in() {
 fn pulls_without_az_with(env: impl Fn(&AcrStandin) -> Vec<(String, String)>, stat: &str) {
     let reg = AcrRegistry::start(&AcrStandinOptions::default());
     let digest = reg.seed_test();
-    let m = AcrMirror::start(
-        &reg,
-        AcrMirrorOptions {
-            az: Az::Absent,
-            env: env(&reg.standin),
-        },
-    );
+    let m = mirror_without_az(&reg, env(&reg.standin));
     assert_eq!(skopeo_pull(&m.host(), "library/test:1"), digest);
     let stats = reg.standin.stats();
     assert!(
@@ -268,26 +237,14 @@ fn pulls_without_az_with(env: impl Fn(&AcrStandin) -> Vec<(String, String)>, sta
 #[test]
 fn without_az_or_azure_environment_mirror_start_says_what_to_do() {
     let reg = AcrRegistry::start(&AcrStandinOptions::default());
-    let ws = AcrWorkspace::new(
-        &reg,
-        AcrMirrorOptions {
-            az: Az::Absent,
-            // The instance metadata service is the last resort: here, a port nothing serves
-            // (tests talk to 127.0.0.1 only).
-            env: vec![(
-                "ACR_IMDS_ENDPOINT".into(),
-                format!(
-                    "http://127.0.0.1:{}/metadata/identity/oauth2/token",
-                    free_port()
-                ),
-            )],
-        },
+    // The instance metadata service is the last resort: here, a port nothing serves (tests
+    // talk to 127.0.0.1 only).
+    let imds = format!(
+        "http://127.0.0.1:{}/metadata/identity/oauth2/token",
+        free_port()
     );
-    ws.init(&format!("127.0.0.1:{}", free_port())).ok();
-    let out = ws.start_to_completion(Duration::from_secs(120));
-    let text = all_output(&out);
-    assert!(!out.success(), "mirror start succeeded: {out:?}");
-    assert!(!text.contains("panicked"), "{out:?}");
+    let (_ws, out, text) =
+        mirror_start_fails(&reg, Az::Absent, vec![("ACR_IMDS_ENDPOINT".into(), imds)]);
     assert!(text.contains("az login"), "no `az login` advice: {out:?}");
     assert!(text.contains("AZURE_"), "no AZURE_* advice: {out:?}");
     assert_eq!(reg.standin.exchanges(), 0);
@@ -297,18 +254,7 @@ fn without_az_or_azure_environment_mirror_start_says_what_to_do() {
 #[test]
 fn a_failing_az_is_an_error_naming_az() {
     let reg = AcrRegistry::start(&AcrStandinOptions::default());
-    let ws = AcrWorkspace::new(
-        &reg,
-        AcrMirrorOptions {
-            az: Az::Failing,
-            env: vec![],
-        },
-    );
-    ws.init(&format!("127.0.0.1:{}", free_port())).ok();
-    let out = ws.start_to_completion(Duration::from_secs(120));
-    assert!(!out.success(), "mirror start succeeded: {out:?}");
-    let text = all_output(&out);
-    assert!(!text.contains("panicked"), "{out:?}");
+    let (ws, out, text) = mirror_start_fails(&reg, Az::Failing, vec![]);
     assert!(has_word(&text, "az"), "the error does not name az: {out:?}");
     let calls = ws.az_calls();
     assert!(

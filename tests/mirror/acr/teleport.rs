@@ -111,20 +111,10 @@ fn a_platform_without_a_twin_keeps_the_original() {
 /// With a registry that has the referrers API (as ACR does), the twin is found through it.
 #[test]
 fn the_twin_is_found_through_the_referrers_api_when_the_registry_has_one() {
-    let (reg, s, m) = streaming_mirror(
-        AcrStandinOptions {
-            referrers_api: true,
-            ..AcrStandinOptions::default()
-        },
-        vec![],
-    );
+    let (reg, s, m) = streaming_mirror(with_referrers_api(), vec![]);
     let r = m.manifest("GET", "library/test", "1", "", &[UPGRADE]);
     assert_manifest(&r, &s.twin, "GET tag", &m.log());
-    assert!(
-        reg.standin.stat("referrers_api") >= 1,
-        "acr did not ask the referrers API:\n{}",
-        reg.standin.log()
-    );
+    assert_referrers_api_asked(&reg);
 }
 
 /// containerd sends the header from the hosts.toml acr wrote and ends up with the twin.
@@ -143,11 +133,7 @@ fn containerd_gets_the_streamable_twin_through_hosts_toml() {
         text.contains(STREAMABLE_HEADER) && text.contains("overlaybd"),
         "hosts.toml does not send {STREAMABLE_HEADER}:\n{text}"
     );
-    let ctrd = Containerd::start();
-    let image = format!("{}/library/test:1", reg.host());
-    ctrd.ctr_pull_with(&image, Some(&m.ws.hosts_dir()), &[])
-        .ok();
-    let got = ctrd.image_digests();
+    let (image, got) = ctr_pull_test_1(&m, &reg);
     assert!(
         got.contains(&(image.clone(), s.twin.clone())),
         "{got:?}, want {image} @ twin {}\n{}",
@@ -174,11 +160,7 @@ fn teleport_manual_swaps_exactly_the_given_pair() {
         &format!("{manifests}{blobs}"),
     ));
     let get = |reference: &str| {
-        acr.fetch(
-            "GET",
-            &format!("/v2/library/test/manifests/{reference}"),
-            &[("Accept", ACCEPT_MANIFESTS)],
-        )
+        acr.fetch_manifest("GET", &format!("/v2/library/test/manifests/{reference}"))
     };
     assert_manifest(&get("1"), &seeded.test_v2s2, "test:1 (from)", &acr.log());
     assert_manifest(
@@ -187,11 +169,7 @@ fn teleport_manual_swaps_exactly_the_given_pair() {
         "test:v2s2 (to)",
         &acr.log(),
     );
-    let r = acr.fetch(
-        "GET",
-        "/v2/library/multi/manifests/1",
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
+    let r = acr.fetch_manifest("GET", "/v2/library/multi/manifests/1");
     assert_manifest(&r, &seeded.multi_oci, "multi:1 (another)", &acr.log());
 }
 
@@ -288,19 +266,9 @@ fn referrers_through_acr_come_from_the_fallback_tag() {
 /// A registry with the referrers API: the same answers through acr.
 #[test]
 fn referrers_through_acr_from_a_registry_with_the_api() {
-    let (reg, s, m) = streaming_mirror(
-        AcrStandinOptions {
-            referrers_api: true,
-            ..AcrStandinOptions::default()
-        },
-        vec![],
-    );
+    let (reg, s, m) = streaming_mirror(with_referrers_api(), vec![]);
     check_referrers(&m, &s);
-    assert!(
-        reg.standin.stat("referrers_api") >= 1,
-        "{}",
-        reg.standin.log()
-    );
+    assert_referrers_api_asked(&reg);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -332,9 +300,7 @@ fn auth_hands_the_snapshotter_the_refresh_token() {
         Some(token.as_str()),
         "not the refresh token in access_token"
     );
-    let r = reg
-        .standin
-        .try_access_token_with_refresh(&token, "repository:library/test:pull");
+    let r = pull_token_with_refresh(&reg, &token);
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -374,5 +340,22 @@ fn auth_refuses_registries_it_does_not_serve() {
             .find_map(|v| v.as_str())
             .unwrap_or_default();
         assert!(!message.is_empty(), "no message: {j}");
+    }
+}
+
+#[track_caller]
+fn assert_referrers_api_asked(reg: &AcrRegistry) {
+    assert!(
+        reg.standin.stat("referrers_api") >= 1,
+        "acr did not ask the referrers API:\n{}",
+        reg.standin.log()
+    );
+}
+
+/// The stand-in's options with the referrers API on (as ACR has it).
+fn with_referrers_api() -> AcrStandinOptions {
+    AcrStandinOptions {
+        referrers_api: true,
+        ..AcrStandinOptions::default()
     }
 }

@@ -129,18 +129,9 @@ fn skopeo_inspect_through_acr_agrees_with_the_upstream() {
 /// `ns` containerd sent, and every blob the upstream served went to acr, none to containerd.
 #[test]
 fn ctr_pulls_and_unpacks_through_the_hosts_toml_mirror_wrote() {
-    let reg = Registry::start(RegistryAuth::None);
-    let seeded = seed(&reg);
     // `.header` too, so containerd reads every part of the file `.mirror` writes.
-    let acr = Acr::start(&pipeline(
-        &reg.url(),
-        &[".header x-acr-test yes"],
-        &[],
-        &routes(""),
-    ));
-    let hosts = acr.default_hosts_dir();
-    let toml = std::fs::read_to_string(hosts.join(reg.host()).join("hosts.toml"))
-        .expect(".mirror wrote hosts.toml under the world directory");
+    let (reg, seeded, acr) = mirror_with_header("x-acr-test yes");
+    let (hosts, toml) = hosts_toml_written(&acr, &reg);
     assert!(toml.contains("x-acr-test = \"yes\""), "{toml}");
     assert!(
         toml.contains(&format!("server = \"{}\"", reg.url())),
@@ -150,20 +141,7 @@ fn ctr_pulls_and_unpacks_through_the_hosts_toml_mirror_wrote() {
         toml.contains(&format!("[host.\"http://{}\"]", acr.host())),
         "{toml}"
     );
-    let ctrd = Containerd::start();
-    let image = reg.image("library/test:1");
-    let out = ctrd.ctr_pull(&image, &hosts).ok();
-    assert!(out.stdout.contains("unpacking linux/amd64"), "{out:?}");
-    assert!(out.stdout.contains("done"), "{out:?}");
-    assert!(
-        ctrd.image_digests()
-            .contains(&(image.clone(), seeded.test_oci.clone())),
-        "{:?}",
-        ctrd.image_digests()
-    );
-    let ns = format!("ns={}", reg.host());
-    let manifest = acr.wait_requests(&["/v2/library/test/manifests/1", &ns, "status=200"], 1);
-    assert!(!manifest.is_empty(), "{}", acr.log());
+    let (ctrd, ns) = ctr_pulls_test_1_through(&reg, &acr, &seeded, &hosts);
     let blobs = acr.wait_requests(&["/v2/library/test/blobs/sha256:", &ns, "status=200"], 2);
     assert!(blobs.len() >= 2, "config and layer: {}", acr.log());
     for line in acr.request_lines() {
@@ -179,6 +157,75 @@ fn ctr_pulls_and_unpacks_through_the_hosts_toml_mirror_wrote() {
     // The unpacked snapshot exists: the layer really was applied.
     let snaps = ctrd.ctr(&["snapshots", "ls"]).ok().stdout;
     assert!(snaps.contains("Committed"), "{snaps}");
+}
+
+/// A `.header` value with a double quote and a backslash: hosts.toml holds it TOML-escaped
+/// (so it reads back as written), and containerd, which must parse that file to pull at all,
+/// still pulls through acr with it.
+#[test]
+fn ctr_pulls_through_a_hosts_toml_with_a_quoted_header_value() {
+    let (reg, seeded, acr) = mirror_with_header(r#"x-acr-test say "hi" \ ok"#);
+    let (hosts, toml) = hosts_toml_written(&acr, &reg);
+    assert!(
+        toml.contains(r#"x-acr-test = 'say "hi" \ ok'"#)
+            || toml.contains(r#"x-acr-test = "say \"hi\" \\ ok""#),
+        "the header value is not TOML-escaped: {toml}"
+    );
+    ctr_pulls_test_1_through(&reg, &acr, &seeded, &hosts);
+}
+
+/// Asserts that acr's request `lines` hold a request for `manifest` and two or more blobs.
+#[track_caller]
+fn assert_logged_manifest_and_blobs(acr: &Acr, lines: &[String], manifest: &str) {
+    assert!(
+        lines.iter().any(|l| l.contains(manifest)),
+        "no {manifest}: {}",
+        acr.log()
+    );
+    assert!(
+        lines.iter().filter(|l| l.contains("/blobs/")).count() >= 2,
+        "{}",
+        acr.log()
+    );
+}
+
+/// A seeded upstream and acr mirroring it with `.mirror`'s `.header HEADER`.
+fn mirror_with_header(header: &str) -> (Registry, Seeded, Acr) {
+    let reg = Registry::start(RegistryAuth::None);
+    let seeded = seed(&reg);
+    let header = format!(".header {header}");
+    let acr = Acr::start(&pipeline(&reg.url(), &[&header], &[], &routes("")));
+    (reg, seeded, acr)
+}
+
+/// The hosts directory under acr's world directory and the hosts.toml `.mirror` wrote there
+/// for `reg`.
+fn hosts_toml_written(acr: &Acr, reg: &Registry) -> (std::path::PathBuf, String) {
+    let hosts = acr.default_hosts_dir();
+    let toml = std::fs::read_to_string(hosts.join(reg.host()).join("hosts.toml"))
+        .expect(".mirror wrote hosts.toml under the world directory");
+    (hosts, toml)
+}
+
+/// `ctr images pull --hosts-dir HOSTS` of `library/test:1` unpacks it with the upstream's
+/// digest, and acr's log shows the manifest request with containerd's `ns`. Returns the
+/// containerd and that `ns=HOST` for further checks.
+fn ctr_pulls_test_1_through(
+    reg: &Registry,
+    acr: &Acr,
+    seeded: &Seeded,
+    hosts: &Path,
+) -> (Containerd, String) {
+    let ctrd = Containerd::start();
+    let image = reg.image("library/test:1");
+    let out = ctrd.ctr_pull(&image, hosts).ok();
+    assert!(out.stdout.contains("unpacking linux/amd64"), "{out:?}");
+    assert!(out.stdout.contains("done"), "{out:?}");
+    ctrd.assert_has_image(&image, &seeded.test_oci);
+    let ns = format!("ns={}", reg.host());
+    let manifest = acr.wait_requests(&["/v2/library/test/manifests/1", &ns, "status=200"], 1);
+    assert!(!manifest.is_empty(), "{}", acr.log());
+    (ctrd, ns)
 }
 
 /// The `docker.io` namespace: `.mirror docker.io` with `.server` at a closed local port, and
@@ -214,35 +261,14 @@ fn ctr_pulls_docker_io_through_the_endpoint_to_a_local_upstream() {
     let ctrd = Containerd::start();
     let out = ctrd.ctr_pull("docker.io/library/test:1", hosts.path()).ok();
     assert!(out.stdout.contains("unpacking linux/amd64"), "{out:?}");
-    assert!(ctrd.image_digests().contains(&(
-        "docker.io/library/test:1".to_string(),
-        seeded.test_oci.clone()
-    )));
+    ctrd.assert_has_image("docker.io/library/test:1", &seeded.test_oci);
     let lines = acr.wait_requests(&["ns=docker.io", "status=200"], 3);
-    assert!(
-        lines.iter().any(|l| l.contains("/manifests/1")),
-        "{}",
-        acr.log()
-    );
-    assert!(
-        lines.iter().filter(|l| l.contains("/blobs/")).count() >= 2,
-        "{}",
-        acr.log()
-    );
+    assert_logged_manifest_and_blobs(&acr, &lines, "/manifests/1");
     assert!(upstream_blob_agents(&reg)
         .iter()
         .all(|a| a.starts_with("acr/")));
     // A short name gets `library/`, as Docker Hub does.
-    let r = acr.fetch(
-        "HEAD",
-        "/v2/test/manifests/1?ns=docker.io",
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
-    assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("docker-content-digest"),
-        Some(seeded.test_oci.as_str())
-    );
+    assert_head_digest(&acr, "/v2/test/manifests/1?ns=docker.io", &seeded.test_oci);
 }
 
 /// podman with a registries.conf mirror pulls through acr; podman sends no `ns`, so the
@@ -270,18 +296,7 @@ fn podman_pulls_through_a_registries_conf_mirror() {
         &["ns=-", &format!("upstream={}", reg.host()), "status=200"],
         3,
     );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("/v2/library/multi/manifests/v2s2")),
-        "{}",
-        acr.log()
-    );
-    assert!(
-        lines.iter().filter(|l| l.contains("/blobs/")).count() >= 2,
-        "{}",
-        acr.log()
-    );
+    assert_logged_manifest_and_blobs(&acr, &lines, "/v2/library/multi/manifests/v2s2");
     let agents = upstream_blob_agents(&reg);
     assert!(
         !agents.is_empty() && agents.iter().all(|a| a.starts_with("acr/")),

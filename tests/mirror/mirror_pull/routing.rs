@@ -10,15 +10,10 @@ fn nested_names_with_dots_dashes_and_underscores() {
     let name = "my.org/sub_dir/app-x.y__z/v1";
     push(&reg, &fixtures().test, &format!("{name}:1.0_rc-1"), &[]);
     let acr = Acr::start(&pull_through(&reg.url()));
-    let out = temp_dir("acr-names-");
-    skopeo(&[
-        "copy",
-        "--preserve-digests",
-        &format!("docker://{}/{name}:1.0_rc-1", acr.host()),
-        &format!("oci:{}:t", out.path().display()),
-    ])
-    .ok();
-    assert_eq!(layout_digest(out.path(), "t"), fixtures().test.digest);
+    assert_eq!(
+        copied_digest(&format!("docker://{}/{name}:1.0_rc-1", acr.host())),
+        fixtures().test.digest
+    );
     let r = acr.fetch("GET", &format!("/v2/{name}/tags/list"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["tags"], serde_json::json!(["1.0_rc-1"]));
@@ -41,15 +36,10 @@ fn path_routing_names_the_registry_in_the_path() {
         &routes(""),
     );
     let acr = Acr::start(&runmd);
-    let out = temp_dir("acr-path-routing-");
-    skopeo(&[
-        "copy",
-        "--preserve-digests",
-        &format!("docker://{}/ghcr.io/library/test:1", acr.host()),
-        &format!("oci:{}:t", out.path().display()),
-    ])
-    .ok();
-    assert_eq!(layout_digest(out.path(), "t"), seeded.test_oci);
+    assert_eq!(
+        copied_digest(&format!("docker://{}/ghcr.io/library/test:1", acr.host())),
+        seeded.test_oci
+    );
     assert!(
         acr.wait_requests(
             &[
@@ -71,15 +61,7 @@ fn path_routing_names_the_registry_in_the_path() {
         Some(r#"</v2/ghcr.io/library/test/tags/list?n=1&last=1>; rel="next""#)
     );
     // The same repository without the prefix goes to the `.mirror` host.
-    let r = acr.fetch(
-        "HEAD",
-        "/v2/library/test/manifests/1",
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
-    assert_eq!(
-        r.header("docker-content-digest"),
-        Some(seeded.test_oci.as_str())
-    );
+    assert_head_digest(&acr, "/v2/library/test/manifests/1", &seeded.test_oci);
 }
 
 /// One acr in front of two registries: containerd's `ns` chooses, each gets its hosts.toml,
@@ -108,11 +90,7 @@ fn one_acr_serves_two_upstreams_chosen_by_ns() {
         );
     }
     let head = |query: &str| {
-        let r = acr.fetch(
-            "HEAD",
-            &format!("/v2/library/app/manifests/1{query}"),
-            &[("Accept", ACCEPT_MANIFESTS)],
-        );
+        let r = acr.fetch_manifest("HEAD", &format!("/v2/library/app/manifests/1{query}"));
         assert_eq!(r.status, 200, "{query}");
         r.header("docker-content-digest")
             .expect("digest")
@@ -125,7 +103,7 @@ fn one_acr_serves_two_upstreams_chosen_by_ns() {
     for (reg, digest) in [(&one, &f.test.digest), (&two, &f.multi.digest)] {
         let image = reg.image("library/app:1");
         ctrd.ctr_pull(&image, &hosts).ok();
-        assert!(ctrd.image_digests().contains(&(image, digest.clone())));
+        ctrd.assert_has_image(&image, digest);
         assert!(
             !acr.wait_requests(&[&format!("ns={}", reg.host()), "/blobs/", "status=200"], 1)
                 .is_empty(),
@@ -145,13 +123,8 @@ fn a_mirror_host_without_a_scheme_is_never_plain_http() {
     let reg = Registry::start(RegistryAuth::None);
     push(&reg, &fixtures().test, "library/test:1", &[]);
     let acr = Acr::start(&pipeline(&reg.host(), &[], &[], &routes("")));
-    let r = acr.fetch(
-        "GET",
-        "/v2/library/test/manifests/1",
-        &[("Accept", ACCEPT_MANIFESTS)],
-    );
-    assert_eq!(r.status, 502, "{}", r.text());
-    assert_eq!(oci_code(&r.text()), "UNAVAILABLE");
+    let r = acr.fetch_manifest("GET", "/v2/library/test/manifests/1");
+    assert_upstream_unavailable(&r, "");
     assert!(
         reg.access_log()
             .iter()
@@ -363,4 +336,17 @@ fn referrers_from_an_upstream_without_the_api_come_from_the_fallback_tag() {
     assert_eq!(r.json()["manifests"], serde_json::json!([]));
     assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
     acr.assert_serves(Some(("library/test", "1")));
+}
+
+/// `skopeo copy --preserve-digests SRC` into a new OCI layout: the digest it copied.
+fn copied_digest(src: &str) -> String {
+    let out = temp_dir("acr-routing-");
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        src,
+        &format!("oci:{}:t", out.path().display()),
+    ])
+    .ok();
+    layout_digest(out.path(), "t")
 }

@@ -52,11 +52,7 @@ fn a_full_disk_fails_cleanly_and_small_pulls_still_work() {
         let blobs = std::iter::once((p.config_digest.clone(), config)).chain(p.layers.clone());
         for (d, bytes) in &blobs.collect::<Vec<_>>() {
             let got = fetch_blob(&format!("{}/v2/{repo}/blobs/{d}", acr.url()), &[], bytes);
-            assert!(
-                got.status == 200 && got.end.is_ok() && got.matches,
-                "{d}: {}",
-                got.describe()
-            );
+            got.assert_whole(d, "");
         }
     };
     pull(&small);
@@ -85,7 +81,7 @@ fn a_full_disk_fails_cleanly_and_small_pulls_still_work() {
             .ok()
             .and_then(|j| j["errors"][0]["code"].as_str().map(String::from))
             .is_some();
-    let whole = got.status == 200 && got.end.is_ok() && got.matches;
+    let whole = got.is_whole();
     if !(clear_error || whole) {
         problems.push(format!(
             "the client got neither a clear error nor the whole blob: {}",

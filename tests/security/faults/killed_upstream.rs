@@ -95,12 +95,7 @@ fn an_upstream_killed_mid_blob_breaks_the_transfer_keeps_nothing_and_heals() {
     relay.set_paced(false);
     let _back = restart_registry(&reg);
     let got = fetch_blob(&format!("{}{blob_path}", acr.url()), &[], &layer);
-    assert!(
-        got.status == 200 && got.end.is_ok() && got.matches,
-        "after the upstream came back: {}\n{}",
-        got.describe(),
-        acr.log()
-    );
+    got.assert_whole("after the upstream came back", &acr.log());
     assert!(
         wait_until(Duration::from_secs(20), || has_blob(
             cache.path(),

@@ -173,12 +173,7 @@ fn a_trickling_upstream_holds_up_nothing_else_and_stores_nothing_partial() {
 
     // The fetch goes on: the next client follows it and gets the whole blob.
     let got = fetch_blob(&blob_url, &[], &layer);
-    assert!(
-        got.status == 200 && got.end.is_ok() && got.matches,
-        "the next client: {}\n{}",
-        got.describe(),
-        acr.log()
-    );
+    got.assert_whole("the next client", &acr.log());
     println!(
         "trickle: the next client's first byte after {:.1?}, whole blob {:.1?} after the first request",
         got.first_byte.unwrap_or_default(),
