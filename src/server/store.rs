@@ -1,6 +1,6 @@
 //! A proxy's content store, as its `+ .proxy` settings describe it:
 //! `: .cache DIR | s3://bucket/prefix | off` (default: `cache/` beside the pipeline),
-//! `: .cache-endpoint URL`, `: .ttl [NS] DURATION` (default 5 minutes), `: .max-size SIZE`;
+//! `: .cache-dir DIR` (the local part, e.g. of an `s3://` cache), `: .cache-endpoint URL`, `: .ttl [NS] DURATION` (default 5 minutes), `: .max-size SIZE`;
 //! the largest blob it takes from `ACR_MAX_BLOB_SIZE` (see `server::limits`).
 
 use std::path::Path;
@@ -20,15 +20,17 @@ pub fn config(
     world_dir: &Path,
 ) -> Result<Option<StoreConfig>, String> {
     let settings = &proxy.settings;
-    let local_default = world_dir.join("cache");
-    let (root, remote) = match &settings.cache {
+    let root = match &settings.cache_dir {
+        Some(dir) => resolve(base_dir, dir),
+        None => world_dir.join("cache"),
+    };
+    let remote = match &settings.cache {
         CacheSetting::Off => return Ok(None),
-        CacheSetting::Default => (local_default, None),
-        CacheSetting::S3(url) => {
-            let endpoint = settings.cache_endpoint.as_deref();
-            (local_default, Some(RemoteConfig::parse(url, endpoint)?))
-        }
-        CacheSetting::Dir(dir) => (resolve(base_dir, dir), None),
+        CacheSetting::Default | CacheSetting::Dir(_) => None,
+        CacheSetting::S3(url) => Some(RemoteConfig::parse(
+            url,
+            settings.cache_endpoint.as_deref(),
+        )?),
     };
     Ok(Some(StoreConfig {
         root,

@@ -16,6 +16,7 @@ pub const PROXY_SETTINGS: &[&str] = &[
     "endpoint",
     "path-routing",
     "cache",
+    "cache-dir",
     "cache-endpoint",
     "ttl",
     "max-size",
@@ -95,6 +96,11 @@ pub struct ProxySettings {
     /// `: .path-routing [on|off]`: the first path segment may name the upstream.
     pub path_routing: bool,
     pub cache: CacheSetting,
+    /// Where the local part of the store lives: `: .cache-dir DIR`, or the DIR of
+    /// `: .cache DIR` (the last of the two lines wins); `None`: `cache/` beside the pipeline.
+    /// With a shared cache (`s3://`) this is the replica's own copy, so a pipeline on a
+    /// read-only mount needs no writable directory beside it.
+    pub cache_dir: Option<PathBuf>,
     /// `: .cache-endpoint URL`: the S3-compatible server of an `s3://` cache.
     pub cache_endpoint: Option<String>,
     /// `: .ttl DURATION`: how long a cached tag is fresh.
@@ -128,6 +134,7 @@ impl ProxySettings {
             endpoints: Vec::new(),
             path_routing: false,
             cache: CacheSetting::Default,
+            cache_dir: None,
             cache_endpoint: None,
             ttl: DEFAULT_TTL,
             ttl_by_ns: Vec::new(),
@@ -169,9 +176,13 @@ impl ProxySettings {
                     "off" | "none" => CacheSetting::Off,
                     "" => CacheSetting::Default,
                     url if url.starts_with("s3://") => CacheSetting::S3(url.to_string()),
-                    dir => CacheSetting::Dir(PathBuf::from(dir)),
+                    dir => {
+                        self.cache_dir = Some(PathBuf::from(dir));
+                        CacheSetting::Dir(PathBuf::from(dir))
+                    }
                 }
             }
+            "cache-dir" => self.cache_dir = Some(PathBuf::from(trimmed)),
             "cache-endpoint" => self.cache_endpoint = Some(value.to_string()),
             "ttl" => {
                 let words: Vec<&str> = value.split_whitespace().collect();
@@ -251,6 +262,9 @@ pub fn check_setting(name: &str, value: &str) -> Result<(), String> {
         "cache" if value.trim().is_empty() => {
             Err("write `: .cache DIR`, `: .cache s3://bucket/prefix` or `: .cache off`".into())
         }
+        "cache-dir" if value.trim().is_empty() => {
+            Err("write `: .cache-dir DIR` (where the store keeps its local copy)".into())
+        }
         "cache-endpoint" if !(value.starts_with("http://") || value.starts_with("https://")) => {
             Err("write `: .cache-endpoint http://127.0.0.1:9000` (an S3-compatible server)".into())
         }
@@ -323,6 +337,18 @@ mod tests {
         assert_eq!(auth.rules, vec![("alice".into(), "library/*".into())]);
         assert_eq!(s.container_tokens, None);
         assert_eq!(s.written.all("cache").count(), 2);
+    }
+
+    #[test]
+    fn the_local_part_of_the_store_is_cache_dir_or_the_cache_dir_written_last() {
+        let shared = settings(&[("cache-dir", "/var/lib/acr"), ("cache", "s3://b/p")]);
+        assert_eq!(shared.cache, CacheSetting::S3("s3://b/p".into()));
+        assert_eq!(shared.cache_dir, Some(PathBuf::from("/var/lib/acr")));
+        let local = settings(&[("cache-dir", "/x"), ("cache", "/y")]);
+        assert_eq!(local.cache_dir, Some(PathBuf::from("/y")));
+        assert_eq!(settings(&[("cache", "off")]).cache_dir, None);
+        assert!(check_setting("cache-dir", " ").is_err());
+        assert!(check_setting("cache-dir", "/var/lib/acr").is_ok());
     }
 
     #[test]

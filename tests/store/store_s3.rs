@@ -155,3 +155,53 @@ fn replica_b_serves_what_replica_a_fetched_with_the_upstream_stopped() {
         b_phase.len()
     );
 }
+
+/// `: .cache-dir DIR` puts a replica's local copy of a shared (`s3://`) store in DIR, so the
+/// pipeline's own directory may be read-only (a ConfigMap): nothing is written beside it.
+#[test]
+fn cache_dir_holds_the_local_part_of_a_shared_store() {
+    let s3 = S3::start();
+    let reg = Registry::start(RegistryAuth::None);
+    let img = push_image(
+        &reg,
+        "library/local-dir",
+        "1",
+        vec![pseudo_random_bytes("acr-cache-dir", 200 << 10)],
+    );
+    let local = temp_dir("acr-cache-dir-");
+    let runmd = store_pipeline(
+        &reg.url(),
+        &[
+            &format!(".cache s3://{S3_BUCKET}/{S3_PREFIX}"),
+            &format!(".cache-endpoint {}", s3.url()),
+            &format!(".cache-dir {}", local.path().display()),
+        ],
+    );
+    let acr = Acr::start_with(
+        &runmd,
+        AcrOptions {
+            env: s3.env(),
+            ..AcrOptions::default()
+        },
+    );
+    let out = temp_dir("acr-pulls-");
+    let dest = out.path().join("image");
+    skopeo_to_dir(&acr.host(), &img.repo_ref, &dest).ok();
+    assert_dir_copy(&dest, &img.manifest_digest);
+    let (layer, _) = &img.layers[0];
+    assert!(
+        wait_until(Duration::from_secs(10), || has_blob(local.path(), layer)),
+        "the layer {layer} is in the local copy under {}",
+        local.path().display()
+    );
+    assert!(
+        !local_store(&acr).exists(),
+        "nothing is written beside the pipeline: {}",
+        local_store(&acr).display()
+    );
+    let key = format!("{S3_PREFIX}/blobs/sha256/{}", hex_of(layer));
+    assert!(
+        wait_until(Duration::from_secs(20), || s3.has(&key)),
+        "the layer is shared in the bucket too ({key})"
+    );
+}
