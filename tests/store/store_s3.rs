@@ -160,30 +160,18 @@ fn replica_b_serves_what_replica_a_fetched_with_the_upstream_stopped() {
 /// pipeline's own directory may be read-only (a ConfigMap): nothing is written beside it.
 #[test]
 fn cache_dir_holds_the_local_part_of_a_shared_store() {
-    let s3 = S3::start();
-    let reg = Registry::start(RegistryAuth::None);
-    let img = push_image(
-        &reg,
-        "library/local-dir",
-        "1",
-        vec![pseudo_random_bytes("acr-cache-dir", 200 << 10)],
-    );
+    let (s3, reg) = (S3::start(), Registry::start(RegistryAuth::None));
+    let layer = pseudo_random_bytes("acr-cache-dir", 200 << 10);
+    let img = push_image(&reg, "library/local-dir", "1", vec![layer]);
     let local = temp_dir("acr-cache-dir-");
-    let runmd = store_pipeline(
-        &reg.url(),
-        &[
-            &format!(".cache s3://{S3_BUCKET}/{S3_PREFIX}"),
-            &format!(".cache-endpoint {}", s3.url()),
-            &format!(".cache-dir {}", local.path().display()),
-        ],
-    );
-    let acr = Acr::start_with(
-        &runmd,
-        AcrOptions {
-            env: s3.env(),
-            ..AcrOptions::default()
-        },
-    );
+    let mut settings = s3.settings();
+    settings.push(format!(".cache-dir {}", local.path().display()));
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let opts = AcrOptions {
+        env: s3.env(),
+        ..AcrOptions::default()
+    };
+    let acr = Acr::start_with(&store_pipeline(&reg.url(), &settings), opts);
     let out = temp_dir("acr-pulls-");
     let dest = out.path().join("image");
     skopeo_to_dir(&acr.host(), &img.repo_ref, &dest).ok();
