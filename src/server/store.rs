@@ -26,7 +26,7 @@ pub fn config(
     };
     let remote = match &settings.cache {
         CacheSetting::Off => return Ok(None),
-        CacheSetting::Default | CacheSetting::Dir(_) => None,
+        CacheSetting::Default | CacheSetting::Dir => None,
         CacheSetting::S3(url) => Some(RemoteConfig::parse(
             url,
             settings.cache_endpoint.as_deref(),

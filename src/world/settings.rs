@@ -40,8 +40,9 @@ pub enum CacheSetting {
     Default,
     /// `: .cache off` (or `none`): no store.
     Off,
-    /// `: .cache DIR`; a relative path is relative to where acr runs.
-    Dir(PathBuf),
+    /// `: .cache DIR`: a store on local disk only, in [`ProxySettings::cache_dir`] (a
+    /// relative path is relative to where acr runs).
+    Dir,
     /// `: .cache s3://bucket/prefix`, kept locally in the default directory too.
     S3(String),
 }
@@ -178,7 +179,7 @@ impl ProxySettings {
                     url if url.starts_with("s3://") => CacheSetting::S3(url.to_string()),
                     dir => {
                         self.cache_dir = Some(PathBuf::from(dir));
-                        CacheSetting::Dir(PathBuf::from(dir))
+                        CacheSetting::Dir
                     }
                 }
             }

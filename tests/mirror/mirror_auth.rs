@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use acr_plugins::registry::credentials::env_var_of;
+
 use crate::harness::*;
 
 const USER: &str = "mirroruser";
@@ -45,21 +47,6 @@ enum Source {
     EnvUser,
     /// The containers `auth.json` named by `REGISTRY_AUTH_FILE` (podman, skopeo).
     AuthJson,
-}
-
-/// `ACR_AUTH_` + the host upper-cased with every other character as `_`.
-fn env_key(host: &str) -> String {
-    let k: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("ACR_AUTH_{k}")
 }
 
 /// A `docker-credential-NAME` in `bin` speaking the real protocol: `get`, the server URL on
@@ -138,7 +125,7 @@ fn acr_with(reg: &Registry, source: Source, user: &str, pass: &str) -> Setup {
         }
         Source::EnvHost => {
             opts.env
-                .push((env_key(&reg.host()), format!("{user}:{pass}")));
+                .push((env_var_of(&reg.host()), format!("{user}:{pass}")));
         }
         Source::EnvUser => {
             opts.env.push(("ACR_UPSTREAM_USERNAME".into(), user.into()));
@@ -639,7 +626,7 @@ fn acr_with_fake(fake: &FakeUpstream) -> Acr {
         &pull_through(&fake.url()),
         AcrOptions {
             env: vec![
-                (env_key(&fake.host()), format!("{USER}:{PASS}")),
+                (env_var_of(&fake.host()), format!("{USER}:{PASS}")),
                 ("RUST_LOG".into(), "info,acr=debug,acr_plugins=debug".into()),
             ],
             ..Default::default()
@@ -724,7 +711,7 @@ fn the_credential_file_wins_over_config_json_and_the_environment() {
         AcrOptions {
             env: vec![
                 ("DOCKER_CONFIG".into(), scratch.path().display().to_string()),
-                (env_key(&reg.host()), format!("{USER}:wrong-env")),
+                (env_var_of(&reg.host()), format!("{USER}:wrong-env")),
                 ("RUST_LOG".into(), "info,acr_plugins=debug".into()),
             ],
             files: vec![("creds".into(), format!("{USER}:{PASS}\n"))],

@@ -388,21 +388,25 @@ pub async fn run_helper(name: &str, ns: &str) -> Result<Option<Credentials>, Reg
     }))
 }
 
+/// The variable that holds the credentials of `host`: `ACR_AUTH_` and the host upper-cased,
+/// every character other than a letter or digit as `_` (`127.0.0.1:5000` ->
+/// `ACR_AUTH_127_0_0_1_5000`).
+pub fn env_var_of(host: &str) -> String {
+    let key: String = host
+        .chars()
+        .map(|c| match c {
+            c if c.is_ascii_alphanumeric() => c.to_ascii_uppercase(),
+            _ => '_',
+        })
+        .collect();
+    format!("ACR_AUTH_{key}")
+}
+
 /// `ACR_AUTH_<HOST>=user:password` (HOST upper-cased, other characters as `_`), else, for an
 /// upstream the pipeline names (`any_host`), `ACR_UPSTREAM_USERNAME` and
 /// `ACR_UPSTREAM_PASSWORD`.
 fn from_env(host: &str, any_host: bool) -> Option<Credentials> {
-    let key: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let var = format!("ACR_AUTH_{key}");
+    let var = env_var_of(host);
     if let Ok(value) = std::env::var(&var) {
         if let Some((u, p)) = value.split_once(':') {
             return Some(Credentials {
@@ -430,6 +434,18 @@ fn from_env(host: &str, any_host: bool) -> Option<Credentials> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_environment_variable_of_a_host() {
+        assert_eq!(
+            super::env_var_of("127.0.0.1:5000"),
+            "ACR_AUTH_127_0_0_1_5000"
+        );
+        assert_eq!(
+            super::env_var_of("my-reg.example.io"),
+            "ACR_AUTH_MY_REG_EXAMPLE_IO"
+        );
+    }
+
     #[test]
     fn cloud_registries_have_their_helpers() {
         assert_eq!(
