@@ -30,7 +30,7 @@ mod login_acr;
 mod mirror;
 mod println;
 mod process;
-mod pull;
+pub mod pull;
 mod resolve;
 mod teleport;
 mod timer;

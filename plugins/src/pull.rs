@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::oci::RegistryError;
 use crate::oci::{Body, BodyStream, Digest};
 use crate::registry::{ClientRequest, Method, Reply, Resource};
+use crate::store::fleet::{Source, UpstreamFetch};
 use crate::store::flight::parse_range;
 use crate::store::{BlobLookup, Follow, Store};
 
@@ -260,70 +261,117 @@ async fn through_store(
                 let f = store.start_from_remote(lead, body, size, digest.clone());
                 return follow(req, digest, f, hit_bytes).await.map(Some);
             }
-            Metrics::inc(&store.metrics.misses);
             // The fetch runs detached, with a copy of what the request knows about the
             // upstream: a client that leaves (even before the upstream answers) stops only its
             // own reading, never the fetch the others follow.
             let own = lead.follower().map_err(store_error)?;
-            let mut detached = Context::new(cx.base_dir.clone());
-            detached.world_dir = cx.world_dir.clone();
-            detached.vars = cx.vars.clone();
-            detached.registry = cx.registry.clone();
-            detached.upstream = cx.upstream.clone();
-            detached.request = cx.request.clone();
-            detached.credentials = cx.credentials.clone();
-            detached.authn = cx.authn;
-            detached.forward_auth = cx.forward_auth;
-            detached.authorization = cx.authorization.clone();
-            detached.client_scope = cx.client_scope.clone();
-            detached.upstream_unavailable = cx.upstream_unavailable.clone();
+            let detached = detached_context(cx);
+            if store.fleet().is_none() {
+                Metrics::inc(&store.metrics.misses);
+                let (fetch_store, fetch_digest, fetch_path) =
+                    (store.clone(), digest.clone(), path.to_string());
+                tokio::spawn(async move {
+                    let (store, digest, mut cx) = (fetch_store, fetch_digest, detached);
+                    match upstream_blob(&mut cx, &store, &digest, &fetch_path).await {
+                        Ok((total, body)) => drop(store.start_stream(lead, body, total, digest)),
+                        Err(e) => store.fail(lead, e),
+                    }
+                });
+                return follow(req, digest, own, None).await.map(Some);
+            }
+            // Replicas on one shared tier: the fleet fetches it once (see `store::fleet`).
+            let shared_cx = Arc::new(tokio::sync::Mutex::new(detached));
             let (fetch_store, fetch_digest, fetch_path) =
                 (store.clone(), digest.clone(), path.to_string());
-            tokio::spawn(async move {
-                let (store, digest, path) = (fetch_store, fetch_digest, fetch_path);
-                let cx = &mut detached;
-                let idle = store.config.idle_timeout;
-                let sent = tokio::time::timeout(idle, send(cx, reqwest::Method::GET, &path, &[]))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(RegistryError::new(
-                            504,
-                            "UNAVAILABLE",
-                            format!("the upstream did not answer for {} s", idle.as_secs_f32()),
-                        ))
-                    });
-                let resp = match sent {
-                    Ok(resp) => resp,
-                    Err(e) => return store.fail(lead, e),
-                };
-                if resp.status().as_u16() != 200 {
-                    let e = upstream_error(cx, resp, Resource::Blobs).await;
-                    return store.fail(lead, e);
-                }
-                crate::access::record(cx, &store, &digest);
-                let total = resp.content_length();
-                if let Some(t) = total {
-                    if !store.make_room(t) {
-                        let free = store.free_bytes().unwrap_or(0);
-                        tracing::warn!(digest = %digest, size = t, free, "not enough space on the store's disk for the blob: not stored, refused with 507");
-                        return store.fail(
-                            lead,
-                            RegistryError::new(
-                                507,
-                                "UNAVAILABLE",
-                                format!(
-                                    "the mirror's store has no room for this {t}-byte blob ({free} bytes free, nothing left to evict); pull from the registry or give the store more space"
-                                ),
-                            ),
-                        );
-                    }
-                }
-                let body: BodyStream = crate::registry::fetch::body_stream(cx, resp);
-                drop(store.start_stream(lead, body, total, digest));
+            let upstream: UpstreamFetch = Box::new(move || {
+                let (cx, store, digest, path) = (
+                    shared_cx.clone(),
+                    fetch_store.clone(),
+                    fetch_digest.clone(),
+                    fetch_path.clone(),
+                );
+                Box::pin(async move {
+                    let mut cx = cx.lock().await;
+                    upstream_blob(&mut cx, &store, &digest, &path).await
+                })
             });
-            follow(req, digest, own, None).await.map(Some)
+            match store
+                .fetch_through_fleet(lead, digest.clone(), upstream)
+                .await
+            {
+                Ok(Source::Upstream) => {
+                    Metrics::inc(&store.metrics.misses);
+                    follow(req, digest, own, None).await.map(Some)
+                }
+                Ok(_) => {
+                    // The bytes come from another replica or the shared tier: the upstream has
+                    // not said this repository holds them.
+                    crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
+                    Metrics::inc(&store.metrics.hits);
+                    follow(req, digest, own, hit_bytes).await.map(Some)
+                }
+                // The fetch failed before its first byte: the flight carries the error.
+                Err(_) => follow(req, digest, own, None).await.map(Some),
+            }
         }
     }
+}
+
+/// What a detached fetch needs of the request that started it.
+fn detached_context(cx: &Context) -> Context {
+    let mut detached = Context::new(cx.base_dir.clone());
+    detached.world_dir = cx.world_dir.clone();
+    detached.vars = cx.vars.clone();
+    detached.registry = cx.registry.clone();
+    detached.upstream = cx.upstream.clone();
+    detached.request = cx.request.clone();
+    detached.credentials = cx.credentials.clone();
+    detached.authn = cx.authn;
+    detached.forward_auth = cx.forward_auth;
+    detached.authorization = cx.authorization.clone();
+    detached.client_scope = cx.client_scope.clone();
+    detached.upstream_unavailable = cx.upstream_unavailable.clone();
+    detached
+}
+
+/// The blob from the upstream, for the store: its length and body once the upstream said
+/// 200 (and the blob is linked to the repository asked), or the error every follower gets. A
+/// blob the store has no room for is refused with 507 before its first byte.
+async fn upstream_blob(
+    cx: &mut Context,
+    store: &Arc<Store>,
+    digest: &Digest,
+    path: &str,
+) -> Result<(Option<u64>, BodyStream), RegistryError> {
+    let idle = store.config.idle_timeout;
+    let resp = tokio::time::timeout(idle, send(cx, reqwest::Method::GET, path, &[]))
+        .await
+        .unwrap_or_else(|_| {
+            Err(RegistryError::new(
+                504,
+                "UNAVAILABLE",
+                format!("the upstream did not answer for {} s", idle.as_secs_f32()),
+            ))
+        })?;
+    if resp.status().as_u16() != 200 {
+        return Err(upstream_error(cx, resp, Resource::Blobs).await);
+    }
+    crate::access::record(cx, store, digest);
+    let total = resp.content_length();
+    if let Some(t) = total {
+        if !store.make_room(t) {
+            let free = store.free_bytes().unwrap_or(0);
+            tracing::warn!(digest = %digest, size = t, free, "not enough space on the store's disk for the blob: not stored, refused with 507");
+            return Err(RegistryError::new(
+                507,
+                "UNAVAILABLE",
+                format!(
+                    "the mirror's store has no room for this {t}-byte blob ({free} bytes free, nothing left to evict); pull from the registry or give the store more space"
+                ),
+            ));
+        }
+    }
+    Ok((total, crate::registry::fetch::body_stream(cx, resp)))
 }
 
 /// Passes bytes through while hashing them, one chunk behind: the last chunk leaves only
@@ -395,6 +443,37 @@ impl Stream for Verified {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+/// A blob this replica holds or is receiving, whole, for another replica of the fleet (see
+/// `store::peer`; the server checks the peer's token first). Never starts a fetch: 404 when
+/// the blob is neither here nor on its way.
+pub async fn for_peer(store: &Arc<Store>, digest: &Digest) -> Result<Reply, RegistryError> {
+    let whole = |size: Option<u64>, body: BodyStream| {
+        let mut headers = blob_headers(digest);
+        if let Some(size) = size {
+            headers.push(("Content-Length".to_string(), size.to_string()));
+        }
+        Reply {
+            status: 200,
+            headers,
+            body: Body::Stream(body),
+        }
+    };
+    match store.peek_blob(digest).map_err(store_error)? {
+        Some(BlobLookup::Hit(hit)) => {
+            let size = hit.size;
+            Ok(whole(Some(size), hit.stream(0, size)))
+        }
+        Some(BlobLookup::Follow(mut f)) => {
+            let size = f.started().await?;
+            Ok(whole(size, f.stream(0, size)))
+        }
+        _ => Err(RegistryError::not_found(
+            "BLOB_UNKNOWN",
+            format!("{digest} is neither stored nor being fetched here"),
+        )),
     }
 }
 

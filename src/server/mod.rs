@@ -6,7 +6,8 @@
 //! 2. `connection`: the listener and each connection, under the bounds of `limits`.
 //! 3. `request`: one request's way through the stages below, then its response and log line.
 //! 4. `container_tokens`, `snapshotter_auth`, `admission`: the service endpoints (`POST
-//!    /container-token`, `/validate-creds`, `/auth`, `/token`).
+//!    /container-token`, `/validate-creds`, `/auth`, `/token`); `replicas`: what the other
+//!    replicas of a shared cache ask (`/_acr/peer/...`).
 //! 5. `operator`: `/healthz`, `/readyz`, `/status` (the page in `status`), `/metrics`.
 //! 6. `route`: the path parsed into a registry target.
 //! 7. `admission`: client authentication of the target (`clients` holds users and tokens;
@@ -29,6 +30,7 @@ pub mod observe;
 pub mod operator;
 pub mod peer;
 pub mod registry;
+pub mod replicas;
 pub mod request;
 pub mod response;
 pub mod route;

@@ -39,6 +39,8 @@ impl ProxyHost {
             (self.answer_auth(key, &query, peer).await, None)
         } else if (method == "GET" || method == "POST") && path == "/token" {
             (self.answer_token(key, req, &query, peer.ip()).await, None)
+        } else if method == "GET" && path.starts_with(super::replicas::PREFIX) {
+            (self.answer_peer(key, req.headers(), &path).await, None)
         } else {
             let headers = req.headers();
             self.answer(

@@ -18,6 +18,7 @@ pub const PROXY_SETTINGS: &[&str] = &[
     "cache",
     "cache-dir",
     "cache-endpoint",
+    "advertise",
     "ttl",
     "max-size",
     "container-tokens",
@@ -116,8 +117,10 @@ pub struct ProxySettings {
     pub client_auth: Option<ClientAuthSettings>,
     /// `: .allow-pull` rules, kept until the end of the block (they need `: .users`).
     rules: Vec<(String, String)>,
-    /// `: .token-secret FILE`.
-    secret: Option<PathBuf>,
+    /// `: .token-secret FILE`: signs acr's client tokens and the requests between replicas.
+    pub token_secret: Option<PathBuf>,
+    /// `: .advertise URL`: where the other replicas of a shared cache reach this one.
+    pub advertise: Option<String>,
     pub tls: TlsSettings,
 }
 
@@ -143,7 +146,8 @@ impl ProxySettings {
             container_tokens: None,
             client_auth: None,
             rules: Vec::new(),
-            secret: None,
+            token_secret: None,
+            advertise: None,
             tls: TlsSettings::default(),
         }
     }
@@ -218,7 +222,8 @@ impl ProxySettings {
                     self.rules.push((user.to_string(), glob.trim().to_string()));
                 }
             }
-            "token-secret" => self.secret = Some(path()),
+            "token-secret" => self.token_secret = Some(path()),
+            "advertise" => self.advertise = Some(trimmed.trim_end_matches('/').to_string()),
             "tls-cert" => self.tls.cert = Some(path()),
             "tls-key" => self.tls.key = Some(path()),
             "tls-client-ca" => self.tls.client_ca = Some(path()),
@@ -232,7 +237,7 @@ impl ProxySettings {
     pub fn finish(mut self) -> Self {
         if let Some(auth) = self.client_auth.as_mut() {
             auth.rules = std::mem::take(&mut self.rules);
-            auth.secret = self.secret.take();
+            auth.secret = self.token_secret.clone();
         }
         self
     }
@@ -266,6 +271,9 @@ pub fn check_setting(name: &str, value: &str) -> Result<(), String> {
         "cache-dir" if value.trim().is_empty() => {
             Err("write `: .cache-dir DIR` (where the store keeps its local copy)".into())
         }
+        "advertise" if !(value.starts_with("http://") || value.starts_with("https://")) => Err(
+            "write `: .advertise http://10.0.0.7:5000` (where the other replicas reach this one)".into(),
+        ),
         "cache-endpoint" if !(value.starts_with("http://") || value.starts_with("https://")) => {
             Err("write `: .cache-endpoint http://127.0.0.1:9000` (an S3-compatible server)".into())
         }

@@ -59,6 +59,59 @@ pub struct InFlight {
     /// Bytes reserved in the store for this fetch (see `space`), and how many are written.
     pub(super) reserved: AtomicU64,
     pub(super) written: AtomicU64,
+    /// Kept alive until the flight ends and its blob is shared (a fleet lease, see
+    /// [`FlightHandle::keep_until_shared`]); `ended` once that moment has passed.
+    kept: std::sync::Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    item: Option<Box<dyn std::any::Any + Send>>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kept").field("ended", &self.ended).finish()
+    }
+}
+
+impl InFlight {
+    /// The flight is over (failed, or committed and shared): what it kept goes.
+    fn end_keeping(&self) {
+        let item = self.kept.lock().ok().and_then(|mut k| {
+            k.ended = true;
+            k.item.take()
+        });
+        drop(item);
+    }
+}
+
+/// What the fetcher of a flight may still say about it after it started.
+#[derive(Clone)]
+pub struct FlightHandle(Arc<InFlight>);
+
+impl FlightHandle {
+    /// Whether the committed blob goes to the shared tier: yes for bytes from the upstream, no
+    /// for bytes that came from there or from another replica (which shares them itself).
+    pub fn share_when_done(&self, yes: bool) {
+        self.0
+            .from_remote
+            .store(!yes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Keeps `item` alive until the flight has ended and its blob is shared (or the flight
+    /// failed); dropped at once when that has already happened.
+    pub fn keep_until_shared(&self, item: Box<dyn std::any::Any + Send>) {
+        let late = match self.0.kept.lock() {
+            Ok(mut k) if !k.ended => {
+                k.item = Some(item);
+                None
+            }
+            _ => Some(item),
+        };
+        drop(late);
+    }
 }
 
 /// A reader of a fetch in flight.
@@ -80,6 +133,11 @@ pub struct Lead {
 }
 
 impl Lead {
+    /// A handle to say more about this flight once it has started.
+    pub fn handle(&self) -> FlightHandle {
+        FlightHandle(self.flight.clone())
+    }
+
     /// Another reader of this fetch, for the lead's own client when the fetch itself runs in a
     /// detached task (so the client leaving cannot stop it).
     pub fn follower(&self) -> io::Result<Follow> {
@@ -124,30 +182,12 @@ impl Store {
     /// Finds `digest`: in the store, in flight, or not at all (then the caller leads).
     pub fn lookup_blob(self: &Arc<Self>, digest: &Digest) -> io::Result<BlobLookup> {
         let hex = digest.hex().to_string();
-        let path = self.local.blob_path(&hex);
         let mut inflight = self
             .inflight
             .lock()
             .map_err(|_| io::Error::other("store lock poisoned"))?;
-        if let Some(flight) = inflight.get(&hex) {
-            let file = std::fs::File::open(&flight.path)?;
-            return Ok(BlobLookup::Follow(Follow {
-                file,
-                state: flight.state.subscribe(),
-                store: self.clone(),
-            }));
-        }
-        if let Ok(file) = std::fs::File::open(&path) {
-            let size = file.metadata()?.len();
-            self.touch(&hex, &path, true);
-            return Ok(BlobLookup::Hit(Hit {
-                size,
-                file,
-                guard: ReadGuard {
-                    store: self.clone(),
-                    hex,
-                },
-            }));
+        if let Some(found) = self.found(&inflight, &hex)? {
+            return Ok(found);
         }
         let temp = self.local.temp_path(&hex);
         let writer = std::fs::File::create(&temp)?;
@@ -159,6 +199,7 @@ impl Store {
             from_remote: std::sync::atomic::AtomicBool::new(false),
             reserved: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            kept: std::sync::Mutex::new(Kept::default()),
         });
         inflight.insert(hex.clone(), flight.clone());
         Ok(BlobLookup::Lead(Lead {
@@ -177,6 +218,45 @@ impl Store {
                 armed: true,
             },
         }))
+    }
+
+    /// `digest` on disk or in flight, without ever starting a fetch (for another replica).
+    pub fn peek_blob(self: &Arc<Self>, digest: &Digest) -> io::Result<Option<BlobLookup>> {
+        let inflight = self
+            .inflight
+            .lock()
+            .map_err(|_| io::Error::other("store lock poisoned"))?;
+        self.found(&inflight, digest.hex())
+    }
+
+    /// The blob `hex` in flight (to follow) or on disk (a hit), under the in-flight lock.
+    fn found(
+        self: &Arc<Self>,
+        inflight: &std::collections::HashMap<String, Arc<InFlight>>,
+        hex: &str,
+    ) -> io::Result<Option<BlobLookup>> {
+        if let Some(flight) = inflight.get(hex) {
+            let file = std::fs::File::open(&flight.path)?;
+            return Ok(Some(BlobLookup::Follow(Follow {
+                file,
+                state: flight.state.subscribe(),
+                store: self.clone(),
+            })));
+        }
+        let path = self.local.blob_path(hex);
+        if let Ok(file) = std::fs::File::open(&path) {
+            let size = file.metadata()?.len();
+            self.touch(hex, &path, true);
+            return Ok(Some(BlobLookup::Hit(Hit {
+                size,
+                file,
+                guard: ReadGuard {
+                    store: self.clone(),
+                    hex: hex.to_string(),
+                },
+            })));
+        }
+        Ok(None)
     }
 
     /// The upstream refused or failed before sending a body: every follower gets `error`.
@@ -209,6 +289,7 @@ impl Store {
                 if matches!(&state, FlightState::Failed(e) if e.status == 507) {
                     Metrics::inc(&self.metrics.store_refused);
                 }
+                flight.end_keeping();
             }
             inflight.remove(hex);
             // Committed bytes are counted by the index now; failed ones are gone.
@@ -242,7 +323,9 @@ impl Store {
         self.start(lead, body, Some(total), digest, true)
     }
 
-    fn start(
+    /// Starts the flight with `body`; `from_remote`: the bytes come from the shared tier or
+    /// another replica, and are not shared again (see [`FlightHandle::share_when_done`]).
+    pub fn start(
         self: &Arc<Self>,
         lead: Lead,
         body: BodyStream,
@@ -305,6 +388,7 @@ impl Store {
                 if !from_remote {
                     store.share_blob(&hex).await;
                 }
+                flight.end_keeping();
             }
         });
         follow

@@ -27,6 +27,7 @@ fn store(max: Option<u64>) -> (Arc<Store>, tempfile::TempDir) {
         remote: None,
         idle_timeout: Duration::from_millis(300),
         max_blob_size: None,
+        fleet: None,
     };
     (
         Store::open(config, Arc::new(Metrics::default())).unwrap(),

@@ -86,6 +86,11 @@ impl DiskTier {
             ObjectKey::MediaType(hex) => self.manifest_path(hex).with_extension("type"),
             ObjectKey::Tag { ns, repo, tag } => self.tag_path(ns, repo, tag),
             ObjectKey::Link { scope, hex } => scope.dir(&self.root).join(hex),
+            // Leases live only in a shared tier; a disk tier names them like one would.
+            key @ (ObjectKey::BlobLease(_) | ObjectKey::TagLease { .. }) => key
+                .parts()
+                .iter()
+                .fold(self.root.clone(), |p, part| p.join(part)),
         }
     }
 

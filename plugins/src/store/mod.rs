@@ -29,15 +29,18 @@
 
 mod copy_down;
 mod fetch_body;
+pub mod fleet;
 pub mod flight;
 #[cfg(test)]
 mod flight_tests;
 mod hit;
 mod index;
+pub mod lease;
 pub mod links;
 pub mod local;
 pub mod object;
 pub mod owner;
+pub mod peer;
 pub mod remote;
 pub mod space;
 mod tag;
@@ -57,7 +60,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::metrics::Metrics;
-pub use flight::{BlobLookup, Follow, Hit, Lead};
+pub use flight::{BlobLookup, FlightHandle, Follow, Hit, Lead};
 pub use tag::{TagEntry, MAX_CLOCK_SKEW};
 
 pub(crate) use index::Kind;
@@ -80,6 +83,9 @@ pub struct StoreConfig {
     /// The largest blob the store takes (`None`: as large as `max_size` and the disk allow).
     /// A blob announced larger is refused with 507; a body without a length is cut off here.
     pub max_blob_size: Option<u64>,
+    /// How this replica coordinates with the others on the shared tier (see `lease`);
+    /// `None`: it fetches on its own.
+    pub fleet: Option<lease::FleetConfig>,
 }
 
 /// The default [`StoreConfig::idle_timeout`].
@@ -108,6 +114,8 @@ pub struct Store {
     sharing: AtomicUsize,
     /// Bytes promised to fetches in flight (see [`space`]).
     pub(crate) space: Mutex<space::Reserved>,
+    /// This replica's id in lease records (random per process).
+    holder: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -153,6 +161,7 @@ impl Store {
             inflight: Mutex::new(HashMap::new()),
             sharing: AtomicUsize::new(0),
             space: Mutex::new(space::Reserved::default()),
+            holder: format!("{:016x}", object::random_u64()),
         };
         store.update_gauges();
         Ok(Arc::new(store))

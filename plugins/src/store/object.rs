@@ -31,11 +31,11 @@ use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     CopyMode, CopyOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    PutPayload, WriteMultipart,
+    PutPayload, UpdateVersion, WriteMultipart,
 };
 use tokio::io::AsyncReadExt;
 
-use super::tier::{ObjectKey, PutOutcome, Tier, WriteMode};
+use super::tier::{ObjectKey, PutOutcome, Tier, Version, WriteMode};
 use crate::oci::BodyStream;
 
 /// The smallest part S3 accepts (except the last).
@@ -157,6 +157,14 @@ impl ObjectTier {
     /// before any of the body is read, and the read stops at `limit` whatever the body turns
     /// out to be (the shared store is not trusted). Larger: an error of kind `InvalidData`.
     pub async fn get_bytes_limited(&self, key: &str, limit: u64) -> io::Result<Option<Bytes>> {
+        Ok(self
+            .get_versioned(key, limit)
+            .await?
+            .map(|(bytes, _)| bytes))
+    }
+
+    /// [`ObjectTier::get_bytes_limited`] with the object's version (its ETag).
+    async fn get_versioned(&self, key: &str, limit: u64) -> io::Result<Option<(Bytes, Version)>> {
         let path = path(key)?;
         let result = match self.store.get(&path).await {
             Ok(r) => r,
@@ -175,6 +183,7 @@ impl ObjectTier {
         if result.meta.size > limit {
             return Err(too_large(result.meta.size));
         }
+        let version = Version(result.meta.e_tag.clone().unwrap_or_default());
         let mut body = result.into_stream();
         let mut out = BytesMut::new();
         while let Some(chunk) = body.next().await {
@@ -184,7 +193,7 @@ impl ObjectTier {
             }
             out.extend_from_slice(&chunk);
         }
-        Ok(Some(out.freeze()))
+        Ok(Some((out.freeze(), version)))
     }
 
     /// Writes a small object: with `overwrite` unconditionally (tag records), else only if the
@@ -385,6 +394,32 @@ impl ObjectTier {
     fn to_io(&self, op: &str, key: &str, e: object_store::Error) -> io::Error {
         to_io(&self.name, op, key, e)
     }
+
+    /// A conditional put of a small object: its new version, or `None` when the condition
+    /// failed (the key exists, for a create; it changed, for an update).
+    async fn put_versioned(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        mode: PutMode,
+    ) -> io::Result<Option<Version>> {
+        let path = path(key)?;
+        let options = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(put) => Ok(Some(Version(put.e_tag.unwrap_or_default()))),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. })
+            | Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.to_io("PUT (conditional)", key, e)),
+        }
+    }
 }
 
 impl Tier for ObjectTier {
@@ -431,6 +466,39 @@ impl Tier for ObjectTier {
 
     fn delete<'a>(&'a self, key: ObjectKey<'a>) -> BoxFuture<'a, io::Result<()>> {
         async move { ObjectTier::delete(self, &self.key_of(key)).await }.boxed()
+    }
+
+    fn create_versioned<'a>(
+        &'a self,
+        key: ObjectKey<'a>,
+        bytes: Bytes,
+    ) -> BoxFuture<'a, io::Result<Option<Version>>> {
+        async move {
+            self.put_versioned(&self.key_of(key), bytes, PutMode::Create)
+                .await
+        }
+        .boxed()
+    }
+
+    fn read_versioned<'a>(
+        &'a self,
+        key: ObjectKey<'a>,
+        limit: u64,
+    ) -> BoxFuture<'a, io::Result<Option<(Bytes, Version)>>> {
+        async move { self.get_versioned(&self.key_of(key), limit).await }.boxed()
+    }
+
+    fn replace_versioned<'a>(
+        &'a self,
+        key: ObjectKey<'a>,
+        bytes: Bytes,
+        version: &'a Version,
+    ) -> BoxFuture<'a, io::Result<Option<Version>>> {
+        let mode = PutMode::Update(UpdateVersion {
+            e_tag: Some(version.0.clone()),
+            version: None,
+        });
+        async move { self.put_versioned(&self.key_of(key), bytes, mode).await }.boxed()
     }
 }
 

@@ -38,6 +38,14 @@ pub enum ObjectKey<'a> {
     },
     /// A repository's link to an object (see `links`), by the object's hex.
     Link { scope: &'a LinkScope, hex: &'a str },
+    /// The lease of the replica fetching a blob now (see `lease`), by the blob's hex.
+    BlobLease(&'a str),
+    /// The lease of the replica revalidating a tag now (see `lease`).
+    TagLease {
+        ns: &'a str,
+        repo: &'a str,
+        tag: &'a str,
+    },
 }
 
 impl ObjectKey<'_> {
@@ -56,6 +64,12 @@ impl ObjectKey<'_> {
                 own(&parts)
             }
             ObjectKey::Link { scope, hex } => scope.key_parts(hex),
+            ObjectKey::BlobLease(hex) => own(&["leases", "blobs", "sha256", hex]),
+            ObjectKey::TagLease { ns, repo, tag } => {
+                let mut parts = ObjectKey::Tag { ns, repo, tag }.parts();
+                parts.insert(0, "leases".to_string());
+                parts
+            }
         }
     }
 }
@@ -75,6 +89,19 @@ pub enum PutOutcome {
     Created,
     /// The key already held an object (stored by another replica, or earlier).
     AlreadyThere,
+}
+
+/// Which version of an object a tier holds (its ETag), for a replace that must not undo
+/// another replica's write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub String);
+
+fn unsupported<'a, T: Send + 'a>(tier: &str) -> BoxFuture<'a, io::Result<T>> {
+    let e = io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("the {tier} tier has no conditional writes"),
+    );
+    Box::pin(async move { Err(e) })
 }
 
 /// A place that keeps the store's objects. Object-safe: the store holds its shared tier as a
@@ -120,4 +147,35 @@ pub trait Tier: Send + Sync + std::fmt::Debug {
 
     /// Removes the object; removing what is not there succeeds.
     fn delete<'a>(&'a self, key: ObjectKey<'a>) -> BoxFuture<'a, io::Result<()>>;
+
+    /// Writes `bytes` as `key` only if nothing is there, atomically (exactly one of several
+    /// replicas racing wins): the new object's version, or `None` when the key was taken.
+    /// What leases are made of; a tier without conditional writes says `Unsupported`.
+    fn create_versioned<'a>(
+        &'a self,
+        _key: ObjectKey<'a>,
+        _bytes: Bytes,
+    ) -> BoxFuture<'a, io::Result<Option<Version>>> {
+        unsupported(self.name())
+    }
+
+    /// A small object (at most `limit` bytes, as [`Tier::read`]) with its version.
+    fn read_versioned<'a>(
+        &'a self,
+        _key: ObjectKey<'a>,
+        _limit: u64,
+    ) -> BoxFuture<'a, io::Result<Option<(Bytes, Version)>>> {
+        unsupported(self.name())
+    }
+
+    /// Replaces `key` with `bytes` only if it is still at `version`, atomically: the new
+    /// version, or `None` when another write came first (or the object is gone).
+    fn replace_versioned<'a>(
+        &'a self,
+        _key: ObjectKey<'a>,
+        _bytes: Bytes,
+        _version: &'a Version,
+    ) -> BoxFuture<'a, io::Result<Option<Version>>> {
+        unsupported(self.name())
+    }
 }

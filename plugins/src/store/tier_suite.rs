@@ -151,6 +151,40 @@ pub async fn kinds_of_one_hex_are_apart<T: Tier>(tier: &T) {
     }
 }
 
+/// The conditional writes leases are made of (see `lease`): exactly one create wins, and a
+/// replace succeeds only on the version it names. A tier without them (the disk) says so.
+pub async fn conditional_writes_have_one_winner<T: Tier>(tier: &T) {
+    let key = ObjectKey::BlobLease(HEX);
+    let first = match tier.create_versioned(key, Bytes::from_static(b"a")).await {
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => return,
+        other => other.expect("create").expect("the first create wins"),
+    };
+    let second = tier.create_versioned(key, Bytes::from_static(b"b")).await;
+    assert_eq!(second.unwrap(), None, "the second create loses");
+    let (bytes, seen) = tier.read_versioned(key, 64).await.unwrap().expect("found");
+    assert_eq!((bytes.as_ref(), &seen), (&b"a"[..], &first));
+    let renewed = tier
+        .replace_versioned(key, Bytes::from_static(b"c"), &seen)
+        .await;
+    let renewed = renewed
+        .unwrap()
+        .expect("a replace of the version seen wins");
+    assert_ne!(renewed, seen, "a new version");
+    let stale = tier
+        .replace_versioned(key, Bytes::from_static(b"d"), &seen)
+        .await;
+    assert_eq!(stale.unwrap(), None, "a replace of an old version loses");
+    assert_eq!(
+        tier.read(key, 64).await.unwrap().as_deref(),
+        Some(&b"c"[..])
+    );
+    tier.delete(key).await.unwrap();
+    let gone = tier
+        .replace_versioned(key, Bytes::from_static(b"e"), &renewed)
+        .await;
+    assert_eq!(gone.unwrap(), None, "nothing to replace");
+}
+
 /// Runs every test of the suite for the tier `$make` builds (a tier and what must outlive it).
 macro_rules! tier_suite {
     ($name:ident, $make:expr) => {
@@ -175,6 +209,7 @@ macro_rules! tier_suite {
             run!(files_are_written_once);
             run!(delete_removes);
             run!(kinds_of_one_hex_are_apart);
+            run!(conditional_writes_have_one_winner);
         }
     };
 }

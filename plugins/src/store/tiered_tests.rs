@@ -27,6 +27,7 @@ fn replica(bucket: &Arc<InMemory>) -> (Arc<Store>, tempfile::TempDir) {
         ttl_by_ns: vec![],
         idle_timeout: Duration::from_secs(5),
         max_blob_size: None,
+        fleet: None,
     };
     let shared = ObjectTier::over(bucket.clone(), "memory", "acr");
     let store = Store::open_with(config, Arc::new(Metrics::default()), Some(Box::new(shared)));
