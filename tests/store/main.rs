@@ -10,4 +10,5 @@ mod harness;
 
 mod store_cache;
 mod store_faults;
+mod store_fleet;
 mod store_s3;

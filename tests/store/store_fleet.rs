@@ -1,0 +1,210 @@
+//! Replicas that act as one cache: three acr processes on one S3 bucket (a real S3 server,
+//! s3s-fs in this process) with a shared `: .token-secret`, in front of a real distribution.
+//! A cold blob asked of all three at once is fetched from the upstream once (the replica that
+//! takes the blob's lease fetches it; the others read it from that replica while it arrives);
+//! when the lease holder is killed halfway, the others finish every client's body from the
+//! upstream, fetched once more.
+
+use std::io::Read;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use sha2::Digest as _;
+
+use crate::harness::faults::Relay;
+use crate::harness::store::*;
+use crate::harness::*;
+
+const SECRET_FILE: &str = "peer.secret";
+
+/// Three replicas on `s3`, pulling through `upstream`, sharing one token secret.
+fn replicas(s3: &S3, upstream: &str, extra: &[&str]) -> Vec<Acr> {
+    let mut settings = s3.settings();
+    settings.push(format!(".token-secret {SECRET_FILE}"));
+    settings.extend(extra.iter().map(|s| s.to_string()));
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let opts = AcrOptions {
+        env: s3.env(),
+        files: vec![(
+            SECRET_FILE.to_string(),
+            "one secret the whole fleet shares".to_string(),
+        )],
+        ..AcrOptions::default()
+    };
+    (0..3)
+        .map(|_| Acr::start_with(&store_pipeline(upstream, &settings), opts.clone()))
+        .collect()
+}
+
+/// GETs `url` and hashes the body as it comes: (status, bytes, sha256 digest).
+fn get_hashed(url: &str) -> (u16, u64, String) {
+    let resp = match ureq::get(url).timeout(Duration::from_secs(180)).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, _)) => return (code, 0, String::new()),
+        Err(e) => return (0, 0, format!("{e}")),
+    };
+    let status = resp.status();
+    let mut reader = resp.into_reader();
+    let (mut hasher, mut buf, mut total) = (sha2::Sha256::new(), vec![0u8; 256 << 10], 0u64);
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                total += n as u64;
+            }
+            Err(e) => return (status, total, format!("broken: {e}")),
+        }
+    }
+    (status, total, format!("sha256:{}", hex(&hasher.finalize())))
+}
+
+/// `clients` concurrent GETs of one blob, spread evenly over `targets` (base URLs), all let go
+/// at once; their answers.
+fn concurrent_gets(targets: &[String], path: &str, clients: usize) -> Vec<(u16, u64, String)> {
+    let start = Arc::new(Barrier::new(clients));
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let url = format!("{}{path}", targets[i % targets.len()]);
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                get_hashed(&url)
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("a client thread"))
+        .collect()
+}
+
+fn assert_all_whole(answers: &[(u16, u64, String)], size: usize, digest: &str) {
+    for (n, (status, bytes, got)) in answers.iter().enumerate() {
+        assert_eq!(
+            (*status, *bytes, got.as_str()),
+            (200, size as u64, digest),
+            "client {n} got the whole blob, right"
+        );
+    }
+}
+
+/// 48 concurrent cold GETs of one 256 MiB blob, 16 on each of three replicas: the upstream
+/// sends it once, and every body hashes to the digest.
+#[test]
+fn three_replicas_fetch_a_cold_blob_from_the_upstream_once() {
+    let (s3, reg) = (S3::start(), Registry::start(RegistryAuth::None));
+    let data = pseudo_random_bytes("acr-fleet-256", 256 << 20);
+    let digest = digest_of(&data);
+    let img = push_image(&reg, "library/fleet", "1", vec![data]);
+    let fleet = replicas(&s3, &reg.url(), &[]);
+    let targets: Vec<String> = fleet.iter().map(|r| r.url()).collect();
+    let path = format!("/v2/library/fleet/blobs/{digest}");
+    let answers = concurrent_gets(&targets, &path, 48);
+    assert_all_whole(&answers, 256 << 20, &digest);
+    assert_eq!(
+        reg.count_requests("GET", &format!("/blobs/{digest}")),
+        1,
+        "the upstream sent the blob once for the fleet: {:?}",
+        reg.access_log()
+    );
+    // The replicas that read it from the holder say so; the blob is shared once.
+    let key = format!("{S3_PREFIX}/blobs/sha256/{}", &digest[7..]);
+    assert!(wait_until(Duration::from_secs(60), || s3.has(&key)));
+    let lease = format!("{S3_PREFIX}/leases/blobs/sha256/{}", &digest[7..]);
+    assert!(
+        wait_until(Duration::from_secs(20), || !s3.has(&lease)),
+        "the holder gives the lease back once the blob is shared"
+    );
+    drop(img);
+}
+
+/// The lease holder is killed (`kill -9`) halfway through a slow upstream transfer: every
+/// client of the other two replicas still gets the whole blob, right, and the upstream sends
+/// it at most twice.
+#[test]
+fn the_fleet_finishes_a_blob_when_the_lease_holder_dies_halfway() {
+    let (s3, reg) = (S3::start(), Registry::start(RegistryAuth::None));
+    let size = 48 << 20;
+    let data = pseudo_random_bytes("acr-fleet-kill", size);
+    let digest = digest_of(&data);
+    push_image(&reg, "library/fleet-kill", "1", vec![data]);
+    // 16 MiB/s: three seconds for the blob, time to kill its holder in the middle.
+    let relay = Relay::start(reg.addr(), 16 << 20);
+    let mut fleet = replicas(&s3, &relay.url(), &[]);
+    let path = format!("/v2/library/fleet-kill/blobs/{digest}");
+
+    // Replica 0 asks first and takes the lease.
+    let first = {
+        let url = format!("{}{path}", fleet[0].url());
+        thread::spawn(move || get_hashed(&url))
+    };
+    let lease = format!("{S3_PREFIX}/leases/blobs/sha256/{}", &digest[7..]);
+    assert!(
+        wait_until(Duration::from_secs(20), || s3.has(&lease)),
+        "replica 0 took the blob's lease"
+    );
+    let holder: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s3.file(&lease)).expect("the lease")).unwrap();
+    assert_eq!(holder["url"], fleet[0].url(), "the lease names replica 0");
+
+    // Twelve clients on the other two, following the holder.
+    let targets = vec![fleet[1].url(), fleet[2].url()];
+    let followers = thread::spawn(move || concurrent_gets(&targets, &path, 12));
+    assert!(
+        wait_until(Duration::from_secs(30), || relay.bytes_down()
+            > (size as u64) / 3),
+        "the transfer is under way"
+    );
+    fleet[0].signal(libc::SIGKILL);
+    let _ = fleet[0].wait_exit(Duration::from_secs(10));
+    let _ = first.join();
+
+    let answers = followers.join().expect("the followers");
+    assert_all_whole(&answers, size, &digest);
+    let gets = reg.count_requests("GET", &format!("/blobs/{digest}"));
+    assert!(
+        (1..=2).contains(&gets),
+        "the upstream sent the blob at most twice, not {gets}"
+    );
+    assert!(
+        fleet[1].log().contains("broke off") || fleet[2].log().contains("broke off"),
+        "a follower saw its source break off and resumed"
+    );
+}
+
+/// Only a replica with the shared secret may read from another: no token, a token for another
+/// digest, or a forged one get 401, and a mirror without a fleet has no such endpoint.
+#[test]
+fn the_peer_endpoint_answers_only_replicas_of_the_fleet() {
+    let (s3, reg) = (S3::start(), Registry::start(RegistryAuth::None));
+    let data = pseudo_random_bytes("acr-fleet-peer", 64 << 10);
+    let digest = digest_of(&data);
+    push_image(&reg, "library/fleet-peer", "1", vec![data.clone()]);
+    let fleet = replicas(&s3, &reg.url(), &[]);
+    let (status, _, got) = get_hashed(&format!(
+        "{}/v2/library/fleet-peer/blobs/{digest}",
+        fleet[0].url()
+    ));
+    assert_eq!((status, got.as_str()), (200, digest.as_str()));
+    let peer = format!("{}/_acr/peer/blobs/{digest}", fleet[0].url());
+    let forged = format!("{}.{}", u64::MAX / 2, "00".repeat(32));
+    for (what, headers) in [
+        ("no token", vec![]),
+        ("a forged token", vec![("x-acr-peer", forged.as_str())]),
+        ("a malformed token", vec![("x-acr-peer", "x")]),
+    ] {
+        let r = fetch("GET", &peer, &headers);
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert_eq!(oci_code(&r.text()), "UNAUTHORIZED", "{what}");
+        assert!(!r.text().contains("one secret"), "the secret never shows");
+    }
+    let lone = Acr::start(&store_pipeline(&reg.url(), &[]));
+    let r = fetch(
+        "GET",
+        &format!("{}/_acr/peer/blobs/{digest}", lone.url()),
+        &[],
+    );
+    assert_eq!(r.status, 404, "no fleet, no endpoint: {}", r.text());
+}
