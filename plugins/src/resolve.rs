@@ -249,6 +249,24 @@ async fn fetch_and_store(
     Ok((bytes, media_type, digest))
 }
 
+/// The tag's record and its manifest from the store, when both are there and the client
+/// accepts its media type.
+async fn cached_tag(
+    store: &Store,
+    req: &ClientRequest,
+    extra: &str,
+    ns: &str,
+    tag: &str,
+) -> Option<(TagEntry, Digest, Bytes, String)> {
+    let entry = store.tag(ns, &req.name, tag).await?;
+    if !accepts(&req.accept, extra, &entry.media_type) {
+        return None;
+    }
+    let digest = Digest::parse(&entry.digest).ok()?;
+    let (bytes, media_type) = store.manifest(&digest).await?;
+    Some((entry, digest, bytes, media_type))
+}
+
 /// Manifests through the store: by digest, kept for good; by tag, kept for the TTL, then
 /// revalidated with one HEAD, and served stale when the upstream is down (stale-if-error).
 async fn cached_manifest(
@@ -272,18 +290,20 @@ async fn cached_manifest(
         }
         Reference::Tag(tag) => tag.clone(),
     };
-    let mut cached = None;
-    if let Some(entry) = store.tag(&ns, &req.name, &tag).await {
-        if accepts(&req.accept, extra, &entry.media_type) {
-            if let Ok(d) = Digest::parse(&entry.digest) {
-                if let Some((bytes, media_type)) = store.manifest(&d).await {
-                    cached = Some((entry, d, bytes, media_type));
-                }
-            }
+    let ttl = store.config.ttl_for(&ns);
+    let mut cached = cached_tag(store, req, extra, &ns, &tag).await;
+    // Stale or never seen: one request of the fleet asks the upstream (see `store::tag_turn`),
+    // the others find the tag fresh once it has.
+    let _turn = match &cached {
+        Some((entry, ..)) if entry.age() < ttl => None,
+        _ => {
+            let turn = store.tag_turn(&ns, &req.name, &tag).await;
+            cached = cached_tag(store, req, extra, &ns, &tag).await;
+            Some(turn)
         }
-    }
+    };
     if let Some((entry, digest, bytes, media_type)) = cached {
-        if entry.age() < store.config.ttl_for(&ns) {
+        if entry.age() < ttl {
             // The tag record is this repository's; a client's own credentials (`.forward-auth`)
             // still need the upstream's yes for it.
             if cx.forward_auth {

@@ -208,3 +208,63 @@ fn the_peer_endpoint_answers_only_replicas_of_the_fleet() {
     );
     assert_eq!(r.status, 404, "no fleet, no endpoint: {}", r.text());
 }
+
+/// 300 manifest-by-tag requests over three replicas in two TTL periods (150 at once in each):
+/// the upstream is asked about the tag once per period, a GET in the first (the tag is cold)
+/// and a HEAD in the second (revalidation), however many replicas and clients ask.
+#[test]
+fn three_replicas_ask_the_upstream_about_a_tag_once_per_ttl() {
+    let (s3, reg) = (S3::start(), Registry::start(RegistryAuth::None));
+    let layer = pseudo_random_bytes("acr-fleet-tag", 4 << 10);
+    let img = push_image(&reg, "library/fleet-tag", "1", vec![layer]);
+    let ttl = Duration::from_secs(3);
+    let fleet = replicas(&s3, &reg.url(), &[".ttl 3s"]);
+    let targets: Vec<String> = fleet.iter().map(|r| r.url()).collect();
+    let wave = |n: usize| {
+        let start = std::time::Instant::now();
+        let threads: Vec<_> = (0..15)
+            .map(|t| {
+                let targets = targets.clone();
+                thread::spawn(move || {
+                    (0..n / 15)
+                        .map(|i| {
+                            let url = format!(
+                                "{}/v2/library/fleet-tag/manifests/1",
+                                targets[(t + i) % targets.len()]
+                            );
+                            let accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+                            let r = fetch("GET", &url, &[("Accept", accept)]);
+                            (r.status, r.header("docker-content-digest").map(str::to_string))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let answers: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        (answers, start.elapsed())
+    };
+    let asked =
+        || reg.count_requests("GET", "/manifests/1") + reg.count_requests("HEAD", "/manifests/1");
+    let (first, took) = wave(150);
+    assert!(took < ttl, "the first wave fits in one TTL ({took:?})");
+    for (status, digest) in &first {
+        assert_eq!(
+            (*status, digest.as_deref()),
+            (200, Some(img.manifest_digest.as_str()))
+        );
+    }
+    assert_eq!(asked(), 1, "one upstream request in the first period");
+    thread::sleep(ttl + Duration::from_millis(500));
+    let (second, took) = wave(150);
+    assert!(took < ttl, "the second wave fits in one TTL ({took:?})");
+    assert_eq!(second.iter().filter(|(s, _)| *s == 200).count(), 150);
+    assert_eq!(
+        (reg.count_requests("HEAD", "/manifests/1"), asked()),
+        (1, 2),
+        "one revalidation in the second period: {:?}",
+        reg.access_log()
+    );
+}

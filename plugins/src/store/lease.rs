@@ -184,6 +184,14 @@ impl Store {
         self.replace(&key, &held.version).await
     }
 
+    /// The lease `key` as the shared tier holds it now.
+    pub async fn lease(&self, key: &LeaseKey) -> Option<LeaseRecord> {
+        match self.read_held(key).await {
+            Claim::Held(held) => Some(held.record),
+            _ => None,
+        }
+    }
+
     /// The lease `key` as it is now, as a [`Claim`] that never takes it.
     async fn read_held(&self, key: &LeaseKey) -> Claim {
         let Some(shared) = self.shared() else {

@@ -44,6 +44,7 @@ pub mod peer;
 pub mod remote;
 pub mod space;
 mod tag;
+pub mod tag_turn;
 pub mod tier;
 mod tiered;
 
@@ -116,6 +117,8 @@ pub struct Store {
     pub(crate) space: Mutex<space::Reserved>,
     /// This replica's id in lease records (random per process).
     holder: String,
+    /// One revalidation per tag at a time (see `tag_turn`).
+    tag_locks: tag_turn::TagLocks,
 }
 
 impl std::fmt::Debug for Store {
@@ -162,6 +165,7 @@ impl Store {
             sharing: AtomicUsize::new(0),
             space: Mutex::new(space::Reserved::default()),
             holder: format!("{:016x}", object::random_u64()),
+            tag_locks: tag_turn::TagLocks::default(),
         };
         store.update_gauges();
         Ok(Arc::new(store))

@@ -220,15 +220,24 @@ impl Store {
             Ok(Some(b)) => serde_json::from_slice::<TagEntry>(&b).ok(),
             _ => None,
         };
-        // The most recently confirmed of the two.
-        match (local, shared) {
-            (Some(l), Some(s)) => Some(if s.checked_ms() > l.checked_ms() {
-                s
-            } else {
-                l
-            }),
-            (l, s) => l.or(s),
+        // The most recently confirmed of the two; a newer shared record is kept locally, so
+        // the next request within its TTL does not ask the shared tier again.
+        let newer_shared = match (&local, &shared) {
+            (Some(l), Some(s)) => s.checked_ms() > l.checked_ms(),
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if !newer_shared {
+            return local;
         }
+        if let Some(s) = &shared {
+            if let Ok(text) = serde_json::to_vec(s) {
+                let _ = self
+                    .local
+                    .write_atomic(&self.local.tag_path(ns, repo, tag), &text);
+            }
+        }
+        shared
     }
 
     pub async fn put_tag(
