@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-
 use super::*;
+
+#[path = "s3_serve.rs"]
+pub mod s3_serve;
 
 pub const S3_ACCESS_KEY: &str = "acr-test";
 pub const S3_SECRET_KEY: &str = "acr-test-secret";
@@ -39,49 +40,14 @@ impl S3 {
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
-        let service = builder.build();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let requests = log.clone();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind s3");
         let addr = listener.local_addr().expect("s3 addr");
-        // s3s-fs checks `If-None-Match` / `If-Match` and then writes, in two steps; S3 does
-        // both at once. Conditional writes go one at a time here so that, as on S3, exactly
-        // one of several racing replicas wins (what acr's leases rely on).
-        let conditional = Arc::new(tokio::sync::Mutex::new(()));
-        runtime.spawn(async move {
-            let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            while let Ok((socket, _)) = listener.accept().await {
-                let (service, requests) = (service.clone(), requests.clone());
-                let conditional = conditional.clone();
-                let logged = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                    if let Ok(mut l) = requests.lock() {
-                        l.push(format!("{} {}", req.method(), req.uri()));
-                    }
-                    let one_at_a_time = req.method() == hyper::Method::PUT
-                        && (req.headers().contains_key("if-none-match")
-                            || req.headers().contains_key("if-match"));
-                    let (service, conditional) = (service.clone(), conditional.clone());
-                    async move {
-                        let _turn = match one_at_a_time {
-                            true => Some(conditional.lock().await),
-                            false => None,
-                        };
-                        hyper::service::Service::call(&service, req).await
-                    }
-                });
-                let conn = http
-                    .serve_connection(TokioIo::new(socket), logged)
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-        });
+        let server = s3_serve::serve(listener, root.path(), access_key, secret_key, log.clone())
+            .expect("s3s-fs");
+        runtime.spawn(server);
         S3 {
             addr,
             root,
