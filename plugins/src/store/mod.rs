@@ -27,6 +27,7 @@
 //! tier's bookkeeping is `index` (what is here, eviction) and `space` (room for fetches in
 //! flight); `flight` is the single-flight fetcher.
 
+mod azure;
 mod copy_down;
 mod fetch_body;
 pub mod flight;
@@ -67,7 +68,7 @@ pub(crate) use index::Kind;
 pub struct StoreConfig {
     /// The local disk tier (with an S3 tier, a cache of it).
     pub root: PathBuf,
-    /// The shared S3 tier (`: .cache s3://bucket/prefix`).
+    /// The shared tier (`: .cache s3://bucket/prefix` or `az://container/prefix`).
     pub remote: Option<remote::RemoteConfig>,
     pub max_size: Option<u64>,
     pub ttl: Duration,

@@ -1,0 +1,164 @@
+//! The Azure Blob tier of the store against Azurite, the Azure Storage emulator (started
+//! per test on 127.0.0.1 by the harness's `Azurite`): acr's own client config through the
+//! path-style endpoint, and the conditional writes the fleet's leases rely on, straight
+//! through `object_store`: of two creates (`If-None-Match: *`) exactly one wins, and an update
+//! (`If-Match: ETAG`) with a stale ETag fails.
+
+#[allow(dead_code)]
+#[path = "../../tests/harness/azurite.rs"]
+mod azurite;
+
+use std::sync::Arc;
+
+use acr_plugins::store::tier::PutOutcome;
+use azurite::{Azurite, AZURITE_ACCOUNT, AZURITE_CONTAINER, AZURITE_KEY};
+use bytes::Bytes;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
+
+/// The container through `object_store` alone, configured as acr configures it.
+fn store(azurite: &Azurite) -> Arc<dyn ObjectStore> {
+    let store = MicrosoftAzureBuilder::new()
+        .with_account(AZURITE_ACCOUNT)
+        .with_access_key(AZURITE_KEY)
+        .with_container_name(AZURITE_CONTAINER)
+        .with_endpoint(azurite.endpoint())
+        .with_allow_http(true)
+        .build()
+        .expect("the Azurite store");
+    Arc::new(store)
+}
+
+fn mode(mode: PutMode) -> PutOptions {
+    PutOptions {
+        mode,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_conditional_creates_exactly_one_wins() {
+    let azurite = Azurite::start();
+    let store = store(&azurite);
+    let path = Path::from("leases/sha256/aa11");
+    let put = |body: &'static str| {
+        let (store, path) = (store.clone(), path.clone());
+        tokio::spawn(async move {
+            store
+                .put_opts(&path, Bytes::from(body).into(), mode(PutMode::Create))
+                .await
+        })
+    };
+    let (first, second) = (put("replica-a"), put("replica-b"));
+    let results = [first.await.unwrap(), second.await.unwrap()];
+    let won: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
+    let lost: Vec<_> = results
+        .iter()
+        .filter(|r| matches!(r, Err(object_store::Error::AlreadyExists { .. })))
+        .collect();
+    assert_eq!((won.len(), lost.len()), (1, 1), "{results:?}");
+    let winner = if results[0].is_ok() {
+        "replica-a"
+    } else {
+        "replica-b"
+    };
+    let stored = store.get(&path).await.unwrap().bytes().await.unwrap();
+    assert_eq!(
+        stored,
+        winner.as_bytes(),
+        "the winner's body is what is stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_with_a_stale_etag_fails() {
+    let azurite = Azurite::start();
+    let store = store(&azurite);
+    let path = Path::from("leases/sha256/bb22");
+    let created = store
+        .put_opts(&path, Bytes::from("v1").into(), mode(PutMode::Create))
+        .await
+        .expect("create");
+    let v1 = UpdateVersion::from(created);
+    let renewed = store
+        .put_opts(
+            &path,
+            Bytes::from("v2").into(),
+            mode(PutMode::Update(v1.clone())),
+        )
+        .await
+        .expect("an update with the current ETag succeeds");
+    assert_ne!(renewed.e_tag, v1.e_tag, "a write changes the ETag");
+    let stale = store
+        .put_opts(&path, Bytes::from("v3").into(), mode(PutMode::Update(v1)))
+        .await;
+    assert!(
+        matches!(stale, Err(object_store::Error::Precondition { .. })),
+        "a stale ETag: {stale:?}"
+    );
+    let stored = store.get(&path).await.unwrap().bytes().await.unwrap();
+    assert_eq!(stored, "v2");
+}
+
+/// acr's own tier (`RemoteConfig` for `az://`, through `.cache-endpoint`): a small object, a
+/// file large enough for a multipart upload (Put Block, Put Block List, then a conditional copy
+/// from the temporary key), and a second create of the same key that stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acr_tier_writes_reads_and_never_overwrites() {
+    let azurite = Azurite::start();
+    let tier = azurite.tier("acr").with_parts(5 << 20, 2);
+    let key = tier.key(&["manifests", "sha256", "cc33"]);
+    let body = Bytes::from_static(b"{\"schemaVersion\":2}");
+    assert_eq!(
+        tier.put_bytes(&key, body.clone(), false).await.unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        tier.put_bytes(&key, Bytes::from_static(b"other"), false)
+            .await
+            .unwrap(),
+        PutOutcome::AlreadyThere
+    );
+    assert_eq!(tier.get_bytes(&key).await.unwrap(), Some(body));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("layer");
+    let big: Vec<u8> = (0..12u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &big).unwrap();
+    let blob = tier.key(&["blobs", "sha256", "dd44"]);
+    assert_eq!(
+        tier.put_file_if_absent(&blob, &file).await.unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(tier.head(&blob).await.unwrap(), Some(big.len() as u64));
+    let (total, mut stream) = tier
+        .get_stream(&blob, Some((1000, 2000)))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut ranged = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        ranged.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(
+        total,
+        big.len() as u64,
+        "a ranged GET states the whole size"
+    );
+    assert!(
+        ranged == big[1000..2000],
+        "the range is the file's bytes 1000..2000"
+    );
+    assert_eq!(
+        tier.put_file_create(&blob, &file).await.unwrap(),
+        PutOutcome::AlreadyThere
+    );
+    assert_eq!(
+        tier.sweep_temp(std::time::Duration::ZERO).await.unwrap(),
+        0,
+        "no temporary key is left"
+    );
+}

@@ -1,0 +1,331 @@
+//! Azurite, the Azure Storage emulator (its blob service, `azurite-blob` from the npm
+//! registry, installed by `scripts/deps.sh`), on 127.0.0.1 on a free port, storing in a
+//! temporary directory, with the container [`AZURITE_CONTAINER`] created; killed on drop.
+//!
+//! Self-contained (std, `acr_plugins`, `sha2`, `base64`, `libc`, `tempfile`, `tokio`), so
+//! the plugins crate's tests include it too (`#[path]`). The binary is `$ACR_AZURITE_BIN`, else
+//! `~/.cache/acr/azurite/node_modules/.bin/azurite-blob` where `scripts/deps.sh` puts it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use acr_plugins::store::object::ObjectTier;
+use acr_plugins::store::remote::RemoteConfig;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// Azurite's well-known development account (public, in Microsoft's documentation).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub const AZURITE_CONTAINER: &str = "cache";
+pub const AZURITE_PREFIX: &str = "acr";
+
+/// A running `azurite-blob`; killed (its process group) on drop.
+pub struct Azurite {
+    port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Azurite {
+    /// Azurite with the container [`AZURITE_CONTAINER`]. Panics, with the install hint, when
+    /// `azurite-blob` is not installed.
+    pub fn start() -> Azurite {
+        let bin = azurite_bin();
+        let mut last = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("acr-azurite-")
+                .tempdir()
+                .expect("temporary directory");
+            let port = free_port();
+            let log = std::fs::File::create(dir.path().join("access.log")).expect("log file");
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+                .arg("--location")
+                .arg(dir.path().join("data"))
+                .args([
+                    "--skipApiVersionCheck",
+                    "--loose",
+                    "--disableTelemetry",
+                    "--disableProductStyleUrl",
+                ])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log)
+                .process_group(0);
+            // SAFETY: prctl only, between fork and exec: Azurite dies with the test process.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGKILL as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    );
+                    Ok(())
+                });
+            }
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+            let mut azurite = Azurite { port, child, dir };
+            if azurite.wait_until_it_answers() {
+                azurite.create_container(AZURITE_CONTAINER);
+                return azurite;
+            }
+            last = azurite.log();
+        }
+        panic!("azurite-blob did not start:\n{last}");
+    }
+
+    /// The blob service endpoint, path style: `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+    }
+
+    /// `: .cache` and `: .cache-endpoint` of a pipeline sharing the container (under
+    /// [`AZURITE_PREFIX`]).
+    pub fn settings(&self) -> Vec<String> {
+        vec![
+            format!(".cache az://{AZURITE_CONTAINER}/{AZURITE_PREFIX}"),
+            format!(".cache-endpoint {}", self.endpoint()),
+        ]
+    }
+
+    /// The Azure environment acr needs to reach it.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AZURE_STORAGE_ACCOUNT_NAME".into(), AZURITE_ACCOUNT.into()),
+            ("AZURE_STORAGE_ACCOUNT_KEY".into(), AZURITE_KEY.into()),
+        ]
+    }
+
+    /// acr's object-store tier over the container, its keys under `prefix` (not under
+    /// [`AZURITE_PREFIX`]: `key`s given to it are whole).
+    pub fn tier(&self, prefix: &str) -> ObjectTier {
+        let env = self.env();
+        let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let url = format!("az://{AZURITE_CONTAINER}/{prefix}");
+        let config = RemoteConfig::parse_with(&url, Some(&self.endpoint()), &lookup)
+            .expect("the Azurite store's config");
+        ObjectTier::new(config).expect("the Azurite tier")
+    }
+
+    /// The object at `key` (whole, from the container's root), or `None`.
+    pub fn read(&self, key: &str) -> Option<Vec<u8>> {
+        let tier = self.tier("");
+        block_on(async move {
+            let (_, mut body) = tier.get_stream(key, None).await.expect("GET")?;
+            let mut out = Vec::new();
+            while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+                out.extend_from_slice(&chunk.expect("a piece of the object"));
+            }
+            Some(out)
+        })
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        let tier = self.tier("");
+        block_on(async move { tier.head(key).await.expect("HEAD").is_some() })
+    }
+
+    /// Overwrites (or creates) the object at `key`.
+    pub fn write(&self, key: &str, bytes: &[u8]) {
+        let tier = self.tier("");
+        let bytes = bytes::Bytes::copy_from_slice(bytes);
+        block_on(async move { tier.put_bytes(key, bytes, true).await.expect("PUT") });
+    }
+
+    /// `METHOD /path?query` of every request Azurite logged so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                let request = line.split('"').nth(1)?;
+                let mut words = request.split(' ');
+                Some(format!("{} {}", words.next()?, words.next()?))
+            })
+            .collect()
+    }
+
+    /// What Azurite printed (its access log among it).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    fn wait_until_it_answers(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok((status, _)) = self.request("GET", &format!("/{AZURITE_ACCOUNT}"), &[]) {
+                if status > 0 {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Creates a container with a SharedKey-signed `PUT ?restype=container` (the one call
+    /// `object_store` does not make).
+    pub fn create_container(&self, name: &str) {
+        let date = http_date(SystemTime::now());
+        let version = "2021-08-06";
+        let path = format!("/{AZURITE_ACCOUNT}/{name}");
+        // Path style: the account is in the path, and in the canonical resource before it.
+        let string_to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}{path}\nrestype:container"
+        );
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(AZURITE_KEY)
+            .expect("the Azurite key");
+        let signature = base64::engine::general_purpose::STANDARD
+            .encode(hmac_sha256(&key, string_to_sign.as_bytes()));
+        let auth = format!("SharedKey {AZURITE_ACCOUNT}:{signature}");
+        let headers = [
+            ("x-ms-date", date.as_str()),
+            ("x-ms-version", version),
+            ("Authorization", auth.as_str()),
+        ];
+        let (status, body) = self
+            .request("PUT", &format!("{path}?restype=container"), &headers)
+            .expect("create the container");
+        assert!(
+            status == 201 || status == 409,
+            "create container {name}: {status} {body}"
+        );
+    }
+
+    /// One HTTP/1.1 request without a body: the status and the body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<(u16, String)> {
+        let mut socket = TcpStream::connect(("127.0.0.1", self.port))?;
+        socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n",
+            self.port
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        socket.write_all(request.as_bytes())?;
+        let mut response = String::new();
+        socket.read_to_string(&mut response)?;
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the process group this value started.
+        unsafe {
+            libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Where `azurite-blob` is; panics with the install hint when it is not there.
+fn azurite_bin() -> PathBuf {
+    let bin = std::env::var_os("ACR_AZURITE_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/acr/azurite/node_modules/.bin/azurite-blob"))
+        })
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "azurite-blob is not installed at '{}': run scripts/deps.sh (it installs the npm \
+         package azurite under ~/.cache/acr/azurite), or set ACR_AZURITE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Runs `f` to completion on a runtime of its own (the e2e harness is synchronous).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+/// HMAC-SHA256 (RFC 2104).
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// `Sun, 06 Dec 2026 06:14:59 GMT`.
+fn http_date(at: SystemTime) -> String {
+    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        months[(month - 1) as usize],
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
