@@ -143,6 +143,12 @@ impl Azurite {
         block_on(async move { tier.put_bytes(key, bytes, true).await.expect("PUT") });
     }
 
+    /// How many temporary objects (`acr/tmp/...`) are left; counting removes them.
+    pub fn temporaries(&self) -> usize {
+        let tier = self.tier(AZURITE_PREFIX);
+        block_on(async move { tier.sweep_temp(Duration::ZERO).await.expect("LIST tmp") })
+    }
+
     /// `METHOD /path?query` of every request Azurite logged so far.
     pub fn requests(&self) -> Vec<String> {
         self.log()
