@@ -22,6 +22,11 @@ use sha2::{Digest, Sha256};
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+/// The Azure environment that reaches it.
+pub const AZURITE_ENV: [(&str, &str); 2] = [
+    ("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT),
+    ("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY),
+];
 pub const AZURITE_CONTAINER: &str = "cache";
 pub const AZURITE_PREFIX: &str = "acr";
 
@@ -90,75 +95,19 @@ impl Azurite {
         format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
     }
 
-    /// `: .cache` and `: .cache-endpoint` of a pipeline sharing the container (under
-    /// [`AZURITE_PREFIX`]).
-    pub fn settings(&self) -> Vec<String> {
-        vec![
-            format!(".cache az://{AZURITE_CONTAINER}/{AZURITE_PREFIX}"),
-            format!(".cache-endpoint {}", self.endpoint()),
-        ]
-    }
-
-    /// The Azure environment acr needs to reach it.
-    pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("AZURE_STORAGE_ACCOUNT_NAME".into(), AZURITE_ACCOUNT.into()),
-            ("AZURE_STORAGE_ACCOUNT_KEY".into(), AZURITE_KEY.into()),
-        ]
-    }
-
     /// acr's object-store tier over the container, its keys under `prefix` (not under
     /// [`AZURITE_PREFIX`]: `key`s given to it are whole).
     pub fn tier(&self, prefix: &str) -> ObjectTier {
-        let env = self.env();
-        let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let lookup = |k: &str| {
+            AZURITE_ENV
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
         let url = format!("az://{AZURITE_CONTAINER}/{prefix}");
         let config = RemoteConfig::parse_with(&url, Some(&self.endpoint()), &lookup)
             .expect("the Azurite store's config");
         ObjectTier::new(config).expect("the Azurite tier")
-    }
-
-    /// The object at `key` (whole, from the container's root), or `None`.
-    pub fn read(&self, key: &str) -> Option<Vec<u8>> {
-        let tier = self.tier("");
-        block_on(async move {
-            let (_, mut body) = tier.get_stream(key, None).await.expect("GET")?;
-            let mut out = Vec::new();
-            while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
-                out.extend_from_slice(&chunk.expect("a piece of the object"));
-            }
-            Some(out)
-        })
-    }
-
-    pub fn has(&self, key: &str) -> bool {
-        let tier = self.tier("");
-        block_on(async move { tier.head(key).await.expect("HEAD").is_some() })
-    }
-
-    /// Overwrites (or creates) the object at `key`.
-    pub fn write(&self, key: &str, bytes: &[u8]) {
-        let tier = self.tier("");
-        let bytes = bytes::Bytes::copy_from_slice(bytes);
-        block_on(async move { tier.put_bytes(key, bytes, true).await.expect("PUT") });
-    }
-
-    /// How many temporary objects (`acr/tmp/...`) are left; counting removes them.
-    pub fn temporaries(&self) -> usize {
-        let tier = self.tier(AZURITE_PREFIX);
-        block_on(async move { tier.sweep_temp(Duration::ZERO).await.expect("LIST tmp") })
-    }
-
-    /// `METHOD /path?query` of every request Azurite logged so far.
-    pub fn requests(&self) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter_map(|line| {
-                let request = line.split('"').nth(1)?;
-                let mut words = request.split(' ');
-                Some(format!("{} {}", words.next()?, words.next()?))
-            })
-            .collect()
     }
 
     /// What Azurite printed (its access log among it).
@@ -280,15 +229,6 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Runs `f` to completion on a runtime of its own (the e2e harness is synchronous).
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
 /// HMAC-SHA256 (RFC 2104).
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     let mut block = [0u8; 64];
@@ -309,29 +249,27 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
         .into()
 }
 
-/// `Sun, 06 Dec 2026 06:14:59 GMT`.
+/// `Sun, 06 Dec 2026 06:14:59 GMT` (from the RFC 3339 form acr's clock writes).
 fn http_date(at: SystemTime) -> String {
-    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let ms = at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let stamp = acr_plugins::clock::rfc3339(ms);
+    let (date, time) = stamp
+        .trim_end_matches('Z')
+        .split_once('T')
+        .unwrap_or_default();
+    let [year, month, day]: [&str; 3] = date
+        .splitn(3, '-')
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap_or_default();
     let months = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    format!(
-        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        months[(month - 1) as usize],
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    let month = month.parse::<usize>().map_or("", |m| months[(m + 11) % 12]);
+    // 1970-01-01 was a Thursday.
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(ms / 86_400_000 % 7) as usize];
+    format!("{weekday}, {day} {month} {year} {time} GMT")
 }

@@ -53,10 +53,18 @@ impl SharedStore for S3 {
         "S3"
     }
     fn settings(&self) -> Vec<String> {
-        S3::settings(self)
+        vec![
+            format!(".cache s3://{}/{S3_PREFIX}", self.bucket()),
+            format!(".cache-endpoint {}", self.url()),
+        ]
     }
+    /// The AWS environment, for a server started with [`S3::start`].
     fn env(&self) -> Vec<(String, String)> {
-        S3::env(self)
+        pairs(&[
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+        ])
     }
     fn secret(&self) -> String {
         S3_SECRET_KEY.to_string()
@@ -65,7 +73,7 @@ impl SharedStore for S3 {
         S3_PREFIX
     }
     fn has(&self, key: &str) -> bool {
-        S3::has(self, key)
+        self.file(key).is_file()
     }
     fn read(&self, key: &str) -> Option<Vec<u8>> {
         std::fs::read(self.file(key)).ok()
@@ -74,22 +82,26 @@ impl SharedStore for S3 {
         std::fs::write(self.file(key), bytes).expect("overwrite the object");
     }
     fn requests(&self) -> Vec<String> {
-        S3::requests(self)
+        self.logged()
     }
     fn temporaries(&self) -> usize {
         store::files_under(&self.file(&format!("{S3_PREFIX}/tmp"))).len()
     }
 }
 
+/// Azurite's objects are read and written through acr's own tier over the container.
 impl SharedStore for Azurite {
     fn name(&self) -> &'static str {
         "Azurite"
     }
     fn settings(&self) -> Vec<String> {
-        Azurite::settings(self)
+        vec![
+            format!(".cache az://{AZURITE_CONTAINER}/{AZURITE_PREFIX}"),
+            format!(".cache-endpoint {}", self.endpoint()),
+        ]
     }
     fn env(&self) -> Vec<(String, String)> {
-        Azurite::env(self)
+        pairs(&AZURITE_ENV)
     }
     fn secret(&self) -> String {
         AZURITE_KEY.to_string()
@@ -98,18 +110,53 @@ impl SharedStore for Azurite {
         AZURITE_PREFIX
     }
     fn has(&self, key: &str) -> bool {
-        Azurite::has(self, key)
+        let tier = self.tier("");
+        block_on(async move { tier.head(key).await.expect("HEAD").is_some() })
     }
     fn read(&self, key: &str) -> Option<Vec<u8>> {
-        Azurite::read(self, key)
+        let tier = self.tier("");
+        block_on(async move {
+            let (_, mut body) = tier.get_stream(key, None).await.expect("GET")?;
+            let mut out = Vec::new();
+            while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+                out.extend_from_slice(&chunk.expect("a piece of the object"));
+            }
+            Some(out)
+        })
     }
     fn write(&self, key: &str, bytes: &[u8]) {
-        Azurite::write(self, key, bytes)
+        let (tier, bytes) = (self.tier(""), bytes::Bytes::copy_from_slice(bytes));
+        block_on(async move { tier.put_bytes(key, bytes, true).await.expect("PUT") });
     }
+    /// From Azurite's access log (`... "PUT /devstoreaccount1/cache/... HTTP/1.1" 201 -`).
     fn requests(&self) -> Vec<String> {
-        Azurite::requests(self)
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split('"').nth(1)?.split(' ');
+                Some(format!("{} {}", words.next()?, words.next()?))
+            })
+            .collect()
     }
+    /// Counted by removing them (`ObjectTier::sweep_temp`).
     fn temporaries(&self) -> usize {
-        Azurite::temporaries(self)
+        let tier = self.tier(AZURITE_PREFIX);
+        block_on(async move { tier.sweep_temp(Duration::ZERO).await.expect("LIST tmp") })
     }
+}
+
+fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Runs `f` to completion on a runtime of its own (the tests here are synchronous).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
 }
