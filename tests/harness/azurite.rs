@@ -273,3 +273,28 @@ fn http_date(at: SystemTime) -> String {
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(ms / 86_400_000 % 7) as usize];
     format!("{weekday}, {day} {month} {year} {time} GMT")
 }
+
+/// An account SAS token for the dev account (blob service; read, write, delete, list, add,
+/// create on containers and objects; valid until 2100), as an administrator would hand out.
+pub fn azurite_account_sas() -> String {
+    let (permissions, services, types, expiry, version) =
+        ("rwdlac", "b", "sco", "2100-01-01T00:00:00Z", "2019-12-12");
+    let string_to_sign = format!(
+        "{AZURITE_ACCOUNT}\n{permissions}\n{services}\n{types}\n\n{expiry}\n\n\n{version}\n"
+    );
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(AZURITE_KEY)
+        .expect("the Azurite key");
+    let signature = base64::engine::general_purpose::STANDARD
+        .encode(hmac_sha256(&key, string_to_sign.as_bytes()));
+    let signature: String = signature
+        .bytes()
+        .map(|b| match b {
+            b'+' => "%2B".to_string(),
+            b'/' => "%2F".to_string(),
+            b'=' => "%3D".to_string(),
+            b => (b as char).to_string(),
+        })
+        .collect();
+    format!("sv={version}&ss={services}&srt={types}&sp={permissions}&se={expiry}&sig={signature}")
+}
