@@ -141,12 +141,7 @@ impl Azurite {
         let string_to_sign = format!(
             "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}{path}\nrestype:container"
         );
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(AZURITE_KEY)
-            .expect("the Azurite key");
-        let signature = base64::engine::general_purpose::STANDARD
-            .encode(hmac_sha256(&key, string_to_sign.as_bytes()));
-        let auth = format!("SharedKey {AZURITE_ACCOUNT}:{signature}");
+        let auth = format!("SharedKey {AZURITE_ACCOUNT}:{}", sign(&string_to_sign));
         let headers = [
             ("x-ms-date", date.as_str()),
             ("x-ms-version", version),
@@ -229,6 +224,15 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The base64 HMAC-SHA256 of `string_to_sign` with the dev account's key: a SharedKey
+/// signature, or a SAS's `sig`.
+fn sign(string_to_sign: &str) -> String {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(AZURITE_KEY)
+        .expect("the Azurite key");
+    base64::engine::general_purpose::STANDARD.encode(hmac_sha256(&key, string_to_sign.as_bytes()))
+}
+
 /// HMAC-SHA256 (RFC 2104).
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     let mut block = [0u8; 64];
@@ -282,12 +286,7 @@ pub fn azurite_account_sas() -> String {
     let string_to_sign = format!(
         "{AZURITE_ACCOUNT}\n{permissions}\n{services}\n{types}\n\n{expiry}\n\n\n{version}\n"
     );
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(AZURITE_KEY)
-        .expect("the Azurite key");
-    let signature = base64::engine::general_purpose::STANDARD
-        .encode(hmac_sha256(&key, string_to_sign.as_bytes()));
-    let signature: String = signature
+    let signature: String = sign(&string_to_sign)
         .bytes()
         .map(|b| match b {
             b'+' => "%2B".to_string(),
