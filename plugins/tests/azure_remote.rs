@@ -196,3 +196,32 @@ async fn a_sas_token_authorises_the_tier() {
         "the SAS is not quoted: {err}"
     );
 }
+
+/// An unreachable blob service: the error names the store and the key, and never the SAS
+/// token that the requests carry in their query string.
+#[tokio::test]
+async fn an_unreachable_service_is_an_error_without_the_sas() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}/{AZURITE_ACCOUNT}", dead.local_addr().unwrap());
+    drop(dead);
+    let sas = azurite::azurite_account_sas();
+    let env = |k: &str| match k {
+        "AZURE_STORAGE_ACCOUNT_NAME" => Some(AZURITE_ACCOUNT.to_string()),
+        "AZURE_STORAGE_SAS_TOKEN" => Some(sas.clone()),
+        _ => None,
+    };
+    let mut config = RemoteConfig::parse_with("az://cache/acr", Some(&endpoint), &env).unwrap();
+    config.max_retries = 0;
+    let tier = ObjectTier::new(config).unwrap();
+    let err = tier
+        .head("acr/blobs/sha256/ee55")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("acr/blobs/sha256/ee55"), "{err}");
+    let signature = sas.split("sig=").nth(1).unwrap();
+    assert!(
+        !err.contains("sig=") && !err.contains(signature),
+        "the SAS leaked: {err}"
+    );
+}
