@@ -101,7 +101,7 @@ pub struct ProxySettings {
     pub cache: CacheSetting,
     /// Where the local part of the store lives: `: .cache-dir DIR`, or the DIR of
     /// `: .cache DIR` (the last of the two lines wins); `None`: `cache/` beside the pipeline.
-    /// With a shared cache (`s3://`) this is the replica's own copy, so a pipeline on a
+    /// With a shared cache (`s3://`, `az://`) this is the replica's own copy, so a pipeline on a
     /// read-only mount needs no writable directory beside it.
     pub cache_dir: Option<PathBuf>,
     /// `: .cache-endpoint URL`: the S3-compatible server of an `s3://` cache, or the blob
