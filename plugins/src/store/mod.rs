@@ -23,9 +23,9 @@
 //! The store is two tiers behind one trait ([`tier::Tier`]): the local disk
 //! ([`local::DiskTier`]) and, when replicas share content, an object store
 //! ([`object::ObjectTier`], built from a `: .cache s3://...` or `az://...` URL in
-//! [`remote`]). The "local, then shared" logic is written once (`tiered`, `copy_down`, `links`); the local
-//! tier's bookkeeping is `index` (what is here, eviction) and `space` (room for fetches in
-//! flight); `flight` is the single-flight fetcher.
+//! [`remote`]). The "local, then shared" logic is written once (`tiered`, `copy_down`,
+//! `links`); the local tier's bookkeeping is `index` (what is here, eviction) and `space`
+//! (room for fetches in flight); `flight` is the single-flight fetcher.
 
 mod azure;
 mod copy_down;
