@@ -115,14 +115,17 @@ impl Azurite {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
+    /// Whether this process (not another that took the port meanwhile) listens and answers.
     fn wait_until_it_answers(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let listening = format!("successfully listens on http://127.0.0.1:{}", self.port);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if let Ok((status, _)) = self.request("GET", &format!("/{AZURITE_ACCOUNT}"), &[]) {
-                if status > 0 {
+            if self.log().contains(&listening) {
+                let answer = self.request("GET", &format!("/{AZURITE_ACCOUNT}"), &[]);
+                if answer.is_ok_and(|(status, _)| status > 0) {
                     return true;
                 }
             }
