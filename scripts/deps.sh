@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs (with apt, only when missing) the Debian packages that the real-component
 # test harness in tests/harness needs: CNCF distribution, skopeo, umoci, containerd,
-# podman, htpasswd, openssl and python3 for tests/support/tokenserver.py.
+# podman, htpasswd, openssl and python3 for tests/support/tokenserver.py; and Azurite, the
+# Azure Storage emulator (npm package `azurite`, pinned: 3.36 and later need Node 21+), into
+# ~/.cache/acr/azurite (outside any checkout; $ACR_AZURITE_DIR overrides), where the tests'
+# harness (tests/harness/azurite.rs) looks for `azurite-blob`.
 #
 # Idempotent and fast when everything is present (one dpkg-query, no apt).
 # Needs root (or sudo) only when something has to be installed.
@@ -25,7 +28,12 @@ PACKAGES=(
   python3-yaml
   jq
   chromium-headless-shell
+  nodejs
 )
+
+AZURITE_VERSION=3.35.0
+AZURITE_DIR=${ACR_AZURITE_DIR:-$HOME/.cache/acr/azurite}
+AZURITE_BIN=$AZURITE_DIR/node_modules/.bin/azurite-blob
 
 log() { printf 'deps.sh: %s\n' "$*" >&2; }
 
@@ -37,6 +45,26 @@ missing_packages() {
   for p in "${PACKAGES[@]}"; do
     grep -qx -- "$p" <<<"$installed" || printf '%s\n' "$p"
   done
+}
+
+# Whether the pinned Azurite is installed.
+azurite_present() {
+  [ -x "$AZURITE_BIN" ] &&
+    grep -q "\"version\": \"$AZURITE_VERSION\"" "$AZURITE_DIR/node_modules/azurite/package.json" 2>/dev/null
+}
+
+# Installs the pinned Azurite from the npm registry (npm from Debian when node came without it).
+install_azurite() {
+  azurite_present && return 0
+  if ! command -v npm >/dev/null 2>&1; then
+    log "installing: npm"
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+  fi
+  log "installing: azurite@$AZURITE_VERSION into $AZURITE_DIR"
+  mkdir -p "$AZURITE_DIR"
+  npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >&2
+  azurite_present || { log "azurite-blob is not at $AZURITE_BIN after npm install"; return 1; }
 }
 
 main() {
@@ -56,8 +84,9 @@ main() {
 
   local missing=()
   mapfile -t missing < <(missing_packages)
+  azurite_present || missing+=("azurite@$AZURITE_VERSION (npm)")
   if [ "${#missing[@]}" -eq 0 ]; then
-    log "all ${#PACKAGES[@]} packages present"
+    log "all ${#PACKAGES[@]} packages and azurite@$AZURITE_VERSION present"
     return 0
   fi
   if [ "$check_only" = 1 ]; then
@@ -65,10 +94,16 @@ main() {
     return 1
   fi
 
-  local sudo=()
+  sudo=()
   if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null 2>&1 || { log "need root to install: ${missing[*]}"; return 1; }
     sudo=(sudo)
+  fi
+  mapfile -t missing < <(missing_packages)
+  if [ "${#missing[@]}" -eq 0 ]; then
+    install_azurite
+    log "done"
+    return 0
   fi
 
   log "installing: ${missing[*]}"
@@ -83,6 +118,7 @@ main() {
     log "still missing after apt-get install: ${missing[*]}"
     return 1
   fi
+  install_azurite
   log "done"
 }
 

@@ -36,7 +36,11 @@ impl ProxyHost {
                         return Some(Err(proxy_gone()));
                     };
                     let store = self.state_of(proxy).store.clone().ok().flatten();
-                    let root = store.as_ref().map(|s| s.root().display().to_string());
+                    // The local root, and the shared store as `: .cache` names it (no secrets).
+                    let root = store.as_ref().map(|s| match &s.config.remote {
+                        Some(shared) => format!("{} and {shared}", s.root().display()),
+                        None => s.root().display().to_string(),
+                    });
                     let html =
                         status::page(proxy, &self.shared.metrics, &self.observer, root.as_deref());
                     return Some(Ok(text_reply(200, "text/html; charset=utf-8", html)));

@@ -1,6 +1,6 @@
 //! A proxy's content store, as its `+ .proxy` settings describe it:
-//! `: .cache DIR | s3://bucket/prefix | off` (default: `cache/` beside the pipeline),
-//! `: .cache-dir DIR` (the local part, e.g. of an `s3://` cache), `: .cache-endpoint URL`, `: .ttl [NS] DURATION` (default 5 minutes), `: .max-size SIZE`;
+//! `: .cache DIR | s3://bucket/prefix | az://container/prefix | off` (default: `cache/`
+//! beside the pipeline), `: .cache-dir DIR` (the local part of a shared cache), `: .cache-endpoint URL`, `: .ttl [NS] DURATION` (default 5 minutes), `: .max-size SIZE`;
 //! the largest blob it takes from `ACR_MAX_BLOB_SIZE` (see `server::limits`).
 
 use std::path::Path;
@@ -28,7 +28,7 @@ pub fn config(
     let remote = match &settings.cache {
         CacheSetting::Off => return Ok(None),
         CacheSetting::Default | CacheSetting::Dir => None,
-        CacheSetting::S3(url) => Some(RemoteConfig::parse(
+        CacheSetting::Shared(url) => Some(RemoteConfig::parse(
             url,
             settings.cache_endpoint.as_deref(),
         )?),
@@ -126,15 +126,12 @@ pub fn open(
         return Ok(None);
     };
     let root = config.root.clone();
-    let remote = config
-        .remote
-        .as_ref()
-        .map(|r| format!("s3://{}/{}", r.bucket, r.prefix));
+    let remote = config.remote.as_ref().map(ToString::to_string);
     let store = Store::open(config, metrics)
         .map_err(|e| format!("cannot open the store at {}: {e}", root.display()))?;
     tracing::info!(
         root = %root.display(),
-        s3 = %remote.as_deref().unwrap_or("-"),
+        shared = %remote.as_deref().unwrap_or("-"),
         "content store ready"
     );
     Ok(Some(store))

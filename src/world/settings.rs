@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use acr_plugins::store::remote::{is_shared_url, RemoteConfig};
 use acr_plugins::{parse_duration, Props, Value};
 
 /// Settings a `+ .proxy` accepts besides routes and calls.
@@ -44,8 +45,9 @@ pub enum CacheSetting {
     /// `: .cache DIR`: a store on local disk only, in [`ProxySettings::cache_dir`] (a
     /// relative path is relative to where acr runs).
     Dir,
-    /// `: .cache s3://bucket/prefix`, kept locally in the default directory too.
-    S3(String),
+    /// `: .cache s3://bucket/prefix` or `az://container/prefix`: a store shared by replicas,
+    /// kept locally too (in [`ProxySettings::cache_dir`] or the default directory).
+    Shared(String),
 }
 
 /// `: .endpoint NS URL`: where the upstream of namespace `ns` is reached.
@@ -100,10 +102,11 @@ pub struct ProxySettings {
     pub cache: CacheSetting,
     /// Where the local part of the store lives: `: .cache-dir DIR`, or the DIR of
     /// `: .cache DIR` (the last of the two lines wins); `None`: `cache/` beside the pipeline.
-    /// With a shared cache (`s3://`) this is the replica's own copy, so a pipeline on a
+    /// With a shared cache (`s3://`, `az://`) this is the replica's own copy, so a pipeline on a
     /// read-only mount needs no writable directory beside it.
     pub cache_dir: Option<PathBuf>,
-    /// `: .cache-endpoint URL`: the S3-compatible server of an `s3://` cache.
+    /// `: .cache-endpoint URL`: the S3-compatible server of an `s3://` cache, or the blob
+    /// service of an `az://` one (Azurite: `http://127.0.0.1:10000/devstoreaccount1`).
     pub cache_endpoint: Option<String>,
     /// `: .ttl DURATION`: how long a cached tag is fresh.
     pub ttl: Duration,
@@ -180,7 +183,7 @@ impl ProxySettings {
                 self.cache = match trimmed {
                     "off" | "none" => CacheSetting::Off,
                     "" => CacheSetting::Default,
-                    url if url.starts_with("s3://") => CacheSetting::S3(url.to_string()),
+                    url if is_shared_url(url) => CacheSetting::Shared(url.to_string()),
                     dir => {
                         self.cache_dir = Some(PathBuf::from(dir));
                         CacheSetting::Dir
@@ -252,6 +255,14 @@ pub fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// Checks a shared store's URL, and what it needs from the environment (an `az://` store's
+/// account, the form of its key or SAS token; S3 keys given in halves), so that a store that
+/// cannot be opened is a diagnostic at its line. The endpoint is `: .cache-endpoint`'s own
+/// check. Errors never quote a secret.
+fn check_shared_store(url: &str) -> Result<(), String> {
+    RemoteConfig::parse(url, None).map(|_| ())
+}
+
 /// Checks a proxy setting's text as written after its dot; an error is the hint.
 pub fn check_setting(name: &str, value: &str) -> Result<(), String> {
     match name {
@@ -265,9 +276,10 @@ pub fn check_setting(name: &str, value: &str) -> Result<(), String> {
                 _ => Err("write `: .endpoint NAMESPACE URL`, e.g. `: .endpoint docker.io http://127.0.0.1:5000`".into()),
             }
         }
-        "cache" if value.trim().is_empty() => {
-            Err("write `: .cache DIR`, `: .cache s3://bucket/prefix` or `: .cache off`".into())
-        }
+        "cache" if value.trim().is_empty() => Err(
+            "write `: .cache DIR`, `: .cache s3://bucket/prefix`, `: .cache az://container/prefix` or `: .cache off`".into(),
+        ),
+        "cache" if is_shared_url(value.trim()) => check_shared_store(value.trim()),
         "cache-dir" if value.trim().is_empty() => {
             Err("write `: .cache-dir DIR` (where the store keeps its local copy)".into())
         }
@@ -275,7 +287,7 @@ pub fn check_setting(name: &str, value: &str) -> Result<(), String> {
             "write `: .advertise http://10.0.0.7:5000` (where the other replicas reach this one)".into(),
         ),
         "cache-endpoint" if !(value.starts_with("http://") || value.starts_with("https://")) => {
-            Err("write `: .cache-endpoint http://127.0.0.1:9000` (an S3-compatible server)".into())
+            Err("write `: .cache-endpoint http://127.0.0.1:9000` (an S3-compatible server) or, for az://, the blob service (`http://127.0.0.1:10000/devstoreaccount1`)".into())
         }
         "ttl" => {
             let mut words: Vec<&str> = value.split_whitespace().collect();
@@ -334,7 +346,7 @@ mod tests {
             ("allow-pull", "alice library/*"),
             ("container-tokens", "off"),
         ]);
-        assert_eq!(s.cache, CacheSetting::S3("s3://b/p".into()));
+        assert_eq!(s.cache, CacheSetting::Shared("s3://b/p".into()));
         assert_eq!(s.ttl, Duration::from_secs(60));
         assert_eq!(
             s.ttl_by_ns,
@@ -351,7 +363,7 @@ mod tests {
     #[test]
     fn the_local_part_of_the_store_is_cache_dir_or_the_cache_dir_written_last() {
         let shared = settings(&[("cache-dir", "/var/lib/acr"), ("cache", "s3://b/p")]);
-        assert_eq!(shared.cache, CacheSetting::S3("s3://b/p".into()));
+        assert_eq!(shared.cache, CacheSetting::Shared("s3://b/p".into()));
         assert_eq!(shared.cache_dir, Some(PathBuf::from("/var/lib/acr")));
         let local = settings(&[("cache-dir", "/x"), ("cache", "/y")]);
         assert_eq!(local.cache_dir, Some(PathBuf::from("/y")));

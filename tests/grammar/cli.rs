@@ -41,6 +41,7 @@ fn acr(dir: &Path) -> Command {
     c.current_dir(dir)
         .env_remove("REGISTRY_NAME")
         .env_remove("RUST_LOG")
+        .env_remove("AZURE_STORAGE_ACCOUNT_NAME")
         // `.login-acr` without az tries the instance metadata service last: here a local port
         // nothing serves (tests talk to 127.0.0.1 only).
         .env(

@@ -19,6 +19,7 @@
 
 mod acr;
 pub mod acr_standin;
+mod azurite;
 pub mod bounds;
 pub mod faults;
 pub mod inject;
@@ -35,14 +36,15 @@ mod process;
 mod registry;
 mod s3;
 mod seed;
+mod shared_store;
 mod tokenserver;
 mod tools;
 
 // What a test gets with `use crate::harness::*`; each area binary uses a part of it.
 #[allow(unused_imports)]
 pub use {
-    acr::*, clients::*, encode::*, fake_upstream::*, http::*, images::*, pipelines::*, process::*,
-    registry::*, s3::*, seed::*, tokenserver::*, tools::*,
+    acr::*, azurite::*, clients::*, encode::*, fake_upstream::*, http::*, images::*, pipelines::*,
+    process::*, registry::*, s3::*, seed::*, shared_store::*, tokenserver::*, tools::*,
 };
 
 use std::time::Duration;

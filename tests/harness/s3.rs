@@ -66,10 +66,6 @@ impl S3 {
         self.root.path().join(&self.bucket).join(key)
     }
 
-    pub fn has(&self, key: &str) -> bool {
-        self.file(key).is_file()
-    }
-
     /// Whether an object whose path contains `part` exists.
     pub fn holds(&self, part: &str) -> bool {
         fn walk(dir: &Path, part: &str) -> bool {
@@ -89,29 +85,13 @@ impl S3 {
         walk(self.root.path(), part)
     }
 
-    /// `METHOD /path?query` of every request so far.
-    pub fn requests(&self) -> Vec<String> {
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// `METHOD /path?query` of every request so far (the log [`SharedStore::requests`] reads).
+    pub(super) fn logged(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    /// The `.cache` settings of a pipeline sharing this bucket (under [`S3_PREFIX`]).
-    pub fn settings(&self) -> Vec<String> {
-        vec![
-            format!(".cache s3://{}/{S3_PREFIX}", self.bucket),
-            format!(".cache-endpoint {}", self.url()),
-        ]
-    }
-
-    /// What acr needs to reach a server started with [`start`](Self::start): the AWS
-    /// environment.
-    pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
-            ("AWS_REGION", "us-east-1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
     }
 }

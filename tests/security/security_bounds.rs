@@ -23,10 +23,6 @@ fn blob_url(acr: &Acr, repo: &str, digest: &str) -> String {
     format!("{}/v2/{repo}/blobs/{digest}", acr.url())
 }
 
-fn hex_of(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").expect("sha256 digest")
-}
-
 /// A counter or gauge of acr's `/metrics`, 0 when absent.
 fn metric(acr: &Acr, name: &str) -> u64 {
     let text = acr.fetch("GET", "/metrics", &[]).text();
@@ -174,44 +170,38 @@ fn a_chunked_body_over_the_bound_is_cut_off_and_nothing_stays() {
 // ------------------------------------------------------------------------------------------
 // 2. the S3 tier is untrusted
 
-/// A store pipeline over `upstream` whose shared tier is `s3`, and the options that give acr
-/// the S3 server's credentials.
-fn s3_store_pipeline(s3: &S3, upstream: &str) -> (String, AcrOptions) {
-    let settings = s3.settings();
-    let runmd = store_pipeline(
-        upstream,
-        &settings.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let opts = AcrOptions {
-        env: s3.env(),
-        ..AcrOptions::default()
-    };
-    (runmd, opts)
-}
-
 /// Replica A fetches a blob and shares it through S3; the object is then overwritten with
 /// other bytes. Replica B, which has never seen it, serves the right bytes (the bad copy is
 /// verified before its first byte leaves, and the upstream's replaces it), the S3 object is
 /// repaired or gone, B's local store holds the right bytes, and the corruption is counted.
 #[test]
 fn a_corrupt_blob_in_s3_is_replaced_from_the_upstream_and_counted() {
-    let s3 = S3::start();
+    a_corrupt_shared_blob_is_replaced_from_the_upstream_and_counted(&S3::start());
+}
+
+/// The same on Azure Blob Storage (Azurite): the container is as untrusted as a bucket.
+#[test]
+fn a_corrupt_blob_in_azurite_is_replaced_from_the_upstream_and_counted() {
+    a_corrupt_shared_blob_is_replaced_from_the_upstream_and_counted(&Azurite::start());
+}
+
+fn a_corrupt_shared_blob_is_replaced_from_the_upstream_and_counted(store: &dyn SharedStore) {
     let up = BlobUpstream::start();
     let data = pseudo_random_bytes("bounds-s3-blob", 700 * KIB);
     let digest = up.add(data.clone(), Framing::Length);
-    let (runmd, opts) = s3_store_pipeline(&s3, &up.url());
+    let (runmd, opts) = store.pipeline(&up.url());
     let a = Acr::start_with(&runmd, opts.clone());
     assert_serves_blob(&a, &digest, &data);
-    let key = format!("{S3_PREFIX}/blobs/sha256/{}", hex_of(&digest));
+    let key = store.blob_key(&digest);
     assert!(
-        wait_until(Duration::from_secs(30), || s3.has(&key)),
+        wait_until(Duration::from_secs(30), || store.has(&key)),
         "A never shared the blob: {}",
         a.log()
     );
     // The attack: the shared object now holds other bytes (same length, and not).
     let mut bad = data.clone();
     bad[1000] ^= 0xff;
-    std::fs::write(s3.file(&key), &bad).expect("overwrite the object");
+    store.write(&key, &bad);
 
     let b = Acr::start_with(&runmd, opts.clone());
     let upstream_before = up.requests().len();
@@ -230,10 +220,11 @@ fn a_corrupt_blob_in_s3_is_replaced_from_the_upstream_and_counted() {
     );
     // Repaired (B shared the upstream's bytes again) or gone; never the bad bytes.
     assert!(
-        wait_until(Duration::from_secs(30), || std::fs::read(s3.file(&key))
-            .map(|b| b == data)
-            .unwrap_or(true)),
-        "the bad object is still in S3"
+        wait_until(Duration::from_secs(30), || store
+            .read(&key)
+            .is_none_or(|b| b == data)),
+        "the bad object is still in {}",
+        store.name()
     );
     let local = b.dir().join("cache");
     assert!(wait_until(Duration::from_secs(20), || has_blob(
@@ -245,7 +236,7 @@ fn a_corrupt_blob_in_s3_is_replaced_from_the_upstream_and_counted() {
     assert_eq!(metric(&b, "acr_store_remote_corrupt_total"), 1);
 
     // A shorter object than the blob is bad too.
-    std::fs::write(s3.file(&key), &data[..1000]).expect("overwrite the object");
+    store.write(&key, &data[..1000]);
     let c = Acr::start_with(&runmd, opts);
     assert_serves_blob(&c, &digest, &data);
 }
@@ -263,7 +254,7 @@ fn a_tag_record_checked_in_the_future_is_revalidated() {
         "1",
         vec![pseudo_random_bytes("bounds-tag-first", 20 * KIB)],
     );
-    let (runmd, opts) = s3_store_pipeline(&s3, &reg.url());
+    let (runmd, opts) = s3.pipeline(&reg.url());
     let a = Acr::start_with(&runmd, opts.clone());
     let manifest_url = |acr: &Acr| format!("{}/v2/library/moving/manifests/1", acr.url());
     let accept = [(

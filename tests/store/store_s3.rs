@@ -1,7 +1,8 @@
-//! Replicas sharing one S3 bucket: two acr processes with `: .cache s3://cache/acr` (each its
-//! own local directory), a real S3 server (s3s-fs, with SigV4 auth, run in this test process
-//! on 127.0.0.1) and a real CNCF distribution upstream. What replica A fetched, replica B
-//! serves with the upstream stopped.
+//! Replicas sharing one store: two acr processes with `: .cache s3://cache/acr` or
+//! `: .cache az://cache/acr` (each its own local directory), a real S3 server (s3s-fs, with
+//! SigV4 auth, run in this test process on 127.0.0.1) or Azurite (the Azure Storage emulator),
+//! and a real CNCF distribution upstream. What replica A fetched, replica B serves with the
+//! upstream stopped; one test body runs on both stores ([`SharedStore`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,7 +23,20 @@ fn local_store(acr: &Acr) -> PathBuf {
 /// has never seen them, serves both to skopeo from the bucket, byte for byte.
 #[test]
 fn replica_b_serves_what_replica_a_fetched_with_the_upstream_stopped() {
-    let s3 = S3::start();
+    replica_b_serves_what_replica_a_fetched(&S3::start());
+}
+
+/// The same on Azure Blob Storage (`: .cache az://cache/acr`, Azurite through
+/// `: .cache-endpoint`): the 12 MiB layer goes up as blocks, then a conditional copy.
+#[test]
+fn replica_b_serves_from_azurite_what_replica_a_fetched_with_the_upstream_stopped() {
+    replica_b_serves_what_replica_a_fetched(&Azurite::start());
+}
+
+/// Replica A fills `store`; replica B serves from it alone (the upstream is stopped), and its
+/// `/status` names the store but shows none of its credentials.
+fn replica_b_serves_what_replica_a_fetched(store: &dyn SharedStore) {
+    let (name, prefix) = (store.name(), store.prefix());
     let reg = Registry::start(RegistryAuth::None);
     let images = [
         push_image(
@@ -41,17 +55,7 @@ fn replica_b_serves_what_replica_a_fetched_with_the_upstream_stopped() {
             vec![pseudo_random_bytes("acr-s3-other", 300 << 10)],
         ),
     ];
-    let runmd = store_pipeline(
-        &reg.url(),
-        &[
-            &format!(".cache s3://{S3_BUCKET}/{S3_PREFIX}"),
-            &format!(".cache-endpoint {}", s3.url()),
-        ],
-    );
-    let opts = AcrOptions {
-        env: s3.env(),
-        ..AcrOptions::default()
-    };
+    let (runmd, opts) = store.pipeline(&reg.url());
     let a = Acr::start_with(&runmd, opts.clone());
     let b = Acr::start_with(&runmd, opts);
     assert_ne!(local_store(&a), local_store(&b));
@@ -65,40 +69,32 @@ fn replica_b_serves_what_replica_a_fetched_with_the_upstream_stopped() {
     // A shares what it fetched: every blob, manifest and tag is in the bucket.
     let mut keys = Vec::new();
     for img in &images {
-        keys.push(format!(
-            "{S3_PREFIX}/manifests/sha256/{}",
-            hex_of(&img.manifest_digest)
-        ));
-        keys.push(format!(
-            "{S3_PREFIX}/manifests/sha256/{}.type",
-            hex_of(&img.manifest_digest)
-        ));
+        let manifest = hex_of(&img.manifest_digest);
+        keys.push(format!("{prefix}/manifests/sha256/{manifest}"));
+        keys.push(format!("{prefix}/manifests/sha256/{manifest}.type"));
         for d in std::iter::once(&img.config_digest).chain(img.layers.iter().map(|(d, _)| d)) {
-            keys.push(format!("{S3_PREFIX}/blobs/sha256/{}", hex_of(d)));
+            keys.push(store.blob_key(d));
         }
         let (repo, tag) = img.repo_ref.split_once(':').expect("repo:tag");
-        keys.push(format!(
-            "{S3_PREFIX}/tags/{}/{repo}/_tags/{tag}",
-            reg.host()
-        ));
+        keys.push(format!("{prefix}/tags/{}/{repo}/_tags/{tag}", reg.host()));
     }
-    let shared = wait_until(Duration::from_secs(30), || keys.iter().all(|k| s3.has(k)));
-    let missing: Vec<&String> = keys.iter().filter(|k| !s3.has(k)).collect();
-    assert!(
-        shared,
-        "not in the bucket: {missing:#?}\nA's log:\n{}",
-        a.log()
-    );
+    let shared = wait_until(Duration::from_secs(30), || {
+        keys.iter().all(|k| store.has(k))
+    });
+    let missing: Vec<&String> = keys.iter().filter(|k| !store.has(k)).collect();
+    assert!(shared, "not in {name}: {missing:#?}\nA's log:\n{}", a.log());
     for img in &images {
         for (d, bytes) in &img.layers {
-            let stored = std::fs::read(s3.file(&format!("{S3_PREFIX}/blobs/sha256/{}", hex_of(d))))
-                .expect("object");
-            assert!(stored == *bytes, "the bucket's {d} is not the layer");
+            let stored = store.read(&store.blob_key(d)).expect("object");
+            assert!(stored == *bytes, "{name}'s {d} is not the layer");
         }
     }
     // The big layer went up through a temporary key, which is gone.
-    let leftovers = files_under(&s3.file(&format!("{S3_PREFIX}/tmp")));
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        store.temporaries(),
+        0,
+        "temporary objects are left in {name}"
+    );
 
     // The upstream stops; B has never seen these images.
     let upstream = reg.url();
@@ -106,7 +102,7 @@ fn replica_b_serves_what_replica_a_fetched_with_the_upstream_stopped() {
     assert!(try_http_request("GET", &format!("{upstream}/v2/"), &[], None).is_err());
     assert!(stored_blobs(&local_store(&b)).is_empty());
     let m0 = scrape(&b);
-    let s3_before = s3.requests().len();
+    let store_before = store.requests().len();
     for (i, img) in images.iter().enumerate() {
         let dest = out.path().join(format!("b-{i}"));
         let pulled = skopeo_to_dir(&b.host(), &img.repo_ref, &dest);
@@ -140,15 +136,22 @@ fn replica_b_serves_what_replica_a_fetched_with_the_upstream_stopped() {
         }
     }
     assert!(assert_store_verifies(&local_store(&b)) >= blobs);
-    // B wrote nothing to the bucket: it never shares back what it copied down.
-    let b_phase = &s3.requests()[s3_before..];
+    // B wrote nothing to the store: it never shares back what it copied down.
+    let requests = store.requests();
+    let b_phase = &requests[store_before..];
     let writes: Vec<&String> = b_phase
         .iter()
         .filter(|r| r.starts_with("PUT ") || r.starts_with("POST "))
         .collect();
-    assert!(writes.is_empty(), "B wrote to the bucket: {writes:#?}");
+    assert!(writes.is_empty(), "B wrote to {name}: {writes:#?}");
+    // `/status` names the shared store, and none of its credentials.
+    let status = b.fetch("GET", "/status", &[]).text();
+    let url = format!("//cache/{prefix}");
+    assert!(status.contains(&url), "{url} in B's /status:\n{status}");
+    assert!(!status.contains(&store.secret()), "a secret in B's /status");
+    assert!(!b.log().contains(&store.secret()), "a secret in B's log");
     println!(
-        "replica B served {} images from S3 with the upstream down: {} hits, {} bytes from the store, {} S3 requests",
+        "replica B served {} images from {name} with the upstream down: {} hits, {} bytes from the store, {} {name} requests",
         images.len(),
         m1.delta(&m0, "acr_cache_hits_total"),
         m1.delta(&m0, "acr_bytes_from_store_total"),

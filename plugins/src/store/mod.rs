@@ -22,11 +22,12 @@
 //!
 //! The store is two tiers behind one trait ([`tier::Tier`]): the local disk
 //! ([`local::DiskTier`]) and, when replicas share content, an object store
-//! ([`object::ObjectTier`], built from a `: .cache s3://...` URL in [`remote`]). The
-//! "local, then shared" logic is written once (`tiered`, `copy_down`, `links`); the local
-//! tier's bookkeeping is `index` (what is here, eviction) and `space` (room for fetches in
-//! flight); `flight` is the single-flight fetcher.
+//! ([`object::ObjectTier`], built from a `: .cache s3://...` or `az://...` URL in
+//! [`remote`]). The "local, then shared" logic is written once (`tiered`, `copy_down`,
+//! `links`); the local tier's bookkeeping is `index` (what is here, eviction) and `space`
+//! (room for fetches in flight); `flight` is the single-flight fetcher.
 
+mod azure;
 mod copy_down;
 mod fetch_body;
 pub mod fleet;
@@ -71,7 +72,7 @@ pub(crate) use index::Kind;
 pub struct StoreConfig {
     /// The local disk tier (with an S3 tier, a cache of it).
     pub root: PathBuf,
-    /// The shared S3 tier (`: .cache s3://bucket/prefix`).
+    /// The shared tier (`: .cache s3://bucket/prefix` or `az://container/prefix`).
     pub remote: Option<remote::RemoteConfig>,
     pub max_size: Option<u64>,
     pub ttl: Duration,

@@ -2,8 +2,10 @@
 //! is a function generic over [`Tier`], and `tier_suite!` runs them all for one tier. A new
 //! tier is its file plus one `tier_suite!` line at the end of this one.
 //!
-//! The object-store tier runs here over `object_store::memory::InMemory`; against a real S3
-//! server it runs in `plugins/tests/s3_remote.rs` and, end to end, in `tests/store_s3.rs`.
+//! The object-store tier runs here over `object_store::memory::InMemory` and over Azurite (the
+//! Azure Storage emulator, `tests/harness/azurite.rs`, installed by `scripts/deps.sh`); against
+//! a real S3 server it runs in `plugins/tests/s3_remote.rs` and, end to end, in
+//! `tests/store/store_s3.rs`.
 
 use std::io;
 use std::sync::Arc;
@@ -226,5 +228,17 @@ fn memory_tier() -> (ObjectTier, ()) {
     (tier, ())
 }
 
+/// The object-store tier over a container of a fresh Azurite (killed when the test ends).
+fn azurite_tier() -> (ObjectTier, azurite::Azurite) {
+    let azurite = azurite::Azurite::start();
+    let tier = azurite.tier("acr/test").with_parts(5 * 1024 * 1024, 2);
+    (tier, azurite)
+}
+
+#[allow(dead_code)]
+#[path = "../../../tests/harness/azurite.rs"]
+mod azurite;
+
 tier_suite!(disk, disk_tier());
 tier_suite!(object_store_in_memory, memory_tier());
+tier_suite!(object_store_azurite, azurite_tier());

@@ -50,6 +50,37 @@ fn diagnostic_unknown_plugin() {
     );
 }
 
+/// A shared store that cannot be opened is a diagnostic at its `: .cache` line, not an error
+/// at the first request: a malformed `az://` URL, and one with no storage account in the
+/// environment (the test's `acr` runs without `AZURE_STORAGE_ACCOUNT_NAME`).
+#[test]
+fn diagnostic_bad_shared_store() {
+    let proxy = |cache: &str| {
+        format!("{ENGINE}``` a mirror\n+ .runtime\n: .mirror http://127.0.0.1:5000\n+ .proxy 127.0.0.1:8578\n: .cache {cache}\n```\n")
+    };
+    assert_diagnostic(
+        &proxy("az://Bad_Name/acr"),
+        9,
+        10,
+        "bad value for `.cache`",
+        "'Bad_Name' is not a valid container name",
+    );
+    assert_diagnostic(
+        &proxy("az:///acr"),
+        9,
+        10,
+        "bad value for `.cache`",
+        "'az:///acr' names no container",
+    );
+    assert_diagnostic(
+        &proxy("az://cache/acr"),
+        9,
+        10,
+        "bad value for `.cache`",
+        "an az:// cache needs the storage account: set AZURE_STORAGE_ACCOUNT_NAME",
+    );
+}
+
 #[test]
 fn diagnostic_unknown_attribute() {
     assert_diagnostic(
