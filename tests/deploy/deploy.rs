@@ -307,7 +307,7 @@ struct Dumped {
     proxy: String,
     /// The `.mirror` hosts, in order.
     mirrors: Vec<String>,
-    /// The proxy's settings: `name value`.
+    /// The proxy's settings: `name value`, one pair per line of the pipeline.
     settings: Vec<(String, String)>,
 }
 
@@ -344,9 +344,19 @@ impl Dumped {
             .filter(|l| l.starts_with("    ") && !l.starts_with("     "))
             .map(str::trim)
             .filter(|l| !l.chars().next().is_some_and(|c| c.is_ascii_digit()))
-            .map(|l| {
+            .flat_map(|l| {
                 let (k, v) = l.split_once(' ').unwrap_or((l, ""));
-                (k.to_string(), v.trim().to_string())
+                // A setting written on several lines is dumped as `[one, two]`.
+                let v = v.trim();
+                let values: Vec<&str> = match v.strip_prefix('[').and_then(|v| v.strip_suffix(']'))
+                {
+                    Some(list) => list.split(", ").collect(),
+                    None => vec![v],
+                };
+                values
+                    .into_iter()
+                    .map(|v| (k.to_string(), v.to_string()))
+                    .collect::<Vec<_>>()
             })
             .collect();
         Dumped {

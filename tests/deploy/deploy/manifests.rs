@@ -425,7 +425,7 @@ fn the_mirror_runs_three_replicas_on_one_s3_store_behind_the_service() {
 }
 
 #[test]
-fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_docker_io_to_the_service() {
+fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_its_registries_to_the_service() {
     let m = Manifests::load();
     let ds = m.get("DaemonSet", "acr-node-agent");
     let spec = pod_spec(ds);
@@ -448,8 +448,8 @@ fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_docker_io_to_the_servic
         "--hosts-dir is where the node's certs.d is mounted"
     );
 
-    // docker.io goes to the shared mirror: the Service's DNS name and port, and the shared
-    // mirror's default upstream (acr does not pass ?ns= on to an .endpoint).
+    // Every registry the agent mirrors goes to the shared mirror: the Service's DNS name and
+    // port, with `?ns=` naming the registry, which the shared mirror must serve.
     let (_, key, _) = pipeline_of(&m, ds);
     let agent = Dumped::of(&standalone(&key));
     let (_, mirror_key, _) = pipeline_of(&m, m.get("Deployment", "acr"));
@@ -461,7 +461,7 @@ fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_docker_io_to_the_servic
         !endpoints.is_empty(),
         "the node agent chains to the shared mirror"
     );
-    for e in endpoints {
+    for e in &endpoints {
         let (ns, url) = e.split_once(' ').expect("NS URL");
         let host = url
             .strip_prefix("http://")
@@ -475,10 +475,10 @@ fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_docker_io_to_the_servic
             host, name,
             "`.endpoint {ns}` names the shared mirror's Service"
         );
-        assert_eq!(
-            ns, mirror.mirrors[0],
-            "only the shared mirror's default upstream ({}) can be chained",
-            mirror.mirrors[0]
+        assert!(
+            mirror.mirrors.iter().any(|h| h == ns),
+            "the shared mirror serves {ns} (its `.mirror`: {:?})",
+            mirror.mirrors
         );
         assert!(
             agent.mirrors.iter().any(|h| h == ns),
@@ -487,6 +487,15 @@ fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_docker_io_to_the_servic
         // A hostNetwork pod resolves the cluster's names only with this policy.
         assert_eq!(spec["dnsPolicy"], "ClusterFirstWithHostNet");
     }
+    let chained: BTreeSet<&str> = endpoints
+        .iter()
+        .filter_map(|e| e.split_once(' ').map(|(ns, _)| ns))
+        .collect();
+    assert_eq!(
+        chained,
+        agent.mirrors.iter().map(String::as_str).collect(),
+        "every registry the agent mirrors is chained to the shared mirror"
+    );
     assert_eq!(
         agent.setting("cache"),
         vec!["off"],
