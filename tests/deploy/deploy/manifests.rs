@@ -502,3 +502,77 @@ fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_its_registries_to_the_s
         "containerd keeps what the node pulled"
     );
 }
+
+/// acr runs on the ConfigMap, read-only, and everything it writes goes to a writable volume:
+/// its working directory and HOME, the `hosts.toml` files (`--hosts-dir`), and, when the
+/// pipeline keeps a store, the store's local tier (`.cache-dir`), which must then be set
+/// (without it the store would go beside the read-only pipeline).
+#[test]
+fn acr_writes_only_to_writable_volumes_never_beside_its_pipeline() {
+    let m = Manifests::load();
+    for w in m.workloads() {
+        let who = name_of(w);
+        let acr = acr_container(w);
+        let (_, key, _) = pipeline_of(&m, w);
+        let pipeline = Dumped::of(&standalone(&key));
+        let args = args_of(acr);
+        let writable: Vec<(&str, &Value)> = arr(&acr["volumeMounts"])
+            .iter()
+            .filter(|vm| vm["readOnly"] != true)
+            .map(|vm| (s(&vm["mountPath"]), volume(w, s(&vm["name"]))))
+            .collect();
+        let on_writable = |path: &str| {
+            writable
+                .iter()
+                .find(|(mount, _)| path == *mount || path.starts_with(&format!("{mount}/")))
+        };
+        for (mount, v) in &writable {
+            assert!(
+                v["emptyDir"].is_object() || v["hostPath"].is_object(),
+                "{who}: {mount} is writable but neither an emptyDir nor a hostPath"
+            );
+        }
+        let home = arr(&acr["env"])
+            .iter()
+            .find(|e| e["name"] == "HOME")
+            .map(|e| s(&e["value"]))
+            .unwrap_or_else(|| panic!("{who}: HOME is set"));
+        for (what, path) in [
+            ("workingDir", s(&acr["workingDir"])),
+            ("HOME", home),
+            (
+                "--hosts-dir",
+                flag_value(&args, "--hosts-dir")
+                    .unwrap_or_else(|| panic!("{who}: `.mirror` writes to --hosts-dir")),
+            ),
+        ] {
+            assert!(
+                on_writable(path).is_some(),
+                "{who}: {what} {path} is not on a writable volume"
+            );
+        }
+        if pipeline.setting("cache") == vec!["off"] {
+            continue;
+        }
+        let cache_dir = pipeline.setting("cache-dir");
+        assert_eq!(
+            cache_dir.len(),
+            1,
+            "{who}: a store needs `: .cache-dir DIR` (its default is beside the read-only pipeline)"
+        );
+        assert!(
+            cache_dir[0].starts_with('/'),
+            "{who}: .cache-dir is absolute"
+        );
+        let (_, v) = on_writable(cache_dir[0]).unwrap_or_else(|| {
+            panic!(
+                "{who}: .cache-dir {} is not on a writable volume",
+                cache_dir[0]
+            )
+        });
+        assert!(
+            v["emptyDir"]["sizeLimit"].is_string(),
+            "{who}: the store's local tier is on an emptyDir with a sizeLimit"
+        );
+    }
+}

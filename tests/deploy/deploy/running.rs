@@ -1,5 +1,6 @@
 //! The real acr on the deployment's pipelines.
 
+use super::pod::PodRun;
 use super::*;
 
 // ------------------------------------------------------------------------------------------
@@ -212,29 +213,25 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
         })
         .collect();
 
-    // Two replicas of the shared mirror, each with its own local directory (its emptyDir).
+    // Two replicas of the shared mirror, each run as its pod runs it: on the ConfigMap,
+    // read-only, as the pod's user, with its own emptyDir.
+    let deployment = m.get("Deployment", "acr");
     let mirror_text = read(&mirror_path);
     let endpoint_line = line_starting(&mirror_text, ": .cache-endpoint ");
-    let replica_text = adjusted(
-        &mirror_text,
-        &[
-            (
-                &format!("+ .proxy {}\n", mirror.proxy),
-                &format!(
-                    "+ .proxy {ACR}\n: .endpoint {} {}\n",
-                    mirror.mirrors[0],
-                    hub.url()
-                ),
-            ),
-            (endpoint_line, &format!(": .cache-endpoint {}", s3.url())),
-        ],
+    let proxy_line = format!("+ .proxy {}\n", mirror.proxy);
+    let replica_proxy = format!(
+        "+ .proxy {ACR}\n: .endpoint {} {}\n",
+        mirror.mirrors[0],
+        hub.url()
     );
-    let options = AcrOptions {
-        env: env.clone(),
-        ..AcrOptions::default()
-    };
-    let a = Acr::start_with(&replica_text, options.clone());
-    let b = Acr::start_with(&replica_text, options);
+    let replica_endpoint = format!(": .cache-endpoint {}", s3.url());
+    let replica_changes = [
+        (proxy_line.as_str(), replica_proxy.as_str()),
+        (endpoint_line, replica_endpoint.as_str()),
+    ];
+    let a_pod = PodRun::start(&m, deployment, &replica_changes, &env);
+    let b_pod = PodRun::start(&m, deployment, &replica_changes, &env);
+    let (a, b) = (&a_pod.acr, &b_pod.acr);
     let ready = get(&format!("{}/readyz", a.url()));
     assert_eq!(
         ready.status,
@@ -245,20 +242,20 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
     );
 
     // The node agent, chained to replica A instead of the Service.
-    let hosts = temp_dir("acr-certs.d-");
-    let agent_text = adjusted(
-        &read(&agent_path),
-        &[(agent.proxy.as_str(), ACR), (chained, &a.url())],
+    let daemonset = m.get("DaemonSet", "acr-node-agent");
+    let a_url = a.url();
+    let node_pod = PodRun::start(
+        &m,
+        daemonset,
+        &[(agent.proxy.as_str(), ACR), (chained, a_url.as_str())],
+        &[],
     );
-    let node = Acr::start_with(
-        &agent_text,
-        AcrOptions {
-            hosts_dir: Some(hosts.path().to_path_buf()),
-            ..AcrOptions::default()
-        },
-    );
-    assert!(hosts_toml(hosts.path(), "docker.io")
-        .contains(&format!("[host.\"http://{}\"]", node.host())));
+    let node = &node_pod.acr;
+    let hosts_dir = flag_value(&args_of(acr_container(daemonset)), "--hosts-dir")
+        .expect("--hosts-dir")
+        .to_string();
+    let hosts = node_pod.here(&hosts_dir);
+    assert!(hosts_toml(&hosts, "docker.io").contains(&format!("[host.\"http://{}\"]", node.host())));
     let ready = get(&format!("{}/readyz", node.url()));
     assert_eq!(
         ready.status,
@@ -358,6 +355,24 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
         "B asked Docker Hub for content: {asked:?}\n{}",
         b.log()
     );
+
+    // Nothing was written beside the read-only pipelines: the store's local tier and the
+    // hosts.toml files went to the replica's emptyDir, where `.cache-dir` and `--hosts-dir`
+    // put them.
+    for pod in [&a_pod, &b_pod, &node_pod] {
+        pod.assert_pipeline_untouched();
+    }
+    let cache_dir = a_pod.here(mirror.setting("cache-dir")[0]);
+    assert!(
+        std::fs::read_dir(&cache_dir).is_ok_and(|mut d| d.next().is_some()),
+        "the local tier is in {}: {:?}\n{}",
+        cache_dir.display(),
+        run("find", &[&a_pod.here("/var/lib/acr").display().to_string()]).stdout,
+        a.log()
+    );
+    let replica_args = args_of(acr_container(deployment));
+    let replica_hosts = flag_value(&replica_args, "--hosts-dir").expect("--hosts-dir");
+    assert!(hosts_toml(&a_pod.here(replica_hosts), "docker.io").contains("server = "));
 
     // What Prometheus scrapes (the pod annotation's path).
     let metrics = get(&format!("{}/metrics", b.url()));
