@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (with apt, only when missing) the Debian packages that the real-component
 # test harness in tests/harness needs: CNCF distribution, skopeo, umoci, containerd,
-# podman, htpasswd, openssl and python3 for tests/support/tokenserver.py.
+# podman, htpasswd, openssl, python3 for tests/support/tokenserver.py, and setpriv
+# (util-linux) to run acr as its pod's user in tests/deploy.
 #
 # Idempotent and fast when everything is present (one dpkg-query, no apt).
 # Needs root (or sudo) only when something has to be installed.
@@ -24,6 +25,7 @@ PACKAGES=(
   python3-cryptography
   python3-yaml
   jq
+  util-linux
   chromium-headless-shell
 )
 

@@ -9,7 +9,8 @@
 //! mirrored registry, probes, a graceful SIGTERM), and the node agent, two replicas of the
 //! shared mirror and an S3 server (s3s-fs, in this process) serve a pull the way a cluster
 //! would: containerd's request to the node agent, docker.io chained to the shared mirror, what
-//! one replica fetched served by the other from the bucket.
+//! one replica fetched served by the other from the bucket; each acr runs as its pod runs it
+//! (`deploy/pod.rs`: the pipeline read-only, the pod's user), and none writes beside it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
