@@ -140,7 +140,7 @@ fn the_configmaps_hold_the_standalone_pipelines_and_acr_compiles_them() {
     }
 }
 
-/// A changed pipeline must roll the pods (acr does not follow a ConfigMap edit): the pod
+/// A changed pipeline must roll the pods (what acr reads once at start needs it): the pod
 /// template carries the pipeline's sha256.
 #[test]
 fn each_pod_template_carries_the_sha256_of_its_pipeline() {
