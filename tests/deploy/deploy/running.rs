@@ -117,8 +117,11 @@ fn the_node_agent_pipeline_writes_hosts_toml_for_each_mirrored_registry() {
 /// A pull as a node makes it: containerd asks the node agent (`?ns=docker.io`), the agent
 /// chains docker.io to the shared mirror, a replica fetches from "Docker Hub" (a fake on
 /// 127.0.0.1) and shares what it fetched through the S3 bucket, from which the other replica
-/// serves it once Docker Hub is down. Both pipelines are the deployment's, with their addresses
-/// moved to this machine, the S3 credentials given under the Secret's variable names.
+/// serves it once Docker Hub is down; the other registries the agent chains (ghcr.io) reach
+/// their own upstream through the same replica, by the `?ns=` the agent passes on. Both
+/// pipelines are the deployment's, with their addresses moved to this machine, the S3
+/// credentials given under the Secret's variable names, each acr run as its pod runs it
+/// (read-only pipeline, the pod's user), and nothing is written beside a pipeline.
 #[test]
 fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
     let m = Manifests::load();
@@ -219,11 +222,27 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
     let mirror_text = read(&mirror_path);
     let endpoint_line = line_starting(&mirror_text, ": .cache-endpoint ");
     let proxy_line = format!("+ .proxy {}\n", mirror.proxy);
-    let replica_proxy = format!(
+    // Each other registry the agent chains, a real registry standing in for it here.
+    let others: Vec<(String, Registry)> = agent
+        .setting("endpoint")
+        .iter()
+        .filter_map(|e| e.split_once(' ').map(|(ns, _)| ns.to_string()))
+        .filter(|ns| ns != default_ns)
+        .map(|ns| {
+            let reg = Registry::start(RegistryAuth::None);
+            push(&reg, &fixtures().test, "org/app:1", &[]);
+            (ns, reg)
+        })
+        .collect();
+    assert!(!others.is_empty(), "the agent chains more than docker.io");
+    let mut replica_proxy = format!(
         "+ .proxy {ACR}\n: .endpoint {} {}\n",
         mirror.mirrors[0],
         hub.url()
     );
+    for (ns, reg) in &others {
+        replica_proxy += &format!(": .endpoint {ns} {}\n", reg.url());
+    }
     let replica_endpoint = format!(": .cache-endpoint {}", s3.url());
     let replica_changes = [
         (proxy_line.as_str(), replica_proxy.as_str()),
@@ -319,6 +338,30 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
         b.requests_with(&["/v2/library/app"]).is_empty(),
         "B was not asked yet"
     );
+
+    // The other chained registries: the agent passes containerd's ns on, so the shared
+    // mirror serves each from its own upstream, not from its default (docker.io).
+    for (ns, reg) in &others {
+        let r = node.fetch_manifest("GET", &format!("/v2/org/app/manifests/1?ns={ns}"));
+        assert_eq!(
+            r.status,
+            200,
+            "{ns} through the node agent: {}\nA:\n{}",
+            r.text(),
+            a.log()
+        );
+        assert_eq!(
+            r.header("docker-content-digest"),
+            Some(fixtures().test.digest.as_str())
+        );
+        assert!(
+            !a.requests_with(&[&format!("ns={ns}"), "/v2/org/app/manifests/1", "status=200"])
+                .is_empty(),
+            "A served {ns}:\n{}",
+            a.log()
+        );
+        assert!(reg.count_requests("GET", "/v2/org/app/manifests/1") >= 1);
+    }
 
     // A shared the layer through the bucket; with Docker Hub down, B serves it from there.
     let layer_hex = digest_of(&layer).trim_start_matches("sha256:").to_string();
