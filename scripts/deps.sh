@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs (with apt, only when missing) the Debian packages that the real-component
 # test harness in tests/harness needs: CNCF distribution, skopeo, umoci, containerd,
-# podman, htpasswd, openssl and python3 for tests/support/tokenserver.py; and Azurite, the
-# Azure Storage emulator (npm package `azurite`, pinned: 3.36 and later need Node 21+), into
-# ~/.cache/acr/azurite (outside any checkout; $ACR_AZURITE_DIR overrides), where the tests'
-# harness (tests/harness/azurite.rs) looks for `azurite-blob`.
+# podman, htpasswd, openssl, python3 for tests/support/tokenserver.py, setpriv (util-linux)
+# to run acr as its pod's user in tests/deploy; and Azurite, the Azure Storage emulator (npm
+# package `azurite`, pinned: 3.36 and later need Node 21+), into ~/.cache/acr/azurite (outside
+# any checkout; $ACR_AZURITE_DIR overrides), where the tests' harness
+# (tests/harness/azurite.rs) looks for `azurite-blob`.
 #
 # Idempotent and fast when everything is present (one dpkg-query, no apt).
 # Needs root (or sudo) only when something has to be installed.
@@ -27,6 +28,7 @@ PACKAGES=(
   python3-cryptography
   python3-yaml
   jq
+  util-linux
   chromium-headless-shell
   nodejs
 )

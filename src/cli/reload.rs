@@ -23,6 +23,9 @@ impl Drop for Reloader {
     }
 }
 
+/// The symlink a Kubernetes ConfigMap volume swaps to publish a new version of its files.
+const KUBERNETES_DATA_LINK: &str = "..data";
+
 /// Watches `path` and sends each good compile of it on `pipelines`.
 pub fn watch(path: &Path, pipelines: watch::Sender<Arc<Pipeline>>) -> notify::Result<Reloader> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
@@ -33,14 +36,16 @@ pub fn watch(path: &Path, pipelines: watch::Sender<Arc<Pipeline>>) -> notify::Re
     let file_name = path.file_name().map(|n| n.to_os_string());
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     // Editors often write a temporary file and rename it over the original, so the directory
-    // is watched and events are matched by file name.
+    // is watched and events are matched by file name. A Kubernetes ConfigMap (or Secret)
+    // volume changes no file of that name: the kubelet writes a new directory and renames a
+    // symlink `..data` over the old one, through which the file's own symlink points; so an
+    // event on `..data` is read too (the content comparison below drops a non-change).
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
-            if event
-                .paths
-                .iter()
-                .any(|p| p.file_name() == file_name.as_deref())
-            {
+            if event.paths.iter().any(|p| {
+                p.file_name() == file_name.as_deref()
+                    || p.file_name() == Some(std::ffi::OsStr::new(KUBERNETES_DATA_LINK))
+            }) {
                 let _ = tx.send(());
             }
         }

@@ -23,6 +23,7 @@ fn mirror_upstream(host: &str) -> Upstream {
             ns: rest.split('/').next().unwrap_or(rest).to_string(),
             base: host.trim_end_matches('/').to_string(),
             named_by_pipeline: true,
+            sends_ns: false,
         },
         None => Upstream::for_ns(host).named(true),
     }
@@ -98,10 +99,13 @@ pub fn choose(proxy: &ProxyPlan, ns: Option<&str>, name: &str) -> Result<Choice,
         .find(|e| canonical_ns(&e.ns) == target)
         .map(|e| e.url.clone());
     let upstream = if let Some(base) = endpoint {
+        // An `.endpoint` stands in for the namespace (a chained mirror, a local stand-in):
+        // it is told which one, as containerd tells acr.
         Upstream {
             ns: target.clone(),
             base,
             named_by_pipeline: true,
+            sends_ns: true,
         }
     } else if let Some(m) = proxy
         .mirror_hosts
@@ -113,6 +117,7 @@ pub fn choose(proxy: &ProxyPlan, ns: Option<&str>, name: &str) -> Result<Choice,
             ns: target.clone(),
             base: m.base,
             named_by_pipeline: true,
+            sends_ns: false,
         }
     } else if let Some(pattern) = settings.allow.iter().find(|p| glob(p, &target)) {
         // An exact `.allow HOST` names the host; a glob lets a client choose it, and such an
@@ -174,6 +179,20 @@ mod tests {
             ("http://127.0.0.1:6000", "library/alpine")
         );
         assert!(c.upstream.named_by_pipeline);
+        // An `.endpoint` is told the namespace it stands in for, as containerd tells acr;
+        // a `.mirror` URL is the registry itself and is not.
+        assert_eq!(
+            c.upstream.url("/v2/library/alpine/tags/list?n=2"),
+            "http://127.0.0.1:6000/v2/library/alpine/tags/list?n=2&ns=docker.io"
+        );
+        let c = choose(&p, None, "library/test").unwrap();
+        assert_eq!(c.upstream.url("/v2/"), "http://127.0.0.1:5000/v2/");
+        let ported = proxy(&[], &[("endpoint", "127.0.0.1:7000 http://127.0.0.1:6000")]);
+        let c = choose(&ported, Some("127.0.0.1:7000"), "app").unwrap();
+        assert_eq!(
+            c.upstream.url("/v2/app/manifests/1"),
+            "http://127.0.0.1:6000/v2/app/manifests/1?ns=127.0.0.1%3A7000"
+        );
         let c = choose(&p, Some("a.example.com"), "x").unwrap();
         assert_eq!(c.upstream.base, "https://a.example.com");
         // Chosen by the client through a glob: not named by the pipeline.

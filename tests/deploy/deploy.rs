@@ -9,7 +9,8 @@
 //! mirrored registry, probes, a graceful SIGTERM), and the node agent, two replicas of the
 //! shared mirror and an S3 server (s3s-fs, in this process) serve a pull the way a cluster
 //! would: containerd's request to the node agent, docker.io chained to the shared mirror, what
-//! one replica fetched served by the other from the bucket.
+//! one replica fetched served by the other from the bucket; each acr runs as its pod runs it
+//! (`deploy/pod.rs`: the pipeline read-only, the pod's user), and none writes beside it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -22,12 +23,14 @@ use crate::harness::*;
 use serde_json::Value;
 
 mod manifests;
+mod pod;
 mod running;
 mod units;
 
 /// The image's default pipeline path, where the manifests mount the ConfigMaps.
 const PIPELINE_MOUNT: &str = "/etc/acr";
-/// acr's working directory in the image and in the pods: the pipeline's copy and the store.
+/// acr's working directory in the image and in the pods, where it writes (the store's local
+/// tier, the shared mirror's hosts.toml).
 const STATE_DIR: &str = "/var/lib/acr";
 /// How long acr gives transfers in progress on SIGTERM when `--shutdown-grace` is not given.
 const DEFAULT_SHUTDOWN_GRACE_S: u64 = 30;
@@ -233,8 +236,9 @@ fn resolve_port(container: &Value, port: &Value) -> u16 {
         .unwrap_or_else(|| panic!("no container port named {name}")) as u16
 }
 
-/// The pipeline a workload runs: its init container copies `MOUNT/KEY` of the ConfigMap
-/// volume to the path acr's `--runmd-path` names. Returns (ConfigMap name, key, text).
+/// The pipeline a workload runs: acr's `--runmd-path` is `MOUNT/KEY` of a ConfigMap volume
+/// that acr's container mounts read-only, and acr runs on it in place (no init container
+/// copies it anywhere). Returns (ConfigMap name, key, text).
 fn pipeline_of(m: &Manifests, workload: &Value) -> (String, String, String) {
     let who = name_of(workload);
     let acr = acr_container(workload);
@@ -242,50 +246,27 @@ fn pipeline_of(m: &Manifests, workload: &Value) -> (String, String, String) {
     let runmd_path = flag_value(&args, "--runmd-path")
         .unwrap_or_else(|| panic!("{who}: acr has no --runmd-path"));
     assert!(
-        runmd_path.starts_with(&format!("{STATE_DIR}/")),
-        "{who}: acr runs on a copy in {STATE_DIR}, not {runmd_path}"
+        arr(&pod_spec(workload)["initContainers"]).is_empty(),
+        "{who}: acr runs on the ConfigMap itself; no init container copies it"
     );
-    let copies: Vec<&Value> = arr(&pod_spec(workload)["initContainers"])
+    let (mount, key) = runmd_path
+        .rsplit_once('/')
+        .unwrap_or_else(|| panic!("{who}: --runmd-path {runmd_path} is not MOUNT/KEY"));
+    let vm = arr(&acr["volumeMounts"])
         .iter()
-        .filter(|c| {
-            let a = args_of(c);
-            a.len() == 3 && a[0] == "cp" && a[2] == runmd_path
-        })
-        .collect();
+        .find(|vm| vm["mountPath"] == mount)
+        .unwrap_or_else(|| panic!("{who}: nothing is mounted at {mount}"));
     assert_eq!(
-        copies.len(),
-        1,
-        "{who}: one init container copies the pipeline to {runmd_path}"
+        vm["readOnly"], true,
+        "{who}: the pipeline's volume is mounted read-only"
     );
-    let copy = copies[0];
-    let source = args_of(copy)[1].clone();
-    // The copy lands in the volume acr runs in.
-    let state = arr(&copy["volumeMounts"])
-        .iter()
-        .find(|vm| runmd_path.starts_with(&format!("{}/", s(&vm["mountPath"]))))
-        .unwrap_or_else(|| panic!("{who}: the copy's destination is not on a volume"));
-    assert_eq!(
-        mount_path(acr, s(&state["name"])),
-        Some(s(&state["mountPath"])),
-        "{who}: acr sees the copy where the init container wrote it"
-    );
-    for (cm_volume, cm) in arr(&pod_spec(workload)["volumes"]).iter().filter_map(|v| {
-        v["configMap"]["name"]
-            .as_str()
-            .map(|cm| (s(&v["name"]), cm))
-    }) {
-        let Some(mount) = mount_path(copy, cm_volume) else {
-            continue;
-        };
-        if let Some(key) = source.strip_prefix(&format!("{mount}/")) {
-            let map = m.get("ConfigMap", cm);
-            let text = map["data"][key]
-                .as_str()
-                .unwrap_or_else(|| panic!("ConfigMap {cm} has no key {key}"));
-            return (cm.to_string(), key.to_string(), text.to_string());
-        }
-    }
-    panic!("{who}: the pipeline's copy comes from no ConfigMap volume ({source})");
+    let cm = volume(workload, s(&vm["name"]))["configMap"]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{who}: {mount} is not a ConfigMap volume"));
+    let text = m.get("ConfigMap", cm)["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("ConfigMap {cm} has no key {key}"));
+    (cm.to_string(), key.to_string(), text.to_string())
 }
 
 /// `acr --runmd-path FILE dump`, which must succeed.
@@ -307,7 +288,7 @@ struct Dumped {
     proxy: String,
     /// The `.mirror` hosts, in order.
     mirrors: Vec<String>,
-    /// The proxy's settings: `name value`.
+    /// The proxy's settings: `name value`, one pair per line of the pipeline.
     settings: Vec<(String, String)>,
 }
 
@@ -344,9 +325,19 @@ impl Dumped {
             .filter(|l| l.starts_with("    ") && !l.starts_with("     "))
             .map(str::trim)
             .filter(|l| !l.chars().next().is_some_and(|c| c.is_ascii_digit()))
-            .map(|l| {
+            .flat_map(|l| {
                 let (k, v) = l.split_once(' ').unwrap_or((l, ""));
-                (k.to_string(), v.trim().to_string())
+                // A setting written on several lines is dumped as `[one, two]`.
+                let v = v.trim();
+                let values: Vec<&str> = match v.strip_prefix('[').and_then(|v| v.strip_suffix(']'))
+                {
+                    Some(list) => list.split(", ").collect(),
+                    None => vec![v],
+                };
+                values
+                    .into_iter()
+                    .map(|v| (k.to_string(), v.to_string()))
+                    .collect::<Vec<_>>()
             })
             .collect();
         Dumped {

@@ -35,6 +35,11 @@ pub struct Upstream {
     /// upstream is sent the credentials that name no host (a `.login FILE`,
     /// `ACR_UPSTREAM_USERNAME`/`_PASSWORD`).
     pub named_by_pipeline: bool,
+    /// The upstream is a mirror that stands in for `ns` (an `.endpoint`, perhaps another
+    /// acr serving many registries): every request to it carries `?ns=NS`, as containerd
+    /// sends its mirrors, so a chained mirror serves the namespace the client asked for and
+    /// not its own default. A registry that is no mirror ignores the parameter.
+    pub sends_ns: bool,
 }
 
 impl Upstream {
@@ -49,6 +54,7 @@ impl Upstream {
             ns: ns.to_string(),
             base: format!("https://{host}"),
             named_by_pipeline: false,
+            sends_ns: false,
         }
     }
 
@@ -58,9 +64,19 @@ impl Upstream {
         self
     }
 
-    /// `base` + `/v2/...`
+    /// `base` + `/v2/...`, and `ns=NS` added to the query when the upstream is a mirror
+    /// of `ns` ([`Upstream::sends_ns`]; `ns` is a registry host the pipeline names,
+    /// percent-encoded all the same).
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        if !self.sends_ns {
+            return format!("{}{}", self.base, path);
+        }
+        let separator = if path.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{path}{separator}ns={}",
+            self.base,
+            fetch::encode(&self.ns)
+        )
     }
 
     /// The host (and port) of `base`, for logs and the credential lookup.

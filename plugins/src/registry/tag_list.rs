@@ -135,7 +135,7 @@ fn rewrite_link(link: &str, req: &ClientRequest) -> String {
     let Some(start) = link.find(&upstream_prefix) else {
         return link.to_string();
     };
-    let rest = &link[start + upstream_prefix.len()..];
+    let rest = without_ns(&link[start + upstream_prefix.len()..]);
     let mut out = format!("{}{}/{}", &link[..start], req.client_prefix, rest);
     if let Some(ns) = &req.client_ns {
         if let Some(close) = out.find('>') {
@@ -144,6 +144,26 @@ fn rewrite_link(link: &str, req: &ClientRequest) -> String {
         }
     }
     out
+}
+
+/// `tags/list?n=2&ns=docker.io>; rel="next"` without its `ns` parameters: a chained mirror
+/// (another acr) keeps the `ns` acr sent it in its `Link`, and acr adds its own client's.
+fn without_ns(link_rest: &str) -> String {
+    let Some((target, after)) = link_rest.split_once('>') else {
+        return link_rest.to_string();
+    };
+    let Some((path, query)) = target.split_once('?') else {
+        return link_rest.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !(p.starts_with("ns=") || *p == "ns"))
+        .collect();
+    if kept.is_empty() {
+        format!("{path}>{after}")
+    } else {
+        format!("{path}?{}>{after}", kept.join("&"))
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +220,25 @@ mod tests {
                 &req
             ),
             r#"</v2/test/tags/list?n=2&last=b&ns=docker.io>; rel="next""#
+        );
+        // A chained acr's Link has the ns acr sent it: one ns, the client's, comes back.
+        for chained in [
+            r#"</v2/library/test/tags/list?n=2&last=b&ns=docker.io>; rel="next""#,
+            r#"</v2/library/test/tags/list?ns=docker.io&n=2&last=b>; rel="next""#,
+        ] {
+            assert_eq!(
+                rewrite_link(chained, &req),
+                r#"</v2/test/tags/list?n=2&last=b&ns=docker.io>; rel="next""#
+            );
+        }
+        let mut no_ns = tags_request(&[]);
+        no_ns.client_ns = None;
+        assert_eq!(
+            rewrite_link(
+                r#"</v2/library/test/tags/list?ns=docker.io>; rel="next""#,
+                &no_ns
+            ),
+            r#"</v2/test/tags/list>; rel="next""#
         );
     }
 }

@@ -432,6 +432,7 @@ mod tests {
             ns: "reg".into(),
             base: base.clone(),
             named_by_pipeline: true,
+            sends_ns: false,
         };
         let cache = AuthCache::default();
         let http = reqwest::Client::new();
@@ -470,6 +471,7 @@ mod tests {
             ns: "reg".into(),
             base: base.clone(),
             named_by_pipeline: true,
+            sends_ns: false,
         };
         let cache = AuthCache::default();
         let e = cache

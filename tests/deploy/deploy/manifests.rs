@@ -140,7 +140,7 @@ fn the_configmaps_hold_the_standalone_pipelines_and_acr_compiles_them() {
     }
 }
 
-/// A changed pipeline must roll the pods (each runs on a copy made when it started): the pod
+/// A changed pipeline must roll the pods (what acr reads once at start needs it): the pod
 /// template carries the pipeline's sha256.
 #[test]
 fn each_pod_template_carries_the_sha256_of_its_pipeline() {
@@ -425,7 +425,7 @@ fn the_mirror_runs_three_replicas_on_one_s3_store_behind_the_service() {
 }
 
 #[test]
-fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_docker_io_to_the_service() {
+fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_its_registries_to_the_service() {
     let m = Manifests::load();
     let ds = m.get("DaemonSet", "acr-node-agent");
     let spec = pod_spec(ds);
@@ -448,8 +448,8 @@ fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_docker_io_to_the_servic
         "--hosts-dir is where the node's certs.d is mounted"
     );
 
-    // docker.io goes to the shared mirror: the Service's DNS name and port, and the shared
-    // mirror's default upstream (acr does not pass ?ns= on to an .endpoint).
+    // Every registry the agent mirrors goes to the shared mirror: the Service's DNS name and
+    // port, with `?ns=` naming the registry, which the shared mirror must serve.
     let (_, key, _) = pipeline_of(&m, ds);
     let agent = Dumped::of(&standalone(&key));
     let (_, mirror_key, _) = pipeline_of(&m, m.get("Deployment", "acr"));
@@ -461,7 +461,7 @@ fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_docker_io_to_the_servic
         !endpoints.is_empty(),
         "the node agent chains to the shared mirror"
     );
-    for e in endpoints {
+    for e in &endpoints {
         let (ns, url) = e.split_once(' ').expect("NS URL");
         let host = url
             .strip_prefix("http://")
@@ -475,10 +475,10 @@ fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_docker_io_to_the_servic
             host, name,
             "`.endpoint {ns}` names the shared mirror's Service"
         );
-        assert_eq!(
-            ns, mirror.mirrors[0],
-            "only the shared mirror's default upstream ({}) can be chained",
-            mirror.mirrors[0]
+        assert!(
+            mirror.mirrors.iter().any(|h| h == ns),
+            "the shared mirror serves {ns} (its `.mirror`: {:?})",
+            mirror.mirrors
         );
         assert!(
             agent.mirrors.iter().any(|h| h == ns),
@@ -487,9 +487,92 @@ fn the_node_agent_writes_the_nodes_hosts_toml_and_chains_docker_io_to_the_servic
         // A hostNetwork pod resolves the cluster's names only with this policy.
         assert_eq!(spec["dnsPolicy"], "ClusterFirstWithHostNet");
     }
+    let chained: BTreeSet<&str> = endpoints
+        .iter()
+        .filter_map(|e| e.split_once(' ').map(|(ns, _)| ns))
+        .collect();
+    assert_eq!(
+        chained,
+        agent.mirrors.iter().map(String::as_str).collect(),
+        "every registry the agent mirrors is chained to the shared mirror"
+    );
     assert_eq!(
         agent.setting("cache"),
         vec!["off"],
         "containerd keeps what the node pulled"
     );
+}
+
+/// acr runs on the ConfigMap, read-only, and everything it writes goes to a writable volume:
+/// its working directory and HOME, the `hosts.toml` files (`--hosts-dir`), and, when the
+/// pipeline keeps a store, the store's local tier (`.cache-dir`), which must then be set
+/// (without it the store would go beside the read-only pipeline).
+#[test]
+fn acr_writes_only_to_writable_volumes_never_beside_its_pipeline() {
+    let m = Manifests::load();
+    for w in m.workloads() {
+        let who = name_of(w);
+        let acr = acr_container(w);
+        let (_, key, _) = pipeline_of(&m, w);
+        let pipeline = Dumped::of(&standalone(&key));
+        let args = args_of(acr);
+        let writable: Vec<(&str, &Value)> = arr(&acr["volumeMounts"])
+            .iter()
+            .filter(|vm| vm["readOnly"] != true)
+            .map(|vm| (s(&vm["mountPath"]), volume(w, s(&vm["name"]))))
+            .collect();
+        let on_writable = |path: &str| {
+            writable
+                .iter()
+                .find(|(mount, _)| path == *mount || path.starts_with(&format!("{mount}/")))
+        };
+        for (mount, v) in &writable {
+            assert!(
+                v["emptyDir"].is_object() || v["hostPath"].is_object(),
+                "{who}: {mount} is writable but neither an emptyDir nor a hostPath"
+            );
+        }
+        let home = arr(&acr["env"])
+            .iter()
+            .find(|e| e["name"] == "HOME")
+            .map(|e| s(&e["value"]))
+            .unwrap_or_else(|| panic!("{who}: HOME is set"));
+        for (what, path) in [
+            ("workingDir", s(&acr["workingDir"])),
+            ("HOME", home),
+            (
+                "--hosts-dir",
+                flag_value(&args, "--hosts-dir")
+                    .unwrap_or_else(|| panic!("{who}: `.mirror` writes to --hosts-dir")),
+            ),
+        ] {
+            assert!(
+                on_writable(path).is_some(),
+                "{who}: {what} {path} is not on a writable volume"
+            );
+        }
+        if pipeline.setting("cache") == vec!["off"] {
+            continue;
+        }
+        let cache_dir = pipeline.setting("cache-dir");
+        assert_eq!(
+            cache_dir.len(),
+            1,
+            "{who}: a store needs `: .cache-dir DIR` (its default is beside the read-only pipeline)"
+        );
+        assert!(
+            cache_dir[0].starts_with('/'),
+            "{who}: .cache-dir is absolute"
+        );
+        let (_, v) = on_writable(cache_dir[0]).unwrap_or_else(|| {
+            panic!(
+                "{who}: .cache-dir {} is not on a writable volume",
+                cache_dir[0]
+            )
+        });
+        assert!(
+            v["emptyDir"]["sizeLimit"].is_string(),
+            "{who}: the store's local tier is on an emptyDir with a sizeLimit"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! The real acr on the deployment's pipelines.
 
+use super::pod::PodRun;
 use super::*;
 
 // ------------------------------------------------------------------------------------------
@@ -116,8 +117,11 @@ fn the_node_agent_pipeline_writes_hosts_toml_for_each_mirrored_registry() {
 /// A pull as a node makes it: containerd asks the node agent (`?ns=docker.io`), the agent
 /// chains docker.io to the shared mirror, a replica fetches from "Docker Hub" (a fake on
 /// 127.0.0.1) and shares what it fetched through the S3 bucket, from which the other replica
-/// serves it once Docker Hub is down. Both pipelines are the deployment's, with their addresses
-/// moved to this machine, the S3 credentials given under the Secret's variable names.
+/// serves it once Docker Hub is down; the other registries the agent chains (ghcr.io) reach
+/// their own upstream through the same replica, by the `?ns=` the agent passes on. Both
+/// pipelines are the deployment's, with their addresses moved to this machine, the S3
+/// credentials given under the Secret's variable names, each acr run as its pod runs it
+/// (read-only pipeline, the pod's user), and nothing is written beside a pipeline.
 #[test]
 fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
     let m = Manifests::load();
@@ -212,29 +216,41 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
         })
         .collect();
 
-    // Two replicas of the shared mirror, each with its own local directory (its emptyDir).
+    // Two replicas of the shared mirror, each run as its pod runs it: on the ConfigMap,
+    // read-only, as the pod's user, with its own emptyDir.
+    let deployment = m.get("Deployment", "acr");
     let mirror_text = read(&mirror_path);
     let endpoint_line = line_starting(&mirror_text, ": .cache-endpoint ");
-    let replica_text = adjusted(
-        &mirror_text,
-        &[
-            (
-                &format!("+ .proxy {}\n", mirror.proxy),
-                &format!(
-                    "+ .proxy {ACR}\n: .endpoint {} {}\n",
-                    mirror.mirrors[0],
-                    hub.url()
-                ),
-            ),
-            (endpoint_line, &format!(": .cache-endpoint {}", s3.url())),
-        ],
+    let proxy_line = format!("+ .proxy {}\n", mirror.proxy);
+    // Each other registry the agent chains, a real registry standing in for it here.
+    let others: Vec<(String, Registry)> = agent
+        .setting("endpoint")
+        .iter()
+        .filter_map(|e| e.split_once(' ').map(|(ns, _)| ns.to_string()))
+        .filter(|ns| ns != default_ns)
+        .map(|ns| {
+            let reg = Registry::start(RegistryAuth::None);
+            push(&reg, &fixtures().test, "org/app:1", &[]);
+            (ns, reg)
+        })
+        .collect();
+    assert!(!others.is_empty(), "the agent chains more than docker.io");
+    let mut replica_proxy = format!(
+        "+ .proxy {ACR}\n: .endpoint {} {}\n",
+        mirror.mirrors[0],
+        hub.url()
     );
-    let options = AcrOptions {
-        env: env.clone(),
-        ..AcrOptions::default()
-    };
-    let a = Acr::start_with(&replica_text, options.clone());
-    let b = Acr::start_with(&replica_text, options);
+    for (ns, reg) in &others {
+        replica_proxy += &format!(": .endpoint {ns} {}\n", reg.url());
+    }
+    let replica_endpoint = format!(": .cache-endpoint {}", s3.url());
+    let replica_changes = [
+        (proxy_line.as_str(), replica_proxy.as_str()),
+        (endpoint_line, replica_endpoint.as_str()),
+    ];
+    let a_pod = PodRun::start(&m, deployment, &replica_changes, &env);
+    let b_pod = PodRun::start(&m, deployment, &replica_changes, &env);
+    let (a, b) = (&a_pod.acr, &b_pod.acr);
     let ready = get(&format!("{}/readyz", a.url()));
     assert_eq!(
         ready.status,
@@ -245,20 +261,20 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
     );
 
     // The node agent, chained to replica A instead of the Service.
-    let hosts = temp_dir("acr-certs.d-");
-    let agent_text = adjusted(
-        &read(&agent_path),
-        &[(agent.proxy.as_str(), ACR), (chained, &a.url())],
+    let daemonset = m.get("DaemonSet", "acr-node-agent");
+    let a_url = a.url();
+    let node_pod = PodRun::start(
+        &m,
+        daemonset,
+        &[(agent.proxy.as_str(), ACR), (chained, a_url.as_str())],
+        &[],
     );
-    let node = Acr::start_with(
-        &agent_text,
-        AcrOptions {
-            hosts_dir: Some(hosts.path().to_path_buf()),
-            ..AcrOptions::default()
-        },
-    );
-    assert!(hosts_toml(hosts.path(), "docker.io")
-        .contains(&format!("[host.\"http://{}\"]", node.host())));
+    let node = &node_pod.acr;
+    let hosts_dir = flag_value(&args_of(acr_container(daemonset)), "--hosts-dir")
+        .expect("--hosts-dir")
+        .to_string();
+    let hosts = node_pod.here(&hosts_dir);
+    assert!(hosts_toml(&hosts, "docker.io").contains(&format!("[host.\"http://{}\"]", node.host())));
     let ready = get(&format!("{}/readyz", node.url()));
     assert_eq!(
         ready.status,
@@ -312,15 +328,40 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
     );
     let hub_saw = hub.requests();
     assert!(
-        hub_saw
-            .iter()
-            .any(|r| r.ends_with(&format!("/v2/library/app/blobs/{}", digest_of(&layer)))),
+        hub_saw.iter().any(|r| r.ends_with(&format!(
+            "/v2/library/app/blobs/{}?ns=docker.io",
+            digest_of(&layer)
+        ))),
         "{hub_saw:?}"
     );
     assert!(
         b.requests_with(&["/v2/library/app"]).is_empty(),
         "B was not asked yet"
     );
+
+    // The other chained registries: the agent passes containerd's ns on, so the shared
+    // mirror serves each from its own upstream, not from its default (docker.io).
+    for (ns, reg) in &others {
+        let r = node.fetch_manifest("GET", &format!("/v2/org/app/manifests/1?ns={ns}"));
+        assert_eq!(
+            r.status,
+            200,
+            "{ns} through the node agent: {}\nA:\n{}",
+            r.text(),
+            a.log()
+        );
+        assert_eq!(
+            r.header("docker-content-digest"),
+            Some(fixtures().test.digest.as_str())
+        );
+        assert!(
+            !a.requests_with(&[&format!("ns={ns}"), "/v2/org/app/manifests/1", "status=200"])
+                .is_empty(),
+            "A served {ns}:\n{}",
+            a.log()
+        );
+        assert!(reg.count_requests("GET", "/v2/org/app/manifests/1") >= 1);
+    }
 
     // A shared the layer through the bucket; with Docker Hub down, B serves it from there.
     let layer_hex = digest_of(&layer).trim_start_matches("sha256:").to_string();
@@ -349,7 +390,7 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
     // (A `GET /v2/` ping, which `.authn` may send, is no content.)
     let asked: Vec<String> = hub.requests()[before..]
         .iter()
-        .filter(|r| r.as_str() != "GET /v2/" && r.as_str() != "HEAD /v2/")
+        .filter(|r| !r.contains(" /v2/?") && !r.ends_with(" /v2/"))
         .cloned()
         .collect();
     assert!(
@@ -357,6 +398,24 @@ fn a_pull_through_the_node_agent_reaches_the_shared_mirror_and_its_s3_store() {
         "B asked Docker Hub for content: {asked:?}\n{}",
         b.log()
     );
+
+    // Nothing was written beside the read-only pipelines: the store's local tier and the
+    // hosts.toml files went to the replica's emptyDir, where `.cache-dir` and `--hosts-dir`
+    // put them.
+    for pod in [&a_pod, &b_pod, &node_pod] {
+        pod.assert_pipeline_untouched();
+    }
+    let cache_dir = a_pod.here(mirror.setting("cache-dir")[0]);
+    assert!(
+        std::fs::read_dir(&cache_dir).is_ok_and(|mut d| d.next().is_some()),
+        "the local tier is in {}: {:?}\n{}",
+        cache_dir.display(),
+        run("find", &[&a_pod.here("/var/lib/acr").display().to_string()]).stdout,
+        a.log()
+    );
+    let replica_args = args_of(acr_container(deployment));
+    let replica_hosts = flag_value(&replica_args, "--hosts-dir").expect("--hosts-dir");
+    assert!(hosts_toml(&a_pod.here(replica_hosts), "docker.io").contains("server = "));
 
     // What Prometheus scrapes (the pod annotation's path).
     let metrics = get(&format!("{}/metrics", b.url()));

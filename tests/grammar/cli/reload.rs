@@ -71,6 +71,46 @@ fn hot_reload_swaps_good_files_and_keeps_running_on_bad_ones() {
     drop(child);
 }
 
+/// A pipeline on a Kubernetes ConfigMap volume is reloaded when the ConfigMap changes: the
+/// kubelet never touches the file's name, it writes a new directory and renames the symlink
+/// `..data` (through which `p.runmd` points) over the old one. Laid out here as the kubelet
+/// lays it out.
+#[test]
+fn hot_reload_follows_a_configmap_volume_update() {
+    use std::os::unix::fs::symlink;
+    let dir = tmp();
+    let d = dir.path();
+    let version = |n: u32, message: &str| {
+        let v = format!("..2026_12_06_00_00_0{n}.000000{n}");
+        std::fs::create_dir(d.join(&v)).unwrap();
+        std::fs::write(d.join(&v).join("p.runmd"), ticker(message)).unwrap();
+        v
+    };
+    let first = version(1, "first");
+    symlink(&first, d.join("..data")).unwrap();
+    symlink("..data/p.runmd", d.join("p.runmd")).unwrap();
+    let mut c = acr(d);
+    c.args(["--runmd-path", "p.runmd", "mirror", "start"]);
+    let mut child = Running::spawn(c);
+    assert!(
+        child.wait_for(PATIENCE, |out, _| count(out, "first") >= 2),
+        "{}",
+        child.describe()
+    );
+    // The kubelet's update: the new version, a temporary link to it, renamed over `..data`.
+    let second = version(2, "second");
+    symlink(&second, d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    std::fs::remove_dir_all(d.join(&first)).unwrap();
+    assert!(
+        child.wait_for(PATIENCE, |out, _| count(out, "second") >= 2),
+        "the ConfigMap's new version was not loaded\n{}",
+        child.describe()
+    );
+    assert!(child.exited().is_none(), "{}", child.describe());
+    drop(child);
+}
+
 // ---------------------------------------------------------------------------------------------
 // regressions: runtime bugs found while writing these tests, now fixed
 

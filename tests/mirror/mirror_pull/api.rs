@@ -287,7 +287,8 @@ fn eight_clients_pull_64_mib_at_once_and_acr_stays_under_64_mib() {
 }
 
 /// An upstream that pages tags itself: its `Link` is passed on, rewritten to point back at
-/// acr under the client's name and `ns`, and `n`/`last` reach it as the client sent them.
+/// acr under the client's name and `ns`, and `n`/`last` reach it as the client sent them
+/// (with the `ns` acr tells an `.endpoint`).
 #[test]
 fn an_upstream_tag_link_is_rewritten_to_point_at_acr() {
     let fake = FakeUpstream::start(|r: &FakeRequest| {
@@ -331,7 +332,7 @@ fn an_upstream_tag_link_is_rewritten_to_point_at_acr() {
     assert!(
         fake.requests()
             .iter()
-            .any(|p| p == "GET /v2/library/app/tags/list?n=2"),
+            .any(|p| p == "GET /v2/library/app/tags/list?n=2&ns=docker.io"),
         "{:?}",
         fake.requests()
     );

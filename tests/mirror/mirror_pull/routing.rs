@@ -116,6 +116,109 @@ fn one_acr_serves_two_upstreams_chosen_by_ns() {
     }
 }
 
+/// A node agent chained to a shared mirror serves two namespaces through it: containerd asks
+/// the agent with `?ns=`, the agent's `.endpoint`s send both namespaces to the shared acr with
+/// the same `?ns=`, and the shared acr (which asks its clients to log in, so the agent's
+/// token flow carries the `ns` too) fetches each from its own registry, one of which needs
+/// credentials only the shared mirror holds. The agent's `.mirror` hosts are https, which the
+/// registries do not speak: nothing reaches them but through the shared mirror.
+#[test]
+fn a_node_agent_chained_to_a_shared_mirror_pulls_from_two_namespaces() {
+    use crate::harness::production::{acr_auth_var, htpasswd_file};
+    const AGENT: (&str, &str) = ("node-agent", "agent-secret-1");
+    let (up_user, up_pass) = ("private-user", "private-pass");
+    let public = Registry::start(RegistryAuth::None);
+    let private = Registry::start(RegistryAuth::htpasswd(up_user, up_pass));
+    let f = fixtures();
+    push(&public, &f.test, "library/app:1", &[]);
+    push(&private, &f.multi, "library/app:1", &["--all"]);
+
+    let shared_hosts = temp_dir("acr-shared-hosts-");
+    let shared = Acr::launch(
+        &pipeline(
+            &format!("{}, {}", public.url(), private.url()),
+            &[],
+            &[".users users.htpasswd"],
+            &routes(""),
+        ),
+        AcrOptions {
+            env: vec![(acr_auth_var(&private), format!("{up_user}:{up_pass}"))],
+            files: vec![("users.htpasswd".into(), htpasswd_file(&[AGENT]))],
+            hosts_dir: Some(shared_hosts.path().to_path_buf()),
+            ..AcrOptions::default()
+        },
+    );
+    let shared_auth_var = format!("ACR_AUTH_{}", shared.host().replace(['.', ':'], "_"));
+    let endpoints: Vec<String> = [&public, &private]
+        .iter()
+        .map(|reg| format!(".endpoint {} {}", reg.host(), shared.url()))
+        .collect();
+    let endpoints: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+    let hosts = temp_dir("acr-agent-hosts-");
+    let agent = Acr::start_with(
+        &pipeline(
+            &format!("{}, {}", public.host(), private.host()),
+            &[],
+            &endpoints,
+            &routes(""),
+        ),
+        AcrOptions {
+            env: vec![(shared_auth_var, format!("{}:{}", AGENT.0, AGENT.1))],
+            hosts_dir: Some(hosts.path().to_path_buf()),
+            ..AcrOptions::default()
+        },
+    );
+
+    let ctrd = Containerd::start();
+    for (reg, digest) in [(&public, &f.test.digest), (&private, &f.multi.digest)] {
+        let image = reg.image("library/app:1");
+        let ns = format!("ns={}", reg.host());
+        let out = ctrd.ctr_pull(&image, hosts.path());
+        assert!(
+            out.success(),
+            "{image}: {out:?}\nagent:\n{}\nshared:\n{}",
+            agent.log(),
+            shared.log()
+        );
+        ctrd.assert_has_image(&image, digest);
+        // containerd -> agent -> shared mirror -> the namespace's registry, each with its ns.
+        for (who, acr) in [("agent", &agent), ("shared mirror", &shared)] {
+            assert!(
+                !acr.wait_requests(&[&ns, "/blobs/", "status=200"], 1)
+                    .is_empty(),
+                "the {who} served no blob of {ns}:\n{}",
+                acr.log()
+            );
+        }
+        assert!(
+            reg.count_requests("GET", "/v2/library/app/manifests/") >= 1,
+            "{}",
+            reg.log()
+        );
+        assert!(
+            !upstream_blob_agents(reg).is_empty()
+                && upstream_blob_agents(reg)
+                    .iter()
+                    .all(|a| a.starts_with("acr/")),
+            "{:?}",
+            upstream_blob_agents(reg)
+        );
+    }
+    // The agent logged in to the shared mirror (a 401, then its token), never anonymously
+    // past it: every content request the shared mirror answered with 200 named a namespace.
+    let served = shared.requests_with(&["status=200", "/v2/library/app/"]);
+    assert!(!served.is_empty());
+    assert!(
+        served.iter().all(|l| !l.contains(" ns=-")),
+        "a chained request lost its ns: {served:?}"
+    );
+    assert!(
+        !shared.requests_with(&["status=401"]).is_empty(),
+        "{}",
+        shared.log()
+    );
+}
+
 /// `.mirror HOST` without a scheme means https: acr never falls back to plain http by
 /// itself, so a plain-http upstream named that way is a 502, not a silent downgrade.
 #[test]
