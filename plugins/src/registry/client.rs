@@ -179,8 +179,13 @@ async fn timed_send(
     req: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, RegistryError> {
     let bound = shared.limits.connect + shared.limits.header;
+    let counters = shared.metrics.upstreams.of_base(base);
+    counters.requested();
     match tokio::time::timeout(bound, req.send()).await {
-        Ok(Ok(resp)) => Ok(resp),
+        Ok(Ok(resp)) => {
+            counters.rate_limits(resp.headers());
+            Ok(resp)
+        }
         Ok(Err(e)) => Err(unreachable(ns, base, e)),
         Err(_) => Err(RegistryError::gateway_timeout(format!(
             "upstream {ns} ({}) did not answer in {} s",
