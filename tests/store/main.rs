@@ -11,3 +11,4 @@ mod harness;
 mod store_cache;
 mod store_faults;
 mod store_s3;
+mod store_upstream_metrics;
