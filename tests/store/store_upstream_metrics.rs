@@ -5,7 +5,7 @@
 //! upstream's `RateLimit-*` headers become gauges; and clients naming upstreams with `?ns=`
 //! cannot grow the label set past its bound. `/metrics` and `/status.json` agree.
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::store::*;
@@ -133,18 +133,10 @@ fn concurrent_cold_gets_of_one_blob_count_as_coalesced() {
         &[&cache_setting(cache.path())],
     ));
     let url = format!("{}{blob_path}", acr.url());
-    let barrier = Arc::new(Barrier::new(CLIENTS));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (url, data, barrier) = (url.clone(), data.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                stream_get(&url, &[], Some(&data))
-            })
-        })
-        .collect();
-    for (i, c) in clients.into_iter().enumerate() {
-        let got = c.join().expect("client thread");
+    for (i, got) in simultaneous_gets(&url, &data, CLIENTS)
+        .into_iter()
+        .enumerate()
+    {
         assert!(
             got.status == 200 && got.end.is_ok() && got.matches,
             "client {i}"
