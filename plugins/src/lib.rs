@@ -22,6 +22,7 @@ pub mod plugin;
 pub mod private_file;
 pub mod registry;
 pub mod store;
+pub mod upstream_metrics;
 pub mod value;
 
 mod authn;

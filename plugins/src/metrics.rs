@@ -1,5 +1,5 @@
 //! The process's counters (store, upstream client, server), shown on `GET /metrics` in the
-//! Prometheus text format.
+//! Prometheus text format; those per upstream are `upstream_metrics`.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub store_refused: AtomicU64,
     /// Objects in the S3 tier that did not match their digest (deleted there).
     pub remote_corrupt: AtomicU64,
+    /// The same story per upstream, with what was saved (see `upstream_metrics`).
+    pub upstreams: crate::upstream_metrics::UpstreamMetrics,
 }
 
 impl Metrics {
@@ -116,6 +118,7 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        out.push_str(&self.upstreams.render());
         out
     }
 }

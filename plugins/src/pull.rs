@@ -28,6 +28,7 @@ use crate::registry::{ClientRequest, Method, Reply, Resource};
 use crate::store::fleet::{Source, UpstreamFetch};
 use crate::store::flight::parse_range;
 use crate::store::{BlobLookup, Follow, Store};
+use crate::upstream_metrics::Onto;
 
 pub const SPEC: PluginSpec = PluginSpec::new(
     "pull",
@@ -249,6 +250,9 @@ async fn through_store(
             f.started().await?;
             crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
             Metrics::inc(&store.metrics.hits);
+            if let Some(upstream) = &cx.upstream {
+                store.metrics.upstreams.coalesced(upstream, Onto::Request);
+            }
             follow(req, digest, f, hit_bytes).await.map(Some)
         }
         BlobLookup::Lead(lead) => {

@@ -96,7 +96,7 @@ pub fn route_of(path: &str) -> &'static str {
     }
     match path {
         "/metrics" => "metrics",
-        "/status" => "status",
+        "/status" | "/status.json" => "status",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/auth" => "auth",

@@ -1,6 +1,6 @@
 //! The operator endpoints: `/healthz` (the process answers), `/readyz` (the store can be
-//! written and an upstream answers), `/status` (an HTML page, see `status`) and `/metrics`
-//! (Prometheus text). They answer before routing and client authentication.
+//! written and an upstream answers), `/status` (an HTML page, see `status`), `/status.json`
+//! (its numbers for programs) and `/metrics` (Prometheus text). They answer before routing and client authentication.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use acr_plugins::oci::{Body, RegistryError};
 use acr_plugins::registry::Reply;
 use bytes::Bytes;
 
-use super::response::{proxy_gone, text_reply};
+use super::response::{json_reply, proxy_gone, text_reply};
 use super::{observe, status, upstream, ProxyHost};
 
 impl ProxyHost {
@@ -30,7 +30,7 @@ impl ProxyHost {
                     };
                     return Some(Ok(answer));
                 }
-                "/status" => {
+                "/status" | "/status.json" => {
                     let pipeline = self.current();
                     let Some(proxy) = pipeline.proxy(key) else {
                         return Some(Err(proxy_gone()));
@@ -41,9 +41,14 @@ impl ProxyHost {
                         Some(shared) => format!("{} and {shared}", s.root().display()),
                         None => s.root().display().to_string(),
                     });
-                    let html =
-                        status::page(proxy, &self.shared.metrics, &self.observer, root.as_deref());
-                    return Some(Ok(text_reply(200, "text/html; charset=utf-8", html)));
+                    let (metrics, root) = (&self.shared.metrics, root.as_deref());
+                    let reply = if path == "/status.json" {
+                        json_reply(&status::json(metrics, &self.observer, root))
+                    } else {
+                        let html = status::page(proxy, metrics, &self.observer, root);
+                        text_reply(200, "text/html; charset=utf-8", html)
+                    };
+                    return Some(Ok(reply));
                 }
                 _ => {}
             }

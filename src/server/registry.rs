@@ -125,7 +125,15 @@ impl ProxyHost {
             return (Err(e), upstream_name);
         }
         match cx.reply.take() {
-            Some(reply) => (Ok(reply), upstream_name),
+            // What reaches the client counts as served of the upstream's content.
+            Some(reply) => match &cx.upstream {
+                Some(u) => {
+                    let served = self.shared.metrics.upstreams.of(u);
+                    let head = method == Method::Head;
+                    (Ok(served.counting_served(reply, head)), upstream_name)
+                }
+                None => (Ok(reply), upstream_name),
+            },
             None => (
                 Err(RegistryError::new(
                     500,

@@ -1,11 +1,13 @@
-//! `GET /status`: one HTML page for an operator: the upstreams, the store and its hit ratio
-//! over time, and the most recent pulls. No script and no external asset: it renders anywhere
+//! `GET /status`: one HTML page for an operator: the upstreams (and what each sent and was
+//! spared), the store and its hit ratio over time, and the most recent pulls; `/status.json`
+//! the same numbers for programs. No script and no external asset: it renders anywhere
 //! (and in a test's headless browser), and refreshes itself every 10 s.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use acr_plugins::metrics::Metrics;
+use acr_plugins::upstream_metrics::UpstreamSnapshot;
 
 use super::observe::{Observer, Sample};
 use crate::world::ProxyPlan;
@@ -92,6 +94,62 @@ fn chart(title: &str, points: &[(u64, f64)], max: f64, label: impl Fn(f64) -> St
     svg
 }
 
+/// Per upstream: what it was asked and sent, what clients were served of it, the requests
+/// that joined a fetch under way, and the rate limit it announced.
+fn saving_table(upstreams: &[UpstreamSnapshot]) -> String {
+    let mut html = String::from(
+        "<h2>What the upstreams sent, what clients got</h2><table id=\"saving\"><tr><th>upstream</th>\
+         <th class=\"num\">requests</th><th class=\"num\">fetched</th><th class=\"num\">served</th>\
+         <th class=\"num\">coalesced here</th><th class=\"num\">onto replicas</th><th class=\"num\">rate limit left</th></tr>",
+    );
+    if upstreams.is_empty() {
+        html.push_str("<tr><td colspan=\"7\">no upstream asked yet</td></tr>");
+    }
+    for u in upstreams {
+        let rate = match (u.ratelimit.remaining, u.ratelimit.limit) {
+            (Some(r), Some(l)) => format!("{r} of {l}"),
+            (Some(r), None) => r.to_string(),
+            (None, Some(l)) => format!("? of {l}"),
+            (None, None) => "-".to_string(),
+        };
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(&u.upstream),
+            u.requests,
+            human(u.bytes_fetched),
+            human(u.bytes_served),
+            u.coalesced.request,
+            u.coalesced.replica,
+            esc(&rate)
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
+/// `/status.json`: the page's numbers for programs (the store and every upstream's).
+pub fn json(metrics: &Metrics, observer: &Observer, store: Option<&str>) -> serde_json::Value {
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": observer.uptime_s(),
+        "store": {
+            "location": store,
+            "bytes": n(&metrics.store_bytes),
+            "objects": n(&metrics.store_objects),
+            "hits": n(&metrics.hits),
+            "misses": n(&metrics.misses),
+            "bytes_from_store": n(&metrics.bytes_from_store),
+            "bytes_from_upstream": n(&metrics.bytes_from_upstream),
+            "upstream_requests": n(&metrics.upstream_requests),
+            "digest_mismatches": n(&metrics.digest_mismatches),
+        },
+        "upstreams": metrics.upstreams.snapshot(),
+    })
+}
+
 /// The page.
 pub fn page(
     proxy: &ProxyPlan,
@@ -132,7 +190,7 @@ pub fn page(
          h1{{font-size:20px}}table{{border-collapse:collapse}}td,th{{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}}\
          table{{table-layout:fixed;width:100%}}td{{overflow-wrap:anywhere}}\
          th:nth-child(1),th:nth-child(2),th:nth-child(5){{width:4.5em}}th:nth-child(6),th:nth-child(7){{width:6em}}th:nth-child(4){{width:12em}}\
-         .num{{text-align:right}}.bad{{color:#b00}}figure{{margin:8px 0}}figcaption{{font-weight:600}}\
+         #saving th{{width:auto}}.num{{text-align:right}}.bad{{color:#b00}}figure{{margin:8px 0}}figcaption{{font-weight:600}}\
          dl{{display:grid;grid-template-columns:max-content auto;gap:2px 16px}}dt{{color:#555}}</style></head><body>\
          <h1>acr on {addr}</h1>\
          <dl><dt>version</dt><dd>{ver}</dd><dt>uptime</dt><dd id=\"uptime\">{up} s</dd>\
@@ -156,7 +214,9 @@ pub fn page(
     if upstreams.is_empty() {
         html.push_str("<li>none (clients name them with ?ns=)</li>");
     }
-    html.push_str("</ul><h2>Over time</h2>");
+    html.push_str("</ul>");
+    html.push_str(&saving_table(&metrics.upstreams.snapshot()));
+    html.push_str("<h2>Over time</h2>");
     html.push_str(&chart("hit ratio", &ratios, 1.0, |v| {
         format!("{:.0} %", v * 100.0)
     }));

@@ -1,5 +1,6 @@
 //! The Grafana dashboard acr ships (`lib/grafana/acr-dashboard.json`) asks only for metrics a
-//! running acr exposes: every `acr_*` name in its queries is on `/metrics` of a real mirror.
+//! running acr exposes: every `acr_*` name in its queries is on `/metrics` of a real mirror
+//! (as samples, or as a family declared with its `# TYPE`).
 
 use crate::harness::*;
 
@@ -32,11 +33,18 @@ fn every_metric_the_dashboard_queries_is_exposed() {
     acr.assert_serves(Some(("library/test", "1")));
     let metrics = acr.fetch("GET", "/metrics", &[]);
     assert_eq!(metrics.status, 200);
+    // A sample's name, or a family declared with no sample yet (the rate-limit gauges of an
+    // upstream that sends no rate-limit headers).
     let exposed: Vec<String> = metrics
         .text()
         .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_string())
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(declared) => declared.split(' ').next(),
+            None if l.starts_with('#') => None,
+            None => l.split(['{', ' ']).next(),
+        })
+        .map(String::from)
         .collect();
     for name in &queried {
         assert!(

@@ -182,6 +182,29 @@ pub struct Streamed {
     pub matches: bool,
 }
 
+/// `clients` GETs of `url` started at the same moment (a barrier), each read as it streams
+/// and compared with `expected`; what each got, in order.
+pub fn simultaneous_gets(
+    url: &str,
+    expected: &std::sync::Arc<Vec<u8>>,
+    clients: usize,
+) -> Vec<Streamed> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(clients));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (url, data, barrier) = (url.to_string(), expected.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                stream_get(&url, &[], Some(&data))
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("client thread"))
+        .collect()
+}
+
 /// GETs `url` and reads the body as it streams, comparing it with `expected` (or hashing it
 /// when there is none), never holding it whole.
 pub fn stream_get(url: &str, headers: &[(&str, &str)], expected: Option<&[u8]>) -> Streamed {

@@ -12,3 +12,4 @@ mod store_cache;
 mod store_faults;
 mod store_fleet;
 mod store_s3;
+mod store_upstream_metrics;

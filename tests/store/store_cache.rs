@@ -6,7 +6,7 @@
 //! Every test starts its own upstream, its own acr (own port, own temp dirs), so they run in
 //! parallel.
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::store::*;
@@ -69,19 +69,11 @@ fn thirty_two_cold_gets_of_one_64_mib_blob_make_one_upstream_get() {
     assert_eq!(m0.n("acr_store_objects"), 0);
 
     let url = format!("{}/v2/library/big/blobs/{digest}", acr.url());
-    let barrier = Arc::new(Barrier::new(CLIENTS));
     let started = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (url, data, barrier) = (url.clone(), data.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                stream_get(&url, &[], Some(&data))
-            })
-        })
-        .collect();
-    for (i, c) in clients.into_iter().enumerate() {
-        let got = c.join().expect("client thread");
+    for (i, got) in simultaneous_gets(&url, &data, CLIENTS)
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(got.status, 200, "client {i}");
         assert_eq!(got.end, Ok(()), "client {i}: the transfer broke");
         assert_eq!(got.len, size, "client {i}");

@@ -84,7 +84,6 @@ async fn try_authenticate(cx: &mut impl RequestState) -> Result<(), RegistryErro
             match shared.auth.challenge(&upstream.base) {
                 Some(c) => c,
                 None => {
-                    crate::metrics::Metrics::inc(&shared.metrics.upstream_requests);
                     let probe = shared.http.get(upstream.url("/v2/"));
                     let resp = match timed_send(&shared, &upstream.ns, &upstream.base, probe).await
                     {
@@ -171,7 +170,8 @@ fn unreachable(ns: &str, base: &str, e: reqwest::Error) -> RegistryError {
 }
 
 /// Sends `req` and waits for the status line and headers, at most the connect and header
-/// bounds together.
+/// bounds together. Every request to an upstream goes this way, so it is counted here
+/// (`acr_upstream_requests_total`, and per upstream), with the rate limit the answer announces.
 async fn timed_send(
     shared: &super::Shared,
     ns: &str,
@@ -179,8 +179,14 @@ async fn timed_send(
     req: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, RegistryError> {
     let bound = shared.limits.connect + shared.limits.header;
+    crate::metrics::Metrics::inc(&shared.metrics.upstream_requests);
+    let counters = shared.metrics.upstreams.of_base(base);
+    counters.requested();
     match tokio::time::timeout(bound, req.send()).await {
-        Ok(Ok(resp)) => Ok(resp),
+        Ok(Ok(resp)) => {
+            counters.rate_limits(resp.headers());
+            Ok(resp)
+        }
         Ok(Err(e)) => Err(unreachable(ns, base, e)),
         Err(_) => Err(RegistryError::gateway_timeout(format!(
             "upstream {ns} ({}) did not answer in {} s",
@@ -242,7 +248,6 @@ pub async fn send_with(
             if let Some(a) = &auth {
                 req = req.header(AUTHORIZATION, a);
             }
-            crate::metrics::Metrics::inc(&shared.metrics.upstream_requests);
             let resp = timed_send(&shared, &upstream.ns, &upstream.base, req).await?;
             if !resp.status().is_redirection() {
                 break resp;

@@ -77,10 +77,16 @@ impl Stream for IdleBounded {
 }
 
 /// The body of an upstream answer as a stream whose pauses are bounded by the body idle wait;
-/// errors never carry the URL.
+/// errors never carry the URL. What arrives counts as fetched from the request's upstream
+/// (`acr_upstream_bytes_fetched_total`): a body from anywhere else (another replica) must not
+/// come this way.
 pub fn body_stream(cx: &impl RequestState, resp: reqwest::Response) -> BodyStream {
     let idle = idle_of(cx);
-    let raw: BodyStream = Box::pin(resp.bytes_stream().map(|r| {
+    let fetched = fetched_counter(cx);
+    let raw: BodyStream = Box::pin(resp.bytes_stream().map(move |r| {
+        if let (Ok(chunk), Some(c)) = (&r, &fetched) {
+            c.fetched(chunk.len() as u64);
+        }
         r.map_err(|e| {
             std::io::Error::other(format!(
                 "upstream transfer failed: {}",
@@ -89,6 +95,14 @@ pub fn body_stream(cx: &impl RequestState, resp: reqwest::Response) -> BodyStrea
         })
     }));
     Box::pin(IdleBounded::new(raw, idle))
+}
+
+/// The counters of the request's upstream, when it has one.
+fn fetched_counter(
+    cx: &impl RequestState,
+) -> Option<std::sync::Arc<crate::upstream_metrics::UpstreamCounters>> {
+    let (shared, upstream) = (cx.shared()?, cx.upstream()?);
+    Some(shared.metrics.upstreams.of(upstream))
 }
 
 /// The body idle wait of this request's upstream client.
@@ -147,9 +161,13 @@ pub fn read_limited(
     resp: reqwest::Response,
     limit: usize,
 ) -> impl std::future::Future<Output = Result<Bytes, RegistryError>> + Send + 'static {
-    let (ns, idle) = (ns_of(cx), idle_of(cx));
+    let (ns, idle, fetched) = (ns_of(cx), idle_of(cx), fetched_counter(cx));
     async move {
-        read_body(resp, limit, idle).await.map_err(|e| match e {
+        let body = read_body(resp, limit, idle).await;
+        if let (Ok(bytes), Some(c)) = (&body, &fetched) {
+            c.fetched(bytes.len() as u64);
+        }
+        body.map_err(|e| match e {
             BodyError::TooLarge(limit) => RegistryError::bad_gateway(format!(
                 "upstream {ns} sent a document larger than {limit} bytes"
             )),

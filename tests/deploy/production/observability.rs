@@ -217,6 +217,12 @@ fn status_page_renders_in_headless_chromium() {
     assert!(upstreams.contains(&reg.url()), "{upstreams}");
     let ratio = section(&dom, "id=\"hit-ratio\"", "</dd>");
     assert!(ratio.contains("hits") && ratio.contains('%'), "{ratio}");
+    // What the upstream sent and what the two pulls were served of it.
+    let saving = section(&dom, "id=\"saving\"", "</table>");
+    assert!(
+        saving.contains(&format!("<td>{}</td>", reg.host())),
+        "{saving}"
+    );
     let recent = section(&dom, "id=\"recent\"", "</table>");
     assert!(
         recent.contains("/v2/library/test/manifests/1"),
