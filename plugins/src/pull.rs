@@ -307,11 +307,14 @@ async fn through_store(
                     Metrics::inc(&store.metrics.misses);
                     follow(req, digest, own, None).await.map(Some)
                 }
-                Ok(_) => {
+                Ok(source) => {
                     // The bytes come from another replica or the shared tier: the upstream has
                     // not said this repository holds them.
                     crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
                     Metrics::inc(&store.metrics.hits);
+                    if let (Source::Peer, Some(upstream)) = (source, &cx.upstream) {
+                        store.metrics.upstreams.coalesced(upstream, Onto::Replica);
+                    }
                     follow(req, digest, own, hit_bytes).await.map(Some)
                 }
                 // The fetch failed before its first byte: the flight carries the error.

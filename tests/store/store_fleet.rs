@@ -18,14 +18,14 @@ use crate::harness::*;
 
 const SECRET_FILE: &str = "peer.secret";
 
-/// Three replicas on `s3`, pulling through `upstream`, sharing one token secret.
-fn replicas(s3: &S3, upstream: &str, extra: &[&str]) -> Vec<Acr> {
-    let mut settings = s3.settings();
+/// Three replicas on `shared`, pulling through `upstream`, sharing one token secret.
+fn replicas(shared: &dyn SharedStore, upstream: &str, extra: &[&str]) -> Vec<Acr> {
+    let mut settings = shared.settings();
     settings.push(format!(".token-secret {SECRET_FILE}"));
     settings.extend(extra.iter().map(|s| s.to_string()));
     let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
     let opts = AcrOptions {
-        env: s3.env(),
+        env: shared.env(),
         files: vec![(
             SECRET_FILE.to_string(),
             "one secret the whole fleet shares".to_string(),
@@ -91,14 +91,14 @@ fn assert_all_whole(answers: &[(u16, u64, String)], size: usize, digest: &str) {
 }
 
 /// 48 concurrent cold GETs of one 256 MiB blob, 16 on each of three replicas: the upstream
-/// sends it once, and every body hashes to the digest.
-#[test]
-fn three_replicas_fetch_a_cold_blob_from_the_upstream_once() {
-    let (s3, reg) = (S3::start(), Registry::start(RegistryAuth::None));
+/// sends it once, every body hashes to the digest, and the replicas that read it from the
+/// lease holder count their requests as coalesced onto a replica.
+fn three_replicas_fetch_a_cold_blob_once(shared: &dyn SharedStore) {
+    let reg = Registry::start(RegistryAuth::None);
     let data = pseudo_random_bytes("acr-fleet-256", 256 << 20);
     let digest = digest_of(&data);
-    let img = push_image(&reg, "library/fleet", "1", vec![data]);
-    let fleet = replicas(&s3, &reg.url(), &[]);
+    push_image(&reg, "library/fleet", "1", vec![data]);
+    let fleet = replicas(shared, &reg.url(), &[]);
     let targets: Vec<String> = fleet.iter().map(|r| r.url()).collect();
     let path = format!("/v2/library/fleet/blobs/{digest}");
     let answers = concurrent_gets(&targets, &path, 48);
@@ -106,18 +106,43 @@ fn three_replicas_fetch_a_cold_blob_from_the_upstream_once() {
     assert_eq!(
         reg.count_requests("GET", &format!("/blobs/{digest}")),
         1,
-        "the upstream sent the blob once for the fleet: {:?}",
+        "the upstream sent the blob once for the fleet ({}): {:?}",
+        shared.name(),
         reg.access_log()
     );
-    // The replicas that read it from the holder say so; the blob is shared once.
-    let key = format!("{S3_PREFIX}/blobs/sha256/{}", &digest[7..]);
-    assert!(wait_until(Duration::from_secs(60), || s3.has(&key)));
-    let lease = format!("{S3_PREFIX}/leases/blobs/sha256/{}", &digest[7..]);
+    let coalesced = |onto: &str| -> u64 {
+        let series = format!(
+            "acr_upstream_coalesced_total{{upstream=\"{}\",onto=\"{onto}\"}}",
+            reg.host()
+        );
+        fleet.iter().map(|r| scrape(r).n(&series)).sum()
+    };
+    assert_eq!(
+        (
+            coalesced("replica"),
+            coalesced("request") + coalesced("replica")
+        ),
+        (2, 47),
+        "two replicas followed the holder; 47 of 48 requests did not ask the upstream"
+    );
+    let hex = &digest[7..];
+    let key = format!("{}/blobs/sha256/{hex}", shared.prefix());
+    assert!(wait_until(Duration::from_secs(60), || shared.has(&key)));
+    let lease = format!("{}/leases/blobs/sha256/{hex}", shared.prefix());
     assert!(
-        wait_until(Duration::from_secs(20), || !s3.has(&lease)),
+        wait_until(Duration::from_secs(20), || !shared.has(&lease)),
         "the holder gives the lease back once the blob is shared"
     );
-    drop(img);
+}
+
+#[test]
+fn three_replicas_fetch_a_cold_blob_from_the_upstream_once() {
+    three_replicas_fetch_a_cold_blob_once(&S3::start());
+}
+
+#[test]
+fn three_replicas_on_azurite_fetch_a_cold_blob_from_the_upstream_once() {
+    three_replicas_fetch_a_cold_blob_once(&Azurite::start());
 }
 
 /// The lease holder is killed (`kill -9`) halfway through a slow upstream transfer: every
@@ -146,7 +171,7 @@ fn the_fleet_finishes_a_blob_when_the_lease_holder_dies_halfway() {
         "replica 0 took the blob's lease"
     );
     let holder: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(s3.file(&lease)).expect("the lease")).unwrap();
+        serde_json::from_slice(&s3.read(&lease).expect("the lease")).unwrap();
     assert_eq!(holder["url"], fleet[0].url(), "the lease names replica 0");
 
     // Twelve clients on the other two, following the holder.
