@@ -127,11 +127,15 @@ impl Manifests {
     }
 
     fn get(&self, kind: &str, name: &str) -> &Value {
+        self.find(kind, name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in lib/kubernetes"))
+    }
+
+    fn find(&self, kind: &str, name: &str) -> Option<&Value> {
         self.objects
             .iter()
             .map(|(_, o)| o)
             .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-            .unwrap_or_else(|| panic!("no {kind} {name} in lib/kubernetes"))
     }
 
     fn of_kind(&self, kind: &str) -> Vec<&Value> {

@@ -1,7 +1,8 @@
 //! A workload's acr container run on this machine the way its pod runs it: every volume the
 //! container mounts is a directory here (a ConfigMap's keys as read-only files owned by root,
-//! an emptyDir owned by the pod's user, hostPath and Secret volumes empty), the manifest's own
-//! args, workingDir and env with each mount path moved to its directory, and acr as the pod's
+//! an emptyDir owned by the pod's user, a Secret volume with the keys of the manifests' own
+//! Secret of that name, if any, read-only, hostPath volumes empty), the manifest's own args,
+//! workingDir and env (`status.podIP` is 127.0.0.1) with each mount path moved to its directory, and acr as the pod's
 //! user (`setpriv`) when that is not root. So a test sees what the pod would do with a
 //! read-only pipeline: a write beside it fails as it would in the pod, and
 //! [`PodRun::assert_pipeline_untouched`] catches one even when the pod runs as root.
@@ -27,7 +28,7 @@ struct PodDirs {
 
 impl PodDirs {
     /// A directory for each volume `container` mounts; an emptyDir belongs to `uid`.
-    fn of(workload: &Value, container: &Value, uid: u32) -> PodDirs {
+    fn of(m: &Manifests, workload: &Value, container: &Value, uid: u32) -> PodDirs {
         let root = temp_dir("acr-pod-");
         // The pod's user must reach the directories below.
         set_mode(root.path(), 0o755);
@@ -42,6 +43,8 @@ impl PodDirs {
                 pipeline_dir = Some(here.clone());
             } else if v["emptyDir"].is_object() {
                 chown(&here, Some(uid), Some(uid)).expect("chown the emptyDir");
+            } else if v["secret"].is_object() {
+                secret_files(m, &v["secret"], &here);
             }
             mounts.push(Mount {
                 path_in_pod: s(&vm["mountPath"]).to_string(),
@@ -118,7 +121,7 @@ impl PodRun {
         let container = acr_container(workload);
         let (_, key, text) = pipeline_of(m, workload);
         let uid = pod_user(workload, container);
-        let dirs = PodDirs::of(workload, container, uid);
+        let dirs = PodDirs::of(m, workload, container, uid);
         let mut adjusted = text;
         for (from, to) in replacements {
             assert!(
@@ -132,7 +135,13 @@ impl PodRun {
         let work_dir = dirs.moved(s(&container["workingDir"]));
         let container_env: Vec<(String, String)> = arr(&container["env"])
             .iter()
-            .filter_map(|e| Some((s(&e["name"]).to_string(), dirs.moved(e["value"].as_str()?))))
+            .filter_map(|e| {
+                let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                    Some("status.podIP") => "127.0.0.1",
+                    _ => e["value"].as_str()?,
+                };
+                Some((s(&e["name"]).to_string(), dirs.moved(value)))
+            })
             .collect();
         let runmd = dirs.pipeline_dir.join(&key);
         let mut given = String::new();
@@ -209,6 +218,29 @@ impl PodRun {
 /// The uid the pod runs acr as (the container's, else the pod's `runAsUser`; root if none).
 /// A test that does not run as root runs acr as itself: the read-only directory holds for it
 /// all the same.
+/// The keys of the Secret a `secret:` volume names, as the kubelet lays them out in `dir`
+/// (`items` renames keys); nothing when the manifests hold no such Secret.
+fn secret_files(m: &Manifests, volume: &Value, dir: &Path) {
+    let Some(secret) = m.find("Secret", s(&volume["secretName"])) else {
+        return;
+    };
+    let data = secret["stringData"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let items = arr(&volume["items"]);
+    for (key, value) in data {
+        let name = match items.iter().find(|i| s(&i["key"]) == key) {
+            Some(item) => s(&item["path"]).to_string(),
+            None if items.is_empty() => key.clone(),
+            None => continue,
+        };
+        let file = dir.join(name);
+        std::fs::write(&file, value.as_str().unwrap_or_default()).expect("write a secret key");
+        set_mode(&file, 0o444);
+    }
+}
+
 fn pod_user(workload: &Value, container: &Value) -> u32 {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
