@@ -39,6 +39,8 @@ METRICS = OrderedDict(
         ("cold32", ("{cold_clients} cold GETs, aggregate", "MiB/s", True)),
         ("cold32_upstream_gets", ("{cold_clients} cold GETs: upstream GETs of the blob", "req", False)),
         ("cold32_upstream_heads", ("{cold_clients} cold GETs: upstream HEADs of the blob", "req", False)),
+        ("fleet48", ("{fleet} replicas, {fleet_clients} cold GETs, aggregate", "MiB/s", True)),
+        ("fleet48_upstream_gets", ("{fleet} replicas, {fleet_clients} cold GETs: upstream GETs", "req", False)),
     ]
 )
 
