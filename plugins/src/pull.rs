@@ -251,7 +251,10 @@ async fn through_store(
             crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
             Metrics::inc(&store.metrics.hits);
             if let Some(upstream) = &cx.upstream {
-                store.metrics.upstreams.coalesced(upstream, Onto::Request);
+                store
+                    .metrics
+                    .upstreams
+                    .coalesced(&upstream.base, Onto::Request);
             }
             follow(req, digest, f, hit_bytes).await.map(Some)
         }
@@ -313,7 +316,10 @@ async fn through_store(
                     crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
                     Metrics::inc(&store.metrics.hits);
                     if let (Source::Peer, Some(upstream)) = (source, &cx.upstream) {
-                        store.metrics.upstreams.coalesced(upstream, Onto::Replica);
+                        store
+                            .metrics
+                            .upstreams
+                            .coalesced(&upstream.base, Onto::Replica);
                     }
                     follow(req, digest, own, hit_bytes).await.map(Some)
                 }

@@ -22,7 +22,6 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::oci::Body;
-use crate::registry::{Reply, Upstream};
 
 /// How many upstreams get a series of their own; the rest share [`OTHER`].
 pub const MAX_UPSTREAMS: usize = 64;
@@ -96,13 +95,14 @@ impl UpstreamCounters {
         self.bytes_served.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// `reply` with the body bytes that reach the client counted as served (a success's
-    /// only, and never for a HEAD, whose body is not sent): a streamed body as it leaves.
-    pub fn counting_served(self: Arc<Self>, mut reply: Reply, head: bool) -> Reply {
-        if head || !(200..300).contains(&reply.status) {
-            return reply;
+    /// The `body` of an answer of `status` with the bytes that reach the client counted as
+    /// served (a success's only, and never for a HEAD, whose body is not sent): a streamed
+    /// body as it leaves.
+    pub fn counting_served(self: Arc<Self>, status: u16, body: Body, head: bool) -> Body {
+        if head || !(200..300).contains(&status) {
+            return body;
         }
-        reply.body = match reply.body {
+        match body {
             Body::Empty => Body::Empty,
             Body::Full(bytes) => {
                 self.served(bytes.len() as u64);
@@ -113,8 +113,7 @@ impl UpstreamCounters {
                     self.served(bytes.len() as u64);
                 }
             }))),
-        };
-        reply
+        }
     }
 
     /// A client request that joined a fetch under way instead of asking the upstream.
@@ -201,13 +200,9 @@ pub struct UpstreamMetrics {
 }
 
 impl UpstreamMetrics {
-    /// The counters of `upstream` (of [`OTHER`] once [`MAX_UPSTREAMS`] others have theirs).
-    pub fn of(&self, upstream: &Upstream) -> Arc<UpstreamCounters> {
-        self.of_base(&upstream.base)
-    }
-
-    /// The counters of the upstream at `base` (`scheme://host[:port][/path]`).
-    pub fn of_base(&self, base: &str) -> Arc<UpstreamCounters> {
+    /// The counters of the upstream at `base` (`scheme://host[:port][/path]`, an `Upstream`'s
+    /// `base`); those of [`OTHER`] once [`MAX_UPSTREAMS`] others have theirs.
+    pub fn of(&self, base: &str) -> Arc<UpstreamCounters> {
         let label = label_of(base);
         let Ok(mut map) = self.by_label.lock() else {
             // A panic elsewhere poisoned the map: count nowhere rather than fail a request.
@@ -231,8 +226,8 @@ impl UpstreamMetrics {
     /// A client request for `upstream`'s content that joined a fetch under way instead of
     /// asking the upstream (`Onto::Request`: one in flight here; `Onto::Replica`: one that
     /// another replica holds the lease of).
-    pub fn coalesced(&self, upstream: &Upstream, onto: Onto) {
-        self.of(upstream).coalesced(onto);
+    pub fn coalesced(&self, base: &str, onto: Onto) {
+        self.of(base).coalesced(onto);
     }
 
     /// Every upstream's numbers, ordered by label.
@@ -392,7 +387,7 @@ mod tests {
     #[test]
     fn the_latest_good_value_is_kept() {
         let m = UpstreamMetrics::default();
-        let c = m.of_base("https://registry-1.docker.io");
+        let c = m.of("https://registry-1.docker.io");
         let answer = |pairs: &[(&'static str, &[u8])]| {
             let mut h = HeaderMap::new();
             for (k, v) in pairs {
@@ -450,7 +445,7 @@ mod tests {
     fn the_label_set_is_bounded() {
         let m = UpstreamMetrics::default();
         for i in 0..(MAX_UPSTREAMS + 40) {
-            let c = m.of_base(&format!("http://h{i}.example"));
+            let c = m.of(&format!("http://h{i}.example"));
             c.requested();
             c.rate_limits(&HeaderMap::from_iter([(
                 reqwest::header::HeaderName::from_static("ratelimit-remaining"),
@@ -458,7 +453,7 @@ mod tests {
             )]));
         }
         // A known upstream keeps its own series after the bound is reached.
-        m.of_base("http://h0.example").requested();
+        m.of("http://h0.example").requested();
         let all = m.snapshot();
         assert_eq!(all.len(), MAX_UPSTREAMS + 1);
         let other = all.iter().find(|s| s.upstream == OTHER).unwrap();
@@ -471,14 +466,14 @@ mod tests {
     #[test]
     fn every_series_is_rendered_with_its_labels() {
         let m = UpstreamMetrics::default();
-        let up = Upstream::for_ns("docker.io");
-        let c = m.of(&up);
+        let up = "https://registry-1.docker.io";
+        let c = m.of(up);
         c.requested();
         c.fetched(10);
         c.served(30);
-        m.coalesced(&up, Onto::Request);
-        m.coalesced(&up, Onto::Replica);
-        m.coalesced(&up, Onto::Replica);
+        m.coalesced(up, Onto::Request);
+        m.coalesced(up, Onto::Replica);
+        m.coalesced(up, Onto::Replica);
         let text = m.render();
         for line in [
             "acr_upstream_requests_sent_total{upstream=\"registry-1.docker.io\"} 1\n",

@@ -126,11 +126,12 @@ impl ProxyHost {
         }
         match cx.reply.take() {
             // What reaches the client counts as served of the upstream's content.
-            Some(reply) => match &cx.upstream {
+            Some(mut reply) => match &cx.upstream {
                 Some(u) => {
-                    let served = self.shared.metrics.upstreams.of(u);
+                    let served = self.shared.metrics.upstreams.of(&u.base);
                     let head = method == Method::Head;
-                    (Ok(served.counting_served(reply, head)), upstream_name)
+                    reply.body = served.counting_served(reply.status, reply.body, head);
+                    (Ok(reply), upstream_name)
                 }
                 None => (Ok(reply), upstream_name),
             },

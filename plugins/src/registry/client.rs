@@ -180,7 +180,7 @@ async fn timed_send(
 ) -> Result<reqwest::Response, RegistryError> {
     let bound = shared.limits.connect + shared.limits.header;
     crate::metrics::Metrics::inc(&shared.metrics.upstream_requests);
-    let counters = shared.metrics.upstreams.of_base(base);
+    let counters = shared.metrics.upstreams.of(base);
     counters.requested();
     match tokio::time::timeout(bound, req.send()).await {
         Ok(Ok(resp)) => {

@@ -102,7 +102,7 @@ fn fetched_counter(
     cx: &impl RequestState,
 ) -> Option<std::sync::Arc<crate::upstream_metrics::UpstreamCounters>> {
     let (shared, upstream) = (cx.shared()?, cx.upstream()?);
-    Some(shared.metrics.upstreams.of(upstream))
+    Some(shared.metrics.upstreams.of(&upstream.base))
 }
 
 /// The body idle wait of this request's upstream client.
