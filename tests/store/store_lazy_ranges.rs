@@ -15,7 +15,7 @@ const MIB: usize = 1 << 20;
 
 /// `(status, bytes sent)` of each GET of `blob_path` in the upstream's access log
 /// (`... "GET PATH PROTO" STATUS SIZE ...`).
-fn blob_gets(reg: &Registry, blob_path: &str) -> Vec<(u16, u64)> {
+pub(crate) fn blob_gets(reg: &Registry, blob_path: &str) -> Vec<(u16, u64)> {
     reg.log()
         .lines()
         .filter(|l| l.contains(&format!("\"GET {blob_path} ")))
