@@ -18,6 +18,9 @@ NAMES = {
     "upstream": "upstream direct",
 }
 
+# Rows whose acr / direct ratio is shown (the upstream is their baseline).
+VERSUS_DIRECT = {"pull", "range_start", "range_end", "range_start_upstream_mib", "range_end_upstream_mib"}
+
 # metric -> (label, unit, higher is better)
 METRICS = OrderedDict(
     [
@@ -41,6 +44,10 @@ METRICS = OrderedDict(
         ("cold32_upstream_heads", ("{cold_clients} cold GETs: upstream HEADs of the blob", "req", False)),
         ("fleet48", ("{fleet} replicas, {fleet_clients} cold GETs, aggregate", "MiB/s", True)),
         ("fleet48_upstream_gets", ("{fleet} replicas, {fleet_clients} cold GETs: upstream GETs", "req", False)),
+        ("range_start", ("Cold 1 MiB range at the start of the {blob_mib} MiB blob, upstream at 100 MiB/s", "ms", False)),
+        ("range_end", ("Cold 1 MiB range at the end of the {blob_mib} MiB blob, upstream at 100 MiB/s", "ms", False)),
+        ("range_start_upstream_mib", ("Cold range at the start: MiB the upstream sent (direct column: blob + range)", "MiB", False)),
+        ("range_end_upstream_mib", ("Cold range at the end: MiB the upstream sent (direct column: blob + range)", "MiB", False)),
     ]
 )
 
@@ -94,7 +101,7 @@ def main():
         m = {s: med(metric, s) for s in SERVERS}
         r_proxy = ratio(m["acr"], m["proxy"])
         r_nginx = ratio(m["acr"], m["nginx"])
-        r_direct = ratio(m["acr"], m["upstream"]) if metric == "pull" else None
+        r_direct = ratio(m["acr"], m["upstream"]) if metric in VERSUS_DIRECT else None
         rows.append(
             "| %s | %s | %s | %s | %s | %s | %s | %s | %s |"
             % (
@@ -129,6 +136,13 @@ def main():
     a, d = med("pull", "acr"), med("pull", "upstream")
     if a is not None and d:
         goal("cold pull <= 1.1x direct", a <= 1.1 * d, "%.2fx (%s vs %s s)" % (a / d, fmt(a), fmt(d)))
+    for where in ("start", "end"):
+        a, d = med("range_" + where, "acr"), med("range_" + where, "upstream")
+        if a is not None and d and where == "start":
+            goal("cold 1 MiB range at the start <= 1.2x direct", a <= 1.2 * d, "%.2fx (%s vs %s ms)" % (a / d, fmt(a), fmt(d)))
+        a, d = med("range_%s_upstream_mib" % where, "acr"), med("range_%s_upstream_mib" % where, "upstream")
+        if a is not None and d:
+            goal("cold range at the %s: the upstream sends at most the blob once plus the range" % where, a <= d, "%.3fx (%s vs %s MiB)" % (a / d, fmt(a), fmt(d)))
     a = med("rss_hit16", "acr")
     if a is not None:
         size = "%s x %s MiB" % (meta["hit_clients"], meta["blob_mib"])

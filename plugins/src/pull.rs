@@ -5,7 +5,10 @@
 //! broken transfer, never a complete-looking 200 with wrong bytes. The client's `Range` is
 //! passed on (206). Redirects to storage are followed without sending Authorization to
 //! another host (the rules are `registry::destination`'s), and a body that pauses longer
-//! than the upstream idle bound breaks off.
+//! than the upstream idle bound breaks off. With a store, a range of a blob still on its way
+//! is served as soon as its bytes are there (`ahead`).
+
+mod ahead;
 
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
@@ -194,8 +197,14 @@ async fn follow(
         }
     };
     match f.started().await? {
+        // A part goes out as its bytes arrive; the whole blob keeps its last byte until the
+        // digest is verified.
         Some(size) => ranged(req, digest, size, |start, end| {
-            counted(f.stream(start, Some(end)))
+            counted(if (start, end) == (0, size) {
+                f.stream(start, Some(end))
+            } else {
+                f.stream_part(start, end)
+            })
         }),
         None => Ok(Reply {
             status: 200,
@@ -247,8 +256,16 @@ async fn through_store(
         BlobLookup::Follow(mut f) => {
             // Once the upstream has answered the fetch's leader, a leader from this repository
             // has linked the blob to it: only a request from another repository asks.
-            f.started().await?;
+            let size = f.started().await?;
             crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
+            if let Some(range) = ahead::far_range(req.range.as_deref(), size, f.written()) {
+                let idle = store.config.idle_timeout;
+                if let Some(reply) = ahead::from_upstream(cx, path, range, digest, size, idle).await
+                {
+                    Metrics::inc(&store.metrics.misses);
+                    return Ok(Some(reply));
+                }
+            }
             Metrics::inc(&store.metrics.hits);
             if let Some(upstream) = &cx.upstream {
                 store
@@ -273,6 +290,10 @@ async fn through_store(
             // own reading, never the fetch the others follow.
             let own = lead.follower().map_err(store_error)?;
             let detached = detached_context(cx);
+            // A range far into the blob is asked of the upstream at once, beside the whole
+            // fetch (which the next clients need anyway).
+            let far = ahead::far_range(req.range.as_deref(), None, 0);
+            let idle = store.config.idle_timeout;
             if store.fleet().is_none() {
                 Metrics::inc(&store.metrics.misses);
                 let (fetch_store, fetch_digest, fetch_path) =
@@ -284,6 +305,13 @@ async fn through_store(
                         Err(e) => store.fail(lead, e),
                     }
                 });
+                if let Some(range) = far {
+                    if let Some(reply) =
+                        ahead::from_upstream(cx, path, range, digest, None, idle).await
+                    {
+                        return Ok(Some(reply));
+                    }
+                }
                 return follow(req, digest, own, None).await.map(Some);
             }
             // Replicas on one shared tier: the fleet fetches it once (see `store::fleet`).
@@ -302,6 +330,27 @@ async fn through_store(
                     upstream_blob(&mut cx, &store, &digest, &path).await
                 })
             });
+            if let Some(range) = far {
+                // The fleet fetches the whole blob in the background, the range comes now.
+                Metrics::inc(&store.metrics.misses);
+                let (fleet_store, fleet_digest) = (store.clone(), digest.clone());
+                tokio::spawn(async move {
+                    let fetched = fleet_store
+                        .fetch_through_fleet(lead, fleet_digest, upstream)
+                        .await;
+                    drop(fetched);
+                });
+                if let Some(reply) = ahead::from_upstream(cx, path, range, digest, None, idle).await
+                {
+                    return Ok(Some(reply));
+                }
+                // The bytes may come from another replica: the upstream has not vouched for
+                // this repository.
+                let mut own = own;
+                own.started().await?;
+                crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
+                return follow(req, digest, own, None).await.map(Some);
+            }
             match store
                 .fetch_through_fleet(lead, digest.clone(), upstream)
                 .await

@@ -11,5 +11,6 @@ mod harness;
 mod store_cache;
 mod store_faults;
 mod store_fleet;
+mod store_lazy_ranges;
 mod store_s3;
 mod store_upstream_metrics;

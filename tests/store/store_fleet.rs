@@ -293,3 +293,43 @@ fn three_replicas_ask_the_upstream_about_a_tag_once_per_ttl() {
         reg.access_log()
     );
 }
+
+/// A lazy pull on a fleet: a cold suffix range on one replica is answered by the upstream at
+/// once while the fleet fetches the whole blob once, under its lease, in the background; the
+/// other replicas' full GETs get the blob whole. The upstream sent the blob once plus the part.
+#[test]
+fn a_cold_range_on_a_fleet_comes_at_once_and_the_fleet_still_fetches_the_blob_once() {
+    let (s3, reg) = (S3::start(), Registry::start(RegistryAuth::None));
+    let size = 16 << 20;
+    let data = pseudo_random_bytes("acr-fleet-range", size);
+    let digest = digest_of(&data);
+    push_image(&reg, "library/fleet-range", "1", vec![data.clone()]);
+    let relay = Relay::start(reg.addr(), 8 << 20);
+    let fleet = replicas(&s3, &relay.url(), &[]);
+    let path = format!("/v2/library/fleet-range/blobs/{digest}");
+
+    let r = fetch(
+        "GET",
+        &format!("{}{path}", fleet[0].url()),
+        &[("Range", "bytes=-1000")],
+    );
+    assert_eq!(r.status, 206, "{}", r.text());
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes {}-{}/{size}", size - 1000, size - 1).as_str())
+    );
+    assert!(r.body == data[size - 1000..], "the suffix's bytes");
+
+    let targets = vec![fleet[1].url(), fleet[2].url()];
+    let answers = concurrent_gets(&targets, &path, 4);
+    assert_all_whole(&answers, size, &digest);
+    // The upstream writes its access log line just after each answer.
+    let mut gets = vec![];
+    wait_until(Duration::from_secs(10), || {
+        gets = crate::store_lazy_ranges::blob_gets(&reg, &path);
+        gets.len() >= 2
+    });
+    let whole = gets.iter().filter(|(status, _)| *status == 200).count();
+    let parts = gets.iter().filter(|(status, _)| *status == 206).count();
+    assert_eq!((whole, parts), (1, 1), "{gets:?}");
+}

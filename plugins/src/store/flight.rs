@@ -414,13 +414,34 @@ impl Follow {
         }
     }
 
-    /// The bytes `[start, end)` as they arrive.
+    /// How many bytes of the blob are in the flight file so far (all of them once verified).
+    pub fn written(&self) -> u64 {
+        match &*self.state.borrow() {
+            FlightState::Streaming { written, .. } => *written,
+            FlightState::Verified { size } | FlightState::Done { size } => *size,
+            FlightState::Starting | FlightState::Failed(_) => 0,
+        }
+    }
+
+    /// The bytes `[start, end)` as they arrive; the last one only once the whole blob is
+    /// verified (for a reply that claims to be the blob).
     pub fn stream(self, start: u64, end: Option<u64>) -> BodyStream {
+        self.reader(start, end, true)
+    }
+
+    /// The bytes `[start, end)` of a part of the blob, each as soon as it is written, before the
+    /// whole is verified (for a 206: see the README on partial replies).
+    pub fn stream_part(self, start: u64, end: u64) -> BodyStream {
+        self.reader(start, Some(end), false)
+    }
+
+    fn reader(self, start: u64, end: Option<u64>, hold_last: bool) -> BodyStream {
         let reader = Reader {
             file: tokio::fs::File::from_std(self.file),
             rx: self.state,
             pos: start,
             end,
+            hold_last,
             seeked: false,
             stopped: false,
             _store: self.store,
@@ -447,6 +468,8 @@ struct Reader {
     rx: watch::Receiver<FlightState>,
     pos: u64,
     end: Option<u64>,
+    /// Whether the last byte wanted waits for the digest (see [`Follow::stream_part`]).
+    hold_last: bool,
     seeked: bool,
     stopped: bool,
     _store: Arc<Store>,
@@ -459,11 +482,16 @@ impl Reader {
             self.seeked = true;
         }
         loop {
+            // Every byte wanted was sent (a part: its last byte goes as soon as it is written).
+            if self.end.is_some_and(|end| self.pos >= end) {
+                return Ok(None);
+            }
             let state = self.rx.borrow_and_update().clone();
             let (available, done) = match state {
                 FlightState::Starting => (0, false),
-                // Until the digest is verified, the last byte this reader wants stays back: a
+                // Until the digest is verified, the last byte of a whole blob stays back: a
                 // transfer with wrong bytes must never end cleanly.
+                FlightState::Streaming { written, .. } if !self.hold_last => (written, false),
                 FlightState::Streaming { written, total } => {
                     let last = self.end.or(total).unwrap_or(u64::MAX);
                     (written.min(last.saturating_sub(1)), false)
