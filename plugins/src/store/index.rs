@@ -216,6 +216,7 @@ impl Store {
         };
         let _ = std::fs::remove_file(&path);
         if kind == Kind::Manifest {
+            self.manifests_in_memory.forget(hex);
             let _ = std::fs::remove_file(path.with_extension("type"));
         }
         Metrics::inc(&self.metrics.evictions);

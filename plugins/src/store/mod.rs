@@ -39,6 +39,9 @@ mod index;
 pub mod lease;
 pub mod links;
 pub mod local;
+pub mod memo;
+#[cfg(test)]
+mod memo_tests;
 pub mod object;
 pub mod owner;
 pub mod peer;
@@ -120,6 +123,10 @@ pub struct Store {
     holder: String,
     /// One revalidation per tag at a time (see `tag_turn`).
     tag_locks: tag_turn::TagLocks,
+    /// The manifests served most recently, in memory by digest hex (see `memo`).
+    manifests_in_memory: memo::Memo<String, (bytes::Bytes, String)>,
+    /// The tag records read or written most recently, by (ns, repo, tag) (see `memo`).
+    tags_in_memory: memo::Memo<(String, String, String), TagEntry>,
 }
 
 impl std::fmt::Debug for Store {
@@ -167,6 +174,8 @@ impl Store {
             space: Mutex::new(space::Reserved::default()),
             holder: format!("{:016x}", object::random_u64()),
             tag_locks: tag_turn::TagLocks::default(),
+            manifests_in_memory: memo::Memo::new(memo::MANIFEST_BYTES, memo::MANIFEST_ENTRIES),
+            tags_in_memory: memo::Memo::new(usize::MAX, memo::TAG_ENTRIES),
         };
         store.update_gauges();
         Ok(Arc::new(store))

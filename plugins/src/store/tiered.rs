@@ -131,13 +131,25 @@ impl Store {
     pub async fn manifest(&self, digest: &Digest) -> Option<(Bytes, String)> {
         let hex = digest.hex();
         let path = self.local.manifest_path(hex);
+        if let Some(kept) = self.manifests_in_memory.get(hex) {
+            self.touch(hex, &path, false);
+            return Some(kept);
+        }
         if let Ok(bytes) = std::fs::read(&path) {
-            // Checked on the way in; checked again on the way out, it costs little for manifests.
+            // Checked on the way in; checked again when read from the disk (then kept in
+            // memory, checked).
             if Digest::of(&bytes) == *digest {
                 let media_type =
                     std::fs::read_to_string(path.with_extension("type")).unwrap_or_default();
                 self.touch(hex, &path, false);
-                return Some((Bytes::from(bytes), media_type));
+                let bytes = Bytes::from(bytes);
+                let weight = bytes.len() + media_type.len();
+                self.manifests_in_memory.put(
+                    hex.to_string(),
+                    (bytes.clone(), media_type.clone()),
+                    weight,
+                );
+                return Some((bytes, media_type));
             }
             tracing::warn!(digest = %digest, "a stored manifest does not match its digest; dropping it");
             let _ = std::fs::remove_file(&path);
@@ -201,12 +213,23 @@ impl Store {
         Ok(())
     }
 
-    /// What the tag pointed at when last checked: locally, else in the shared tier (a
-    /// replica's). A local record within its TTL is the answer without asking the shared tier.
+    /// What the tag pointed at when last checked: in memory or locally, else in the shared
+    /// tier (a replica's). A record within its TTL, in memory or local, is the answer without
+    /// asking the shared tier.
     pub async fn tag(&self, ns: &str, repo: &str, tag: &str) -> Option<TagEntry> {
+        let key = (ns.to_string(), repo.to_string(), tag.to_string());
+        if let Some(kept) = self.tags_in_memory.get(&key) {
+            if kept.age() < self.config.ttl_for(ns) {
+                return Some(kept);
+            }
+        }
         let local = std::fs::read(self.local.tag_path(ns, repo, tag))
             .ok()
             .and_then(|t| serde_json::from_slice::<TagEntry>(&t).ok());
+        match &local {
+            Some(l) => self.tags_in_memory.put(key, l.clone(), 1),
+            None => self.tags_in_memory.forget(&key),
+        }
         let Some(shared) = self.shared() else {
             return local;
         };
@@ -232,9 +255,14 @@ impl Store {
         }
         if let Some(s) = &shared {
             if let Ok(text) = serde_json::to_vec(s) {
-                let _ = self
+                if self
                     .local
-                    .write_atomic(&self.local.tag_path(ns, repo, tag), &text);
+                    .write_atomic(&self.local.tag_path(ns, repo, tag), &text)
+                    .is_ok()
+                {
+                    let key = (ns.to_string(), repo.to_string(), tag.to_string());
+                    self.tags_in_memory.put(key, s.clone(), 1);
+                }
             }
         }
         shared
@@ -248,8 +276,12 @@ impl Store {
         entry: &TagEntry,
     ) -> io::Result<()> {
         let text = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        let key = (ns.to_string(), repo.to_string(), tag.to_string());
+        // Forgotten first: a failed write leaves the disk's record to be read again.
+        self.tags_in_memory.forget(&key);
         self.local
             .write_atomic(&self.local.tag_path(ns, repo, tag), &text)?;
+        self.tags_in_memory.put(key, entry.clone(), 1);
         let key = ObjectKey::Tag { ns, repo, tag };
         self.write_shared(vec![(key, Bytes::from(text), WriteMode::Overwrite)], "tag")
             .await;
