@@ -87,8 +87,14 @@ for t in "${targets[@]}"; do
   fi
 
   mkdir -p "$WORK/new/$t"
+  # http_entry drives a multi-threaded tokio runtime: objects that only the kernel's epoll set
+  # or a task still running on another thread points to are freed after libFuzzer's leak check
+  # of the input, which then reports them (an input it named replays clean, leak check at exit
+  # included). Crashes, panics and the sanitizer's memory errors still fail it.
+  leaks=()
+  [ "$t" != http_entry ] || leaks=(-detect_leaks=0)
   if fuzz run "$t" "$WORK/new/$t" "$ROOT/fuzz/corpus/$t" -- \
-    -max_total_time="$per_target" -jobs=1 -workers=1 >"$WORK/$t.log" 2>&1; then
+    -max_total_time="$per_target" -jobs=1 -workers=1 "${leaks[@]}" >"$WORK/$t.log" 2>&1; then
     done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$WORK/$t.log" | tail -n 1 || true)
     echo "fuzz: $t: ${per_target}s ok: ${done_line:-no DONE line}"
   else
