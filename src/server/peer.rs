@@ -30,7 +30,13 @@ fn is_mapped_loopback(ip: IpAddr) -> bool {
 
 /// The uid owning the TCP socket whose local address is `peer` (the client's end of a
 /// connection to acr), from the socket tables of acr's network namespace.
+///
+/// Only connected sockets count (a listener on the same port is not the client), and when
+/// several connected sockets have that local address (another server's accepted connections on
+/// a port equal to the client's ephemeral one), their owners must agree: ambiguity is nobody.
 pub fn socket_owner(peer: SocketAddr) -> Option<u32> {
+    const ESTABLISHED: &str = "01";
+    let mut owner: Option<u32> = None;
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
@@ -38,15 +44,19 @@ pub fn socket_owner(peer: SocketAddr) -> Option<u32> {
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // sl local_address rem_address st tx:rx tr:when retrnsmt uid ...
-            if fields.len() < 8 {
+            if fields.len() < 8 || fields[3] != ESTABLISHED {
                 continue;
             }
             if parse_address(fields[1]).is_some_and(|a| same_endpoint(a, peer)) {
-                return fields[7].parse().ok();
+                let uid: u32 = fields[7].parse().ok()?;
+                match owner {
+                    Some(seen) if seen != uid => return None,
+                    _ => owner = Some(uid),
+                }
             }
         }
     }
-    None
+    owner
 }
 
 fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
