@@ -294,27 +294,8 @@ async fn through_store(
             // fetch (which the next clients need anyway).
             let far = ahead::far_range(req.range.as_deref(), None, 0);
             let idle = store.config.idle_timeout;
-            if store.fleet().is_none() {
-                Metrics::inc(&store.metrics.misses);
-                let (fetch_store, fetch_digest, fetch_path) =
-                    (store.clone(), digest.clone(), path.to_string());
-                tokio::spawn(async move {
-                    let (store, digest, mut cx) = (fetch_store, fetch_digest, detached);
-                    match upstream_blob(&mut cx, &store, &digest, &fetch_path).await {
-                        Ok((total, body)) => drop(store.start_stream(lead, body, total, digest)),
-                        Err(e) => store.fail(lead, e),
-                    }
-                });
-                if let Some(range) = far {
-                    if let Some(reply) =
-                        ahead::from_upstream(cx, path, range, digest, None, idle).await
-                    {
-                        return Ok(Some(reply));
-                    }
-                }
-                return follow(req, digest, own, None).await.map(Some);
-            }
-            // Replicas on one shared tier: the fleet fetches it once (see `store::fleet`).
+            // Replicas on one shared tier fetch it once for the fleet; a lone replica asks the
+            // upstream straight away (see `store::fleet`).
             let shared_cx = Arc::new(tokio::sync::Mutex::new(detached));
             let (fetch_store, fetch_digest, fetch_path) =
                 (store.clone(), digest.clone(), path.to_string());
@@ -333,13 +314,7 @@ async fn through_store(
             if let Some(range) = far {
                 // The fleet fetches the whole blob in the background, the range comes now.
                 Metrics::inc(&store.metrics.misses);
-                let (fleet_store, fleet_digest) = (store.clone(), digest.clone());
-                tokio::spawn(async move {
-                    let fetched = fleet_store
-                        .fetch_through_fleet(lead, fleet_digest, upstream)
-                        .await;
-                    drop(fetched);
-                });
+                drop(store.fetch_through_fleet(lead, digest.clone(), upstream));
                 if let Some(reply) = ahead::from_upstream(cx, path, range, digest, None, idle).await
                 {
                     return Ok(Some(reply));
@@ -372,8 +347,12 @@ async fn through_store(
                     }
                     follow(req, digest, own, hit_bytes).await.map(Some)
                 }
-                // The fetch failed before its first byte: the flight carries the error.
-                Err(_) => follow(req, digest, own, None).await.map(Some),
+                // The fetch failed before its first byte (the upstream was asked, or no
+                // replica could be): the flight carries the error.
+                Err(_) => {
+                    Metrics::inc(&store.metrics.misses);
+                    follow(req, digest, own, None).await.map(Some)
+                }
             }
         }
     }

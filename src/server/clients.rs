@@ -67,20 +67,24 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The shared `: .token-secret` file: at least 16 bytes. It signs client tokens here and the
+/// requests between replicas (`server::store`).
+pub fn read_token_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read(path)
+        .map_err(|e| format!("cannot read the token secret {}: {e}", path.display()))?;
+    if text.len() < 16 {
+        return Err(format!(
+            "the token secret {} is shorter than 16 bytes",
+            path.display()
+        ));
+    }
+    Ok(text)
+}
+
 impl ClientAuth {
     pub fn new(settings: &ClientAuthSettings) -> Result<Self, String> {
         let key_bytes = match &settings.secret {
-            Some(path) => {
-                let text = std::fs::read(path)
-                    .map_err(|e| format!("cannot read the token secret {}: {e}", path.display()))?;
-                if text.len() < 16 {
-                    return Err(format!(
-                        "the token secret {} is shorter than 16 bytes",
-                        path.display()
-                    ));
-                }
-                text
-            }
+            Some(path) => read_token_secret(path)?,
             None => {
                 let mut k = vec![0u8; 32];
                 getrandom::getrandom(&mut k).map_err(|e| format!("no randomness: {e}"))?;

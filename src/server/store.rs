@@ -63,15 +63,7 @@ fn fleet(proxy: &ProxyPlan, base_dir: &Path) -> Result<Option<FleetConfig>, Stri
         );
         return Ok(None);
     };
-    let path = resolve(base_dir, secret);
-    let secret = std::fs::read(&path)
-        .map_err(|e| format!("cannot read the token secret {}: {e}", path.display()))?;
-    if secret.len() < 16 {
-        return Err(format!(
-            "the token secret {} is shorter than 16 bytes",
-            path.display()
-        ));
-    }
+    let secret = super::clients::read_token_secret(&resolve(base_dir, secret))?;
     let scheme = if settings.tls.cert.is_some() {
         "https"
     } else {

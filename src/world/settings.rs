@@ -373,6 +373,16 @@ mod tests {
     }
 
     #[test]
+    fn advertise_is_an_http_url_kept_without_its_trailing_slash() {
+        let s = settings(&[("advertise", "http://10.0.0.7:5000/")]);
+        assert_eq!(s.advertise.as_deref(), Some("http://10.0.0.7:5000"));
+        for bad in ["10.0.0.7:5000", "file:///x", ""] {
+            assert!(check_setting("advertise", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_setting("advertise", "https://acr-0.acr:8578").is_ok());
+    }
+
+    #[test]
     fn the_compiler_hands_the_proxy_typed_settings() {
         let source = "``` a b\n+ .proxy localhost:1\n: .cache off\n: docker.io .ttl 1h\n: .users u.htpasswd\n: .token-secret s\n: .allow-pull * library/*\n: .tls-cert c.pem\n: .container-tokens 2h\n```\n";
         let pipeline = crate::world::compile(Path::new("t.runmd"), source).unwrap();

@@ -17,6 +17,7 @@ use crate::harness::store::*;
 use crate::harness::*;
 
 const SECRET_FILE: &str = "peer.secret";
+const SECRET: &str = "one secret the whole fleet shares";
 
 /// Three replicas on `shared`, pulling through `upstream`, sharing one token secret.
 fn replicas(shared: &dyn SharedStore, upstream: &str, extra: &[&str]) -> Vec<Acr> {
@@ -26,15 +27,46 @@ fn replicas(shared: &dyn SharedStore, upstream: &str, extra: &[&str]) -> Vec<Acr
     let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
     let opts = AcrOptions {
         env: shared.env(),
-        files: vec![(
-            SECRET_FILE.to_string(),
-            "one secret the whole fleet shares".to_string(),
-        )],
+        files: vec![(SECRET_FILE.to_string(), SECRET.to_string())],
         ..AcrOptions::default()
     };
     (0..3)
         .map(|_| Acr::start_with(&store_pipeline(upstream, &settings), opts.clone()))
         .collect()
+}
+
+/// Three replicas on S3 in front of a distribution paced to `bytes_per_sec` (a relay), which
+/// holds one blob of `size` pseudo-random bytes in `repo`.
+struct PacedFleet {
+    s3: S3,
+    reg: Registry,
+    relay: Relay,
+    replicas: Vec<Acr>,
+    data: Vec<u8>,
+    digest: String,
+    /// `/v2/REPO/blobs/DIGEST`.
+    path: String,
+}
+
+impl PacedFleet {
+    fn start(repo: &str, size: usize, bytes_per_sec: u64) -> PacedFleet {
+        let (s3, reg) = (S3::start(), Registry::start(RegistryAuth::None));
+        let data = pseudo_random_bytes(repo, size);
+        let digest = digest_of(&data);
+        push_image(&reg, repo, "1", vec![data.clone()]);
+        let relay = Relay::start(reg.addr(), bytes_per_sec);
+        let replicas = replicas(&s3, &relay.url(), &[]);
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        PacedFleet {
+            s3,
+            reg,
+            relay,
+            replicas,
+            data,
+            digest,
+            path,
+        }
+    }
 }
 
 /// GETs `url` and hashes the body as it comes: (status, bytes, sha256 digest).
@@ -150,15 +182,17 @@ fn three_replicas_on_azurite_fetch_a_cold_blob_from_the_upstream_once() {
 /// it at most twice.
 #[test]
 fn the_fleet_finishes_a_blob_when_the_lease_holder_dies_halfway() {
-    let (s3, reg) = (S3::start(), Registry::start(RegistryAuth::None));
     let size = 48 << 20;
-    let data = pseudo_random_bytes("acr-fleet-kill", size);
-    let digest = digest_of(&data);
-    push_image(&reg, "library/fleet-kill", "1", vec![data]);
     // 16 MiB/s: three seconds for the blob, time to kill its holder in the middle.
-    let relay = Relay::start(reg.addr(), 16 << 20);
-    let mut fleet = replicas(&s3, &relay.url(), &[]);
-    let path = format!("/v2/library/fleet-kill/blobs/{digest}");
+    let PacedFleet {
+        s3,
+        reg,
+        relay,
+        replicas: mut fleet,
+        data: _,
+        digest,
+        path,
+    } = PacedFleet::start("library/fleet-kill", size, 16 << 20);
 
     // Replica 0 asks first and takes the lease.
     let first = {
@@ -214,16 +248,35 @@ fn the_peer_endpoint_answers_only_replicas_of_the_fleet() {
     ));
     assert_eq!((status, got.as_str()), (200, digest.as_str()));
     let peer = format!("{}/_acr/peer/blobs/{digest}", fleet[0].url());
+    // What another replica sends: a token for this digest under the shared secret.
+    let key = acr_plugins::store::peer::derive_key(SECRET.as_bytes());
+    let right = acr_plugins::store::peer::token(&key, &digest[7..]);
+    let r = fetch("GET", &peer, &[("x-acr-peer", right.as_str())]);
+    assert_eq!(r.status, 200, "a replica's token: {}", r.text());
+    assert!(r.body == data, "the blob's bytes");
+    let other_digest = acr_plugins::store::peer::token(&key, &"0".repeat(64));
+    let other_secret = acr_plugins::store::peer::token(
+        &acr_plugins::store::peer::derive_key(b"another secret of enough bytes"),
+        &digest[7..],
+    );
     let forged = format!("{}.{}", u64::MAX / 2, "00".repeat(32));
     for (what, headers) in [
         ("no token", vec![]),
+        (
+            "a token for another digest",
+            vec![("x-acr-peer", other_digest.as_str())],
+        ),
+        (
+            "a token under another secret",
+            vec![("x-acr-peer", other_secret.as_str())],
+        ),
         ("a forged token", vec![("x-acr-peer", forged.as_str())]),
         ("a malformed token", vec![("x-acr-peer", "x")]),
     ] {
         let r = fetch("GET", &peer, &headers);
         assert_eq!(r.status, 401, "{what}: {}", r.text());
         assert_eq!(oci_code(&r.text()), "UNAUTHORIZED", "{what}");
-        assert!(!r.text().contains("one secret"), "the secret never shows");
+        assert!(!r.text().contains(SECRET), "the secret never shows");
     }
     let lone = Acr::start(&store_pipeline(&reg.url(), &[]));
     let r = fetch(
@@ -299,14 +352,17 @@ fn three_replicas_ask_the_upstream_about_a_tag_once_per_ttl() {
 /// other replicas' full GETs get the blob whole. The upstream sent the blob once plus the part.
 #[test]
 fn a_cold_range_on_a_fleet_comes_at_once_and_the_fleet_still_fetches_the_blob_once() {
-    let (s3, reg) = (S3::start(), Registry::start(RegistryAuth::None));
     let size = 16 << 20;
-    let data = pseudo_random_bytes("acr-fleet-range", size);
-    let digest = digest_of(&data);
-    push_image(&reg, "library/fleet-range", "1", vec![data.clone()]);
-    let relay = Relay::start(reg.addr(), 8 << 20);
-    let fleet = replicas(&s3, &relay.url(), &[]);
-    let path = format!("/v2/library/fleet-range/blobs/{digest}");
+    // Every part is bound: a field left to `..` would be dropped (the relay, S3) at once.
+    let PacedFleet {
+        s3: _s3,
+        reg,
+        relay: _relay,
+        replicas: fleet,
+        data,
+        digest,
+        path,
+    } = PacedFleet::start("library/fleet-range", size, 8 << 20);
 
     let r = fetch(
         "GET",

@@ -1,5 +1,6 @@
 //! A blob fetched once for the whole fleet: the lead of a local flight (see `flight`) that
-//! finds the blob in no tier asks the fleet before the upstream.
+//! finds the blob in no tier asks the fleet before the upstream (a replica without a fleet
+//! asks the upstream at once, and its body goes to the flight as it is).
 //!
 //! It takes the blob's lease (see `lease`). The winner fetches from the upstream as a single
 //! replica would, and holds the lease until the blob is committed and shared. A replica that
@@ -93,6 +94,18 @@ impl FleetFetch {
         };
         let _ = started.send(source);
         let handle = lead.handle();
+        if source == Source::Upstream {
+            // Nothing to resume from (an upstream's failure is the flight's): the body goes to
+            // the flight as it is, with no hop through a channel.
+            drop(
+                self.store
+                    .start(lead, body, total, self.digest.clone(), false),
+            );
+            if let Some(lease) = self.lease.take() {
+                handle.keep_until_shared(Box::new(lease));
+            }
+            return;
+        }
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
         let stream: BodyStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
             rx.recv().await.map(|item| (item, rx))
@@ -175,7 +188,7 @@ impl FleetFetch {
     async fn next_source(&mut self) -> Result<Found, RegistryError> {
         let deadline = Instant::now() + self.store.config.idle_timeout;
         loop {
-            if self.lease.is_some() {
+            if self.lease.is_some() || self.store.fleet().is_none() {
                 return self.ask_upstream().await;
             }
             if let Some(found) = self.read_shared().await {

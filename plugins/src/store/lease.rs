@@ -148,21 +148,16 @@ impl Store {
                     return Claim::Alone;
                 }
             }
-            match shared.read_versioned(key.object(), MAX_LEASE_RECORD).await {
-                Ok(Some((bytes, version))) => {
-                    let held = serde_json::from_slice::<LeaseRecord>(&bytes).ok();
-                    match held {
-                        Some(record) if !record.expired(ttl) => {
-                            return Claim::Held(HeldLease { record, version })
-                        }
-                        _ => {
-                            return match self.replace(&key, &version).await {
-                                Some(guard) => Claim::Won(guard),
-                                // Someone else took it over (or renewed it) first.
-                                None => self.read_held(&key).await,
-                            };
-                        }
-                    }
+            match self.read_lease(&key).await {
+                Ok(Some((Some(record), version))) if !record.expired(ttl) => {
+                    return Claim::Held(HeldLease { record, version })
+                }
+                Ok(Some((_, version))) => {
+                    return match self.replace(&key, &version).await {
+                        Some(guard) => Claim::Won(guard),
+                        // Someone else took it over (or renewed it) first.
+                        None => self.read_held(&key).await,
+                    };
                 }
                 Ok(None) => continue,
                 Err(e) => {
@@ -194,16 +189,25 @@ impl Store {
 
     /// The lease `key` as it is now, as a [`Claim`] that never takes it.
     async fn read_held(&self, key: &LeaseKey) -> Claim {
-        let Some(shared) = self.shared() else {
-            return Claim::Alone;
-        };
-        match shared.read_versioned(key.object(), MAX_LEASE_RECORD).await {
-            Ok(Some((bytes, version))) => match serde_json::from_slice::<LeaseRecord>(&bytes) {
-                Ok(record) => Claim::Held(HeldLease { record, version }),
-                Err(_) => Claim::Alone,
-            },
+        match self.read_lease(key).await {
+            Ok(Some((Some(record), version))) => Claim::Held(HeldLease { record, version }),
             _ => Claim::Alone,
         }
+    }
+
+    /// The lease `key` in the shared tier, read within its bound: its record (`None` when it
+    /// does not parse) and version; `None` when there is none.
+    async fn read_lease(
+        &self,
+        key: &LeaseKey,
+    ) -> std::io::Result<Option<(Option<LeaseRecord>, Version)>> {
+        let Some(shared) = self.shared() else {
+            return Ok(None);
+        };
+        let found = shared
+            .read_versioned(key.object(), MAX_LEASE_RECORD)
+            .await?;
+        Ok(found.map(|(bytes, version)| (serde_json::from_slice(&bytes).ok(), version)))
     }
 
     async fn replace(self: &Arc<Self>, key: &LeaseKey, version: &Version) -> Option<LeaseGuard> {
@@ -274,10 +278,8 @@ impl Store {
     /// Removes the lease `key` if this replica still holds it.
     async fn release_lease(&self, key: &LeaseKey) {
         let Some(shared) = self.shared() else { return };
-        if let Ok(Some((bytes, _))) = shared.read_versioned(key.object(), MAX_LEASE_RECORD).await {
-            let ours = serde_json::from_slice::<LeaseRecord>(&bytes)
-                .is_ok_and(|r| r.holder == self.holder);
-            if ours {
+        if let Ok(Some((Some(record), _))) = self.read_lease(key).await {
+            if record.holder == self.holder {
                 if let Err(e) = shared.delete(key.object()).await {
                     tracing::warn!(lease = ?key, "cannot remove a lease: {e}");
                 }
@@ -293,6 +295,104 @@ fn encode(record: &LeaseRecord) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+    use crate::store::object::ObjectTier;
+    use crate::store::tier::Tier;
+    use crate::store::StoreConfig;
+    use object_store::memory::InMemory;
+
+    /// A replica of a fleet on the shared bucket `bucket`.
+    fn replica(bucket: &Arc<InMemory>) -> (Arc<Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            root: dir.path().to_path_buf(),
+            remote: None,
+            max_size: None,
+            ttl: Duration::from_secs(300),
+            ttl_by_ns: vec![],
+            idle_timeout: Duration::from_secs(5),
+            max_blob_size: None,
+            fleet: Some(FleetConfig {
+                advertise: "http://127.0.0.1:1".into(),
+                peer_key: b"key".to_vec(),
+                lease_ttl: DEFAULT_LEASE_TTL,
+            }),
+        };
+        let shared = ObjectTier::over(bucket.clone(), "memory", "acr");
+        let store = Store::open_with(config, Arc::new(Metrics::default()), Some(Box::new(shared)));
+        (store.unwrap(), dir)
+    }
+
+    /// Writes `bytes` as the lease `key` behind the replicas' backs.
+    async fn plant(bucket: &Arc<InMemory>, key: &LeaseKey, bytes: Vec<u8>) {
+        let tier = ObjectTier::over(bucket.clone(), "memory", "acr");
+        let put = tier.write(
+            key.object(),
+            Bytes::from(bytes),
+            crate::store::tier::WriteMode::Overwrite,
+        );
+        put.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_replica_wins_a_lease_and_the_others_see_it() {
+        let bucket = Arc::new(InMemory::new());
+        let ((a, _da), (b, _db)) = (replica(&bucket), replica(&bucket));
+        let key = LeaseKey::Blob("aa".into());
+        let Claim::Won(guard) = a.claim(key.clone()).await else {
+            panic!("the first claim wins")
+        };
+        let Claim::Held(held) = b.claim(key.clone()).await else {
+            panic!("the second sees the lease held")
+        };
+        assert_eq!(held.record.holder, a.holder_id());
+        assert_eq!(held.record.url, "http://127.0.0.1:1");
+        drop(guard);
+        for _ in 0..50 {
+            if a.lease(&key).await.is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("a dropped guard gives the lease back");
+    }
+
+    #[tokio::test]
+    async fn a_forged_or_garbled_lease_is_taken_over_not_obeyed() {
+        let bucket = Arc::new(InMemory::new());
+        let (a, _da) = replica(&bucket);
+        let forged = LeaseRecord {
+            holder: "someone".into(),
+            url: "http://203.0.113.9:1".into(),
+            expires_ms: now_ms() + 3_600_000,
+        };
+        for (what, bytes) in [
+            (
+                "an expiry an hour away",
+                serde_json::to_vec(&forged).unwrap(),
+            ),
+            ("not JSON", b"\xff garbage".to_vec()),
+        ] {
+            let key = LeaseKey::Blob(format!("{:02x}", what.len()));
+            plant(&bucket, &key, bytes).await;
+            match a.claim(key.clone()).await {
+                Claim::Won(_) => {}
+                _ => panic!("{what}: the lease is void and taken over"),
+            }
+            let now = a.lease(&key).await.expect("a lease");
+            assert_eq!(now.holder, a.holder_id(), "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_lease_is_not_read_and_the_replica_goes_on_alone() {
+        let bucket = Arc::new(InMemory::new());
+        let (a, _da) = replica(&bucket);
+        let key = LeaseKey::Blob("bb".into());
+        plant(&bucket, &key, vec![b' '; (MAX_LEASE_RECORD + 1) as usize]).await;
+        assert!(matches!(a.claim(key.clone()).await, Claim::Alone));
+        assert!(a.lease(&key).await.is_none());
+    }
 
     #[test]
     fn a_lease_past_its_expiry_or_too_far_ahead_is_void() {

@@ -126,6 +126,23 @@ mod tests {
 
     const HEX: &str = "aa";
 
+    #[tokio::test]
+    async fn a_lease_naming_anything_but_an_http_url_is_never_asked() {
+        for base in [
+            "file:///etc/passwd",
+            "gopher://127.0.0.1:70/",
+            "not a url",
+            "http://",
+        ] {
+            match get(base, HEX, b"key").await {
+                Err(PeerError::Unreachable(why)) => {
+                    assert!(why.contains("not an http(s) URL"), "{base}: {why}")
+                }
+                other => panic!("{base}: {:?}", other.map(|(len, _)| len)),
+            }
+        }
+    }
+
     #[test]
     fn a_token_opens_its_digest_only_and_only_with_the_key() {
         let key = derive_key(b"a shared secret of enough bytes");

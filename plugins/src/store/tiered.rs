@@ -217,9 +217,10 @@ impl Store {
     /// tier (a replica's). A record within its TTL, in memory or local, is the answer without
     /// asking the shared tier.
     pub async fn tag(&self, ns: &str, repo: &str, tag: &str) -> Option<TagEntry> {
+        let ttl = self.config.ttl_for(ns);
         let key = (ns.to_string(), repo.to_string(), tag.to_string());
         if let Some(kept) = self.tags_in_memory.get(&key) {
-            if kept.age() < self.config.ttl_for(ns) {
+            if kept.age() < ttl {
                 return Some(kept);
             }
         }
@@ -233,39 +234,28 @@ impl Store {
         let Some(shared) = self.shared() else {
             return local;
         };
-        if let Some(l) = &local {
-            if l.age() < self.config.ttl_for(ns) {
-                return local;
-            }
+        if local.as_ref().is_some_and(|l| l.age() < ttl) {
+            return local;
         }
-        let key = ObjectKey::Tag { ns, repo, tag };
-        let shared = match shared.read(key, MAX_TAG_RECORD).await {
+        let shared = match shared
+            .read(ObjectKey::Tag { ns, repo, tag }, MAX_TAG_RECORD)
+            .await
+        {
             Ok(Some(b)) => serde_json::from_slice::<TagEntry>(&b).ok(),
             _ => None,
         };
         // The most recently confirmed of the two; a newer shared record is kept locally, so
         // the next request within its TTL does not ask the shared tier again.
-        let newer_shared = match (&local, &shared) {
-            (Some(l), Some(s)) => s.checked_ms() > l.checked_ms(),
-            (None, Some(_)) => true,
-            _ => false,
-        };
-        if !newer_shared {
-            return local;
-        }
-        if let Some(s) = &shared {
-            if let Ok(text) = serde_json::to_vec(s) {
-                if self
-                    .local
-                    .write_atomic(&self.local.tag_path(ns, repo, tag), &text)
-                    .is_ok()
-                {
-                    let key = (ns.to_string(), repo.to_string(), tag.to_string());
-                    self.tags_in_memory.put(key, s.clone(), 1);
+        match (local, shared) {
+            (Some(l), Some(s)) if s.checked_ms() <= l.checked_ms() => Some(l),
+            (l, None) => l,
+            (_, Some(s)) => {
+                if let Err(e) = self.keep_tag(ns, repo, tag, &s) {
+                    tracing::debug!("could not keep a tag record locally: {e}");
                 }
+                Some(s)
             }
         }
-        shared
     }
 
     pub async fn put_tag(
@@ -275,6 +265,15 @@ impl Store {
         tag: &str,
         entry: &TagEntry,
     ) -> io::Result<()> {
+        let text = self.keep_tag(ns, repo, tag, entry)?;
+        let key = ObjectKey::Tag { ns, repo, tag };
+        self.write_shared(vec![(key, Bytes::from(text), WriteMode::Overwrite)], "tag")
+            .await;
+        Ok(())
+    }
+
+    /// Writes a tag record to the local disk and keeps it in memory; its JSON.
+    fn keep_tag(&self, ns: &str, repo: &str, tag: &str, entry: &TagEntry) -> io::Result<Vec<u8>> {
         let text = serde_json::to_vec(entry).map_err(io::Error::other)?;
         let key = (ns.to_string(), repo.to_string(), tag.to_string());
         // Forgotten first: a failed write leaves the disk's record to be read again.
@@ -282,10 +281,7 @@ impl Store {
         self.local
             .write_atomic(&self.local.tag_path(ns, repo, tag), &text)?;
         self.tags_in_memory.put(key, entry.clone(), 1);
-        let key = ObjectKey::Tag { ns, repo, tag };
-        self.write_shared(vec![(key, Bytes::from(text), WriteMode::Overwrite)], "tag")
-            .await;
-        Ok(())
+        Ok(text)
     }
 
     /// A small committed blob (a config) read whole, checked against its digest: from the
