@@ -259,8 +259,8 @@ async fn through_store(
             let size = f.started().await?;
             crate::access::may_serve(cx, store, Resource::Blobs, digest).await?;
             if let Some(range) = ahead::far_range(req.range.as_deref(), size, f.written()) {
-                let idle = store.config.idle_timeout;
-                if let Some(reply) = ahead::from_upstream(cx, path, range, digest, size, idle).await
+                if let Some(reply) =
+                    ahead::from_upstream(cx, path, range, digest, size, store).await
                 {
                     Metrics::inc(&store.metrics.misses);
                     return Ok(Some(reply));
@@ -290,10 +290,9 @@ async fn through_store(
             // own reading, never the fetch the others follow.
             let own = lead.follower().map_err(store_error)?;
             let detached = detached_context(cx);
-            // A range far into the blob is asked of the upstream at once, beside the whole
-            // fetch (which the next clients need anyway).
-            let far = ahead::far_range(req.range.as_deref(), None, 0);
-            let idle = store.config.idle_timeout;
+            // A part of a cold blob (what a lazy snapshotter asks for) is asked of the upstream
+            // at once; the whole blob (which the next clients need) follows.
+            let part = ahead::cold_part(req.range.as_deref());
             // Replicas on one shared tier fetch it once for the fleet; a lone replica asks the
             // upstream straight away (see `store::fleet`).
             let shared_cx = Arc::new(tokio::sync::Mutex::new(detached));
@@ -311,14 +310,15 @@ async fn through_store(
                     upstream_blob(&mut cx, &store, &digest, &path).await
                 })
             });
-            if let Some(range) = far {
-                // The fleet fetches the whole blob in the background, the range comes now.
+            if let Some(range) = part {
                 Metrics::inc(&store.metrics.misses);
-                drop(store.fetch_through_fleet(lead, digest.clone(), upstream));
-                if let Some(reply) = ahead::from_upstream(cx, path, range, digest, None, idle).await
+                let part_sent = ahead::whole_after_part(store, lead, digest, upstream);
+                if let Some(reply) =
+                    ahead::from_upstream(cx, path, range, digest, None, store).await
                 {
-                    return Ok(Some(reply));
+                    return Ok(Some(ahead::keeping(reply, part_sent)));
                 }
+                drop(part_sent);
                 // The bytes may come from another replica: the upstream has not vouched for
                 // this repository.
                 let mut own = own;

@@ -19,6 +19,9 @@ use super::{observe, route, throttle, tls};
 use crate::world::settings::resolve;
 use crate::world::{Pipeline, ProxyPlan};
 
+/// How long a starting proxy waits for its upstreams' challenges before it listens.
+const LEARN_FIRST: Duration = Duration::from_millis(250);
+
 /// Serves proxies for the engine: the `Host` the `.mirror` plugin calls.
 pub struct ProxyHost {
     pub(super) pipelines: watch::Receiver<Arc<Pipeline>>,
@@ -140,7 +143,20 @@ impl Host for ProxyHost {
                 None => None,
             };
             state.auth.clone().map_err(failed)?;
+            // The upstreams' challenges are learnt now, not on a client's first pull; a slow
+            // upstream delays listening by LEARN_FIRST at most (its probe goes on).
+            let learning: Vec<_> = super::upstream::named(proxy)
+                .into_iter()
+                .map(|upstream| {
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move {
+                        acr_plugins::registry::client::learn_challenge(&shared, &upstream).await
+                    })
+                })
+                .collect();
             drop(pipeline);
+            let _ =
+                tokio::time::timeout(LEARN_FIRST, futures_util::future::join_all(learning)).await;
             let fresh = self
                 .serving
                 .lock()

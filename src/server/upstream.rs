@@ -41,6 +41,19 @@ fn canonical_ns(ns: &str) -> &str {
     }
 }
 
+/// The upstreams `proxy` names itself (its `.mirror` hosts and `.endpoint`s): the ones whose
+/// challenge it learns as it starts.
+pub fn named(proxy: &ProxyPlan) -> Vec<Upstream> {
+    let mirrors = proxy.mirror_hosts.iter().map(|h| mirror_upstream(h));
+    let endpoints = proxy.settings.endpoints.iter().map(|e| Upstream {
+        ns: canonical_ns(&e.ns).to_string(),
+        base: e.url.clone(),
+        named_by_pipeline: true,
+        sends_ns: true,
+    });
+    mirrors.chain(endpoints).collect()
+}
+
 /// `*` matches any run of characters.
 pub fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());

@@ -5,16 +5,72 @@
 //! [`NEAR_WINDOW`]) is read from the flight file as the bytes arrive. A range further ahead is
 //! asked of the upstream as a ranged GET of its own and streamed to the client, while the
 //! whole-blob fetch goes on in the background, so the upstream sends the blob once plus the
-//! ranges asked. The upstream's answer is taken only when it is exactly the part asked for
+//! ranges asked. The first client of a blob nobody has fetched yet gets any part it asks for
+//! that way, and the whole-blob fetch starts once that part has gone out (or after
+//! [`PART_FIRST`]), so the part the client waits for does not share the upstream's bandwidth
+//! with the whole. The upstream's answer is taken only when it is exactly the part asked for
 //! (206, the right `Content-Range` and length); anything else and the caller follows the
 //! flight instead. A part is never verified (a digest covers the whole blob only): see the
 //! README's content store section for what a 206 of a blob not yet verified guarantees.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+
 use crate::context::Context;
+use crate::metrics::Metrics;
 use crate::oci::{Body, Digest};
 use crate::registry::client::send;
 use crate::registry::Reply;
+use crate::store::fleet::UpstreamFetch;
 use crate::store::flight::parse_range;
+use crate::store::{Lead, Store};
+
+/// The longest the whole-blob fetch waits for the first client's part to go out.
+pub const PART_FIRST: Duration = Duration::from_millis(500);
+
+/// The part of a cold blob the client asks for: one byte range that is not plainly the whole
+/// blob (`bytes=0-`).
+pub fn cold_part(range: Option<&str>) -> Option<&str> {
+    let range = range?;
+    let spec = range.trim().strip_prefix("bytes=")?.trim();
+    (spec != "0-" && start_without_size(range).is_some()).then_some(range)
+}
+
+/// Held while the first client's part goes out: the whole-blob fetch for `lead` starts when it
+/// is dropped (the part was sent, the client left, or the upstream had no part to give), or
+/// after [`PART_FIRST`] at the latest.
+pub struct PartInFlight(#[allow(dead_code)] oneshot::Sender<()>);
+
+/// Starts the whole-blob fetch of `digest` once the returned [`PartInFlight`] is dropped.
+pub fn whole_after_part(
+    store: &Arc<Store>,
+    lead: Lead,
+    digest: &Digest,
+    upstream: UpstreamFetch,
+) -> PartInFlight {
+    let (sent, wait) = oneshot::channel::<()>();
+    let (store, digest) = (store.clone(), digest.clone());
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(PART_FIRST, wait).await;
+        drop(store.fetch_through_fleet(lead, digest, upstream));
+    });
+    PartInFlight(sent)
+}
+
+/// `reply` holding `part` until its body has gone out (or was dropped).
+pub fn keeping(reply: Reply, part: PartInFlight) -> Reply {
+    let body = match reply.body {
+        Body::Stream(stream) => Body::Stream(Box::pin(stream.map(move |chunk| {
+            let _held = &part;
+            chunk
+        }))),
+        other => other,
+    };
+    Reply { body, ..reply }
+}
 
 /// How far past the bytes written so far a range may start and still wait for the flight.
 pub const NEAR_WINDOW: u64 = 4 << 20;
@@ -67,8 +123,9 @@ pub async fn from_upstream(
     range: &str,
     digest: &Digest,
     size: Option<u64>,
-    idle: std::time::Duration,
+    store: &Store,
 ) -> Option<Reply> {
+    let idle = store.config.idle_timeout;
     let headers = [("Range", range.to_string())];
     let sent = tokio::time::timeout(idle, send(cx, reqwest::Method::GET, path, &headers)).await;
     let resp = match sent {
@@ -90,13 +147,16 @@ pub async fn from_upstream(
         return None;
     };
     let asked = parse_range(Some(range), total).ok().flatten();
+    // The whole blob is never a part: it waits for its digest.
     let exact = asked == Some((start, end))
+        && (start, end) != (0, total)
         && size.is_none_or(|s| s == total)
         && resp.content_length() == Some(end - start);
     if !exact {
         tracing::warn!(digest = %digest, range, start, end, total, "the upstream answered a range with another part: following the fetch");
         return None;
     }
+    let metrics = store.metrics.clone();
     let mut headers = super::blob_headers(digest);
     headers.push((
         "Content-Range".to_string(),
@@ -106,7 +166,13 @@ pub async fn from_upstream(
     Some(Reply {
         status: 206,
         headers,
-        body: Body::Stream(crate::registry::fetch::body_stream(cx, resp)),
+        body: Body::Stream(Box::pin(
+            crate::registry::fetch::body_stream(cx, resp).inspect(move |chunk| {
+                if let Ok(bytes) = chunk {
+                    Metrics::add(&metrics.bytes_from_upstream, bytes.len() as u64);
+                }
+            }),
+        )),
     })
 }
 
@@ -139,6 +205,17 @@ mod tests {
             Some("bytes=99999999-")
         );
         assert_eq!(far_range(Some("items=9-"), None, 0), None);
+    }
+
+    #[test]
+    fn a_cold_part_is_one_range_short_of_plainly_the_whole_blob() {
+        assert_eq!(cold_part(Some("bytes=0-1023")), Some("bytes=0-1023"));
+        assert_eq!(cold_part(Some("bytes=100-")), Some("bytes=100-"));
+        assert_eq!(cold_part(Some("bytes=-10")), Some("bytes=-10"));
+        assert_eq!(cold_part(Some("bytes=0-")), None);
+        assert_eq!(cold_part(Some("bytes=0-10,20-30")), None);
+        assert_eq!(cold_part(Some("items=0-10")), None);
+        assert_eq!(cold_part(None), None);
     }
 
     #[test]

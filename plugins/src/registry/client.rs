@@ -68,43 +68,7 @@ pub async fn authenticate(cx: &mut impl RequestState) -> Result<(), RegistryErro
 async fn try_authenticate(cx: &mut impl RequestState) -> Result<(), RegistryError> {
     let (shared, upstream) = parts(cx)?;
     *cx.auth().answers_challenges = true;
-    let challenge = match shared.auth.challenge(&upstream.base) {
-        Some(c) => c,
-        None => {
-            // Many cold requests at once probe the upstream once; the rest wait for the answer,
-            // and take the probe's error when it failed (never a probe each, one after another).
-            let lock = shared.auth.probe_lock(&upstream.base);
-            let waited_from = Instant::now();
-            let mut last_failure = lock.lock().await;
-            if let Some((at, e)) = last_failure.as_ref() {
-                if *at >= waited_from {
-                    return Err(e.clone());
-                }
-            }
-            match shared.auth.challenge(&upstream.base) {
-                Some(c) => c,
-                None => {
-                    let probe = shared.http.get(upstream.url("/v2/"));
-                    let resp = match timed_send(&shared, &upstream.ns, &upstream.base, probe).await
-                    {
-                        Ok(r) => r,
-                        Err(e) => {
-                            *last_failure = Some((Instant::now(), e.clone()));
-                            return Err(e);
-                        }
-                    };
-                    let c = if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
-                        challenges_of(resp.headers())
-                    } else {
-                        None
-                    };
-                    *last_failure = None;
-                    shared.auth.set_challenge(&upstream.base, c.clone());
-                    c
-                }
-            }
-        }
-    };
+    let challenge = challenge_of(&shared, &upstream).await?;
     let Some(challenge) = challenge else {
         *cx.auth().authorization = None;
         return Ok(());
@@ -112,6 +76,54 @@ async fn try_authenticate(cx: &mut impl RequestState) -> Result<(), RegistryErro
     let authorization = authorize(cx, &shared, &upstream, &challenge, false).await?;
     *cx.auth().authorization = authorization;
     Ok(())
+}
+
+/// The challenge of `upstream`: the cached one, else one `GET /v2/` (cached for the next
+/// requests). Many cold requests at once probe the upstream once; the rest wait for the
+/// answer, and take the probe's error when it failed (never a probe each, one after another).
+async fn challenge_of(
+    shared: &super::Shared,
+    upstream: &super::Upstream,
+) -> Result<Option<Challenge>, RegistryError> {
+    if let Some(c) = shared.auth.challenge(&upstream.base) {
+        return Ok(c);
+    }
+    let lock = shared.auth.probe_lock(&upstream.base);
+    let waited_from = Instant::now();
+    let mut last_failure = lock.lock().await;
+    if let Some((at, e)) = last_failure.as_ref() {
+        if *at >= waited_from {
+            return Err(e.clone());
+        }
+    }
+    if let Some(c) = shared.auth.challenge(&upstream.base) {
+        return Ok(c);
+    }
+    let probe = shared.http.get(upstream.url("/v2/"));
+    let resp = match timed_send(shared, &upstream.ns, &upstream.base, probe).await {
+        Ok(r) => r,
+        Err(e) => {
+            *last_failure = Some((Instant::now(), e.clone()));
+            return Err(e);
+        }
+    };
+    let c = if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+        challenges_of(resp.headers())
+    } else {
+        None
+    };
+    *last_failure = None;
+    shared.auth.set_challenge(&upstream.base, c.clone());
+    Ok(c)
+}
+
+/// Learns `upstream`'s challenge ahead of the first client (what a proxy does as it starts,
+/// for the upstreams its pipeline names), so a first pull does not wait for the probe's round
+/// trip. A failure is only logged: the first request probes again.
+pub async fn learn_challenge(shared: &super::Shared, upstream: &super::Upstream) {
+    if let Err(e) = challenge_of(shared, upstream).await {
+        tracing::debug!(upstream = %upstream.ns, "could not learn the upstream's challenge yet: {}", e.message);
+    }
 }
 
 /// The `Authorization` for this request's scope under `challenge` (a fresh token if `refresh`).
