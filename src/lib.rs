@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod log_writer;
 pub mod runmd;
 pub mod server;
 pub mod world;

@@ -6,6 +6,11 @@ use acr::cli::Cli;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: a request allocates and frees many small objects from several threads, which
+/// glibc's allocator served at a fifth of a manifest hit's time (profile in bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = if cli.debug {
@@ -13,11 +18,16 @@ fn main() -> ExitCode {
     } else {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
     };
+    let writer = acr::log_writer::stderr();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if !ansi {
+        acr::log_writer::set_plain(&writer);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -29,7 +39,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(cli.run()) {
+    let result = runtime.block_on(cli.run());
+    // Every log line is out before the process ends (and before its last error).
+    acr::log_writer::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match &e {

@@ -69,7 +69,7 @@ pub fn record_own(cx: &Context, store: &Arc<Store>, digest: &Digest) {
 
 /// Whether acr made `digest` for the request's own scope (see [`record_own`]).
 pub fn made_here(cx: &Context, store: &Store, digest: &Digest) -> bool {
-    scope_of(cx).is_some_and(|s| links::is_linked(store.root(), &s, digest))
+    scope_of(cx).is_some_and(|s| links::is_linked(store, &s, digest))
 }
 
 fn confirmations() -> &'static Mutex<HashMap<[u8; 32], Instant>> {

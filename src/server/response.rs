@@ -2,6 +2,7 @@
 //! each request, written when its body is done (for a streamed blob, when the last byte left
 //! or the transfer broke), with container tokens and client-supplied values made safe to log.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -170,7 +171,25 @@ impl RequestLine {
             };
         }
         match &self.failed {
-            None => request_line!(info),
+            None if tracing::enabled!(tracing::Level::INFO) => {
+                let plain = crate::log_writer::plain_info(|out| {
+                    let _ = writeln!(
+                        out,
+                        "request method={} path={} ns={} upstream={} status={} bytes={} ms={}",
+                        self.method,
+                        self.path,
+                        self.ns,
+                        self.upstream,
+                        self.status,
+                        self.bytes,
+                        self.started.elapsed().as_millis()
+                    );
+                });
+                if !plain {
+                    request_line!(info)
+                }
+            }
+            None => {}
             Some(why) => request_line!(warn, why),
         }
     }

@@ -80,7 +80,7 @@ impl LinkScope {
 /// Whether `digest` is linked in `scope`, here or in the shared tier (a shared link is then
 /// kept here too).
 pub async fn linked(store: &Store, scope: &LinkScope, digest: &Digest) -> bool {
-    if is_linked(store.root(), scope, digest) {
+    if is_linked(store, scope, digest) {
         return true;
     }
     let Some(shared) = store.shared() else {
@@ -92,7 +92,7 @@ pub async fn linked(store: &Store, scope: &LinkScope, digest: &Digest) -> bool {
     };
     match shared.size(key).await {
         Ok(Some(_)) => {
-            let _ = link(store.root(), scope, digest);
+            let _ = link(store, scope, digest);
             true
         }
         Ok(None) => {
@@ -108,8 +108,8 @@ pub async fn linked(store: &Store, scope: &LinkScope, digest: &Digest) -> bool {
 
 /// Links `digest` in `scope` here, and (in the background) in the shared tier.
 pub fn record(store: &std::sync::Arc<Store>, scope: &LinkScope, digest: &Digest) -> io::Result<()> {
-    let fresh = !is_linked(store.root(), scope, digest);
-    link(store.root(), scope, digest)?;
+    let fresh = !is_linked(store, scope, digest);
+    link(store, scope, digest)?;
     if fresh && store.shared().is_some() {
         let (store, scope, hex) = (store.clone(), scope.clone(), digest.hex().to_string());
         tokio::spawn(async move {
@@ -132,15 +132,24 @@ pub fn record(store: &std::sync::Arc<Store>, scope: &LinkScope, digest: &Digest)
     Ok(())
 }
 
-/// Whether `digest` is linked in `scope`.
-pub fn is_linked(root: &Path, scope: &LinkScope, digest: &Digest) -> bool {
-    scope.path(root, digest).exists()
+/// Whether `digest` is linked in `scope` on this replica's disk (remembered once seen).
+pub fn is_linked(store: &Store, scope: &LinkScope, digest: &Digest) -> bool {
+    let path = scope.path(store.root(), digest);
+    if store.links_in_memory.get(&path).is_some() {
+        return true;
+    }
+    let there = path.exists();
+    if there {
+        store.links_in_memory.put(path, (), 1);
+    }
+    there
 }
 
 /// Links `digest` in `scope` (idempotent).
-pub fn link(root: &Path, scope: &LinkScope, digest: &Digest) -> io::Result<()> {
-    let path = scope.path(root, digest);
-    if path.exists() {
+pub fn link(store: &Store, scope: &LinkScope, digest: &Digest) -> io::Result<()> {
+    let path = scope.path(store.root(), digest);
+    if store.links_in_memory.get(&path).is_some() || path.exists() {
+        store.links_in_memory.put(path, (), 1);
         return Ok(());
     }
     if let Some(dir) = path.parent() {
@@ -150,8 +159,9 @@ pub fn link(root: &Path, scope: &LinkScope, digest: &Digest) -> io::Result<()> {
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
-        .map(|_| ())
+        .open(&path)?;
+    store.links_in_memory.put(path, (), 1);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -159,8 +169,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn links_are_per_repository_and_per_token() {
+    fn links_are_per_repository_and_per_token_and_kept_in_memory_once_seen() {
         let d = tempfile::tempdir().unwrap();
+        let config = crate::store::StoreConfig {
+            root: d.path().to_path_buf(),
+            remote: None,
+            max_size: None,
+            ttl: std::time::Duration::from_secs(60),
+            ttl_by_ns: vec![],
+            idle_timeout: std::time::Duration::from_secs(5),
+            max_blob_size: None,
+            fleet: None,
+        };
+        let store = Store::open(
+            config,
+            std::sync::Arc::new(crate::metrics::Metrics::default()),
+        )
+        .unwrap();
         let digest = Digest::of(b"layer");
         let a = LinkScope {
             ns: "127.0.0.1:5000".into(),
@@ -175,14 +200,27 @@ mod tests {
             token: Some("0123abcd".into()),
             ..a.clone()
         };
-        assert!(!is_linked(d.path(), &a, &digest));
-        link(d.path(), &a, &digest).unwrap();
-        link(d.path(), &a, &digest).unwrap();
-        assert!(is_linked(d.path(), &a, &digest));
-        assert!(!is_linked(d.path(), &b, &digest));
-        assert!(!is_linked(d.path(), &t, &digest));
-        link(d.path(), &t, &digest).unwrap();
-        assert!(is_linked(d.path(), &t, &digest));
+        assert!(!is_linked(&store, &a, &digest));
+        // A miss is never remembered: the link made now is seen.
+        assert_eq!(store.links_in_memory.usage().0, 0);
+        link(&store, &a, &digest).unwrap();
+        link(&store, &a, &digest).unwrap();
+        assert!(a.path(d.path(), &digest).exists());
+        assert!(is_linked(&store, &a, &digest));
+        assert!(!is_linked(&store, &b, &digest));
+        assert!(!is_linked(&store, &t, &digest));
+        link(&store, &t, &digest).unwrap();
+        assert!(is_linked(&store, &t, &digest));
         assert_eq!(t.repository(), a);
+        assert_eq!(store.links_in_memory.usage().0, 2);
+        // A link another process made is found on the disk.
+        let other = LinkScope {
+            repo: "team-c/other".into(),
+            ..a.clone()
+        };
+        let path = other.path(d.path(), &digest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        assert!(is_linked(&store, &other, &digest));
     }
 }

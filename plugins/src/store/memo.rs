@@ -7,6 +7,8 @@
 //!   TTL is judged on that time, as for the record on the disk, so a tag in memory is never
 //!   served past its TTL. A record is kept when read or written by this process.
 //!
+//! - repository links known to exist (links are only ever added, never removed).
+//!
 //! Whether a client may read what is kept is decided per request by the caller, never here.
 //! Each memo is bounded by a weight (bytes) and an entry count; past either, the least
 //! recently used go.
@@ -21,6 +23,8 @@ pub const MANIFEST_BYTES: usize = 8 * 1024 * 1024;
 pub const MANIFEST_ENTRIES: usize = 1024;
 /// How many tag records are kept at most (a few hundred bytes each).
 pub const TAG_ENTRIES: usize = 4096;
+/// How many repository links are kept at most (a path each).
+pub const LINK_ENTRIES: usize = 8192;
 
 struct Kept<V> {
     value: V,

@@ -127,6 +127,8 @@ pub struct Store {
     manifests_in_memory: memo::Memo<String, (bytes::Bytes, String)>,
     /// The tag records read or written most recently, by (ns, repo, tag) (see `memo`).
     tags_in_memory: memo::Memo<(String, String, String), TagEntry>,
+    /// Links known to exist on the disk, by their path (see `links`): a hit needs no lookup.
+    links_in_memory: memo::Memo<std::path::PathBuf, ()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -176,6 +178,7 @@ impl Store {
             tag_locks: tag_turn::TagLocks::default(),
             manifests_in_memory: memo::Memo::new(memo::MANIFEST_BYTES, memo::MANIFEST_ENTRIES),
             tags_in_memory: memo::Memo::new(usize::MAX, memo::TAG_ENTRIES),
+            links_in_memory: memo::Memo::new(usize::MAX, memo::LINK_ENTRIES),
         };
         store.update_gauges();
         Ok(Arc::new(store))

@@ -154,7 +154,7 @@ async fn links_are_shared() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(shared, "the link never reached the other replica");
-    assert!(links::is_linked(b.root(), &scope, &digest), "kept locally");
+    assert!(links::is_linked(&b, &scope, &digest), "kept locally");
     let other = LinkScope {
         repo: "team/other".into(),
         ..scope
