@@ -8,7 +8,7 @@
 //! signature of that digest by one of its keys (see [`cosign`]). A refusal is a `403 DENIED`
 //! naming the image, the digest and why; the log says the same.
 //!
-//! Decisions are kept per digest and keys ([`verdicts`]): a hit costs a map lookup; an
+//! Decisions are kept per repository, digest and keys ([`verdicts`]): a hit costs a map lookup; an
 //! admitted digest's signature is looked up again after the tag TTL. An index signed by a
 //! trusted key admits its platform manifests by digest (cosign signs the index by default).
 //! Cosign's own tags (`sha256-HEX.sig`, `.att`, `.sbom`) and the signature and attestation
@@ -238,7 +238,8 @@ async fn admit_by(
     let key = VerdictKey {
         digest: digest.to_string(),
         keys: policy.keys.id,
-        repository: policy.identity.then(|| req.name.clone()),
+        repository: req.name.clone(),
+        identity: policy.identity,
     };
     let metrics = cx.registry.as_ref().map(|r| r.metrics.clone());
     let kept = verdicts::get(&key);
@@ -367,6 +368,7 @@ fn admit_children(
             digest: d.to_string(),
             keys: policy.keys.id,
             repository: parent.repository.clone(),
+            identity: parent.identity,
         };
         verdicts::put(key, None, true, ttl);
     }

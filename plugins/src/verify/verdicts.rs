@@ -1,5 +1,5 @@
-//! What `.verify` decided, kept per (digest, keys, repository when `.identity` asks for it):
-//! a digest never changes, so a decision holds until its expiry (the tag TTL for an admitted
+//! What `.verify` decided, kept per (repository, digest, keys): a digest never changes, so a
+//! decision holds until its expiry (the tag TTL for an admitted
 //! image, so a signature withdrawn upstream is noticed; a shorter while for a refusal, so an
 //! image signed after a refused pull is served soon). The map is bounded; and the counters.
 
@@ -17,8 +17,11 @@ pub struct VerdictKey {
     pub digest: String,
     /// The trusted keys (see `KeySet::id`).
     pub keys: u64,
-    /// The repository, when the decision depends on it (`.identity`).
-    pub repository: Option<String>,
+    /// The repository: signatures are looked up in the repository of the image (as cosign
+    /// does), so the same digest may be signed in one repository and not in another.
+    pub repository: String,
+    /// Whether `.identity` asked for the signed repository to be this one.
+    pub identity: bool,
 }
 
 /// A decision and until when it holds.
@@ -133,7 +136,8 @@ mod tests {
         let key = VerdictKey {
             digest: "sha256:test-verdicts".into(),
             keys: 7,
-            repository: None,
+            repository: "library/test".into(),
+            identity: false,
         };
         put(
             key.clone(),
