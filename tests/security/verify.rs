@@ -162,29 +162,27 @@ fn verify_admits_signed_images_and_refuses_the_rest_with_skopeo() {
     for repo in ["library/p256", "library/rsa", "library/ed25519"] {
         skopeo_pull(&acr, &format!("{repo}:1"), false).ok();
     }
+    for (repo_ref, reason) in [
+        ("library/unsigned:1", "no signature found"),
+        ("library/stranger:1", "signed by a key not trusted here"),
+        (
+            "library/elsewhere:1",
+            "the signed payload is for another digest",
+        ),
+        ("library/damaged:1", "the signature does not verify"),
+        ("library/altered:1", "an altered one"),
+    ] {
+        assert_refused(&acr, &skopeo_pull(&acr, repo_ref, false), reason);
+    }
+    skopeo_pull(&acr, "other/unsigned:1", false).ok();
+    // A runnable image under a name like cosign's is still checked.
+    let disguised = format!("library/unsigned:sha256-{}.sig", "a".repeat(64));
+    push(&reg, &fixtures().test, &disguised, &[]);
     assert_refused(
         &acr,
-        &skopeo_pull(&acr, "library/unsigned:1", false),
+        &skopeo_pull(&acr, &disguised, false),
         "no signature found",
     );
-    assert_refused(
-        &acr,
-        &skopeo_pull(&acr, "library/stranger:1", false),
-        "signed by a key not trusted here",
-    );
-    assert_refused(
-        &acr,
-        &skopeo_pull(&acr, "library/elsewhere:1", false),
-        "the signed payload is for another digest",
-    );
-    assert_refused(
-        &acr,
-        &skopeo_pull(&acr, "library/damaged:1", false),
-        "the signature does not verify",
-    );
-    let altered = skopeo_pull(&acr, "library/altered:1", false);
-    assert_refused(&acr, &altered, "an altered one");
-    skopeo_pull(&acr, "other/unsigned:1", false).ok();
 
     // The refusal names the image and the digest; a direct request gets the OCI error.
     let unsigned = raw_manifest(&reg, "library/unsigned:1").0;

@@ -11,8 +11,9 @@
 //! Decisions are kept per repository, digest and keys ([`verdicts`]): a hit costs a map lookup; an
 //! admitted digest's signature is looked up again after the tag TTL. An index signed by a
 //! trusted key admits its platform manifests by digest (cosign signs the index by default).
-//! Cosign's own tags (`sha256-HEX.sig`, `.att`, `.sbom`) and the signature and attestation
-//! manifests they name pass unchecked, so clients can verify again.
+//! Signature, attestation and SBOM manifests (every layer of such a media type: nothing a
+//! runtime unpacks) pass unchecked, so clients can verify again; cosign's own tags
+//! (`sha256-HEX.sig`, `.att`, `.sbom`) that hold one pass without a lookup.
 //!
 //! The keys are read when the file is compiled ([`keys`]): a missing file, a file that is not
 //! a public key, or a scheme other than `cosign` is a diagnostic at its line.
@@ -219,7 +220,11 @@ pub async fn admit(
     let Some(policies) = cx.slots.get::<Policies>().map(|p| p.0.clone()) else {
         return Ok(());
     };
-    if cosign::is_cosign_tag(&req.reference) {
+    // cosign's own tags name signatures and attestations: passed when that is what they hold,
+    // without looking for a signature of the signature.
+    if cosign::is_cosign_tag(&req.reference)
+        && is_signature_artifact(cx, req, digest, manifest).await
+    {
         return Ok(());
     }
     for policy in policies {
@@ -374,13 +379,20 @@ fn admit_children(
     }
 }
 
-/// The media types of layers a runtime cannot unpack: cosign signatures, in-toto and DSSE
-/// attestations, sigstore bundles.
+/// The media types of what cosign attaches to an image, which a runtime does not unpack:
+/// signatures, in-toto and DSSE attestations, sigstore bundles, SPDX and CycloneDX SBOMs.
 fn is_signature_layer(media_type: &str) -> bool {
     media_type == cosign::SIMPLE_SIGNING
-        || media_type.starts_with("application/vnd.dsse.envelope")
-        || media_type.starts_with("application/vnd.in-toto")
-        || media_type.starts_with("application/vnd.dev.sigstore.bundle")
+        || [
+            "application/vnd.dsse.envelope",
+            "application/vnd.in-toto",
+            "application/vnd.dev.sigstore.bundle",
+            "text/spdx",
+            "application/spdx",
+            "application/vnd.cyclonedx",
+        ]
+        .iter()
+        .any(|prefix| media_type.starts_with(prefix))
 }
 
 /// Whether `digest` is a signature or attestation manifest: an image manifest with layers,
