@@ -242,25 +242,62 @@ fn verify_admits_signed_images_and_refuses_the_rest_with_skopeo() {
 }
 
 /// A decision is kept per digest: pulling a signed image again asks the upstream for no
-/// signature (the lookups counter stays), with a store.
+/// signature (the lookups counter stays) until the tag TTL has passed, when the signature is
+/// looked up again.
 #[test]
-fn verify_keeps_its_decisions_per_digest() {
+fn verify_keeps_its_decisions_until_the_tag_ttl() {
+    const TTL_SECS: u64 = 4;
     let k = keys();
     let reg = Registry::start(RegistryAuth::None);
     let d = push_test(&reg, "library/signed");
     cosign_sign(&reg, &k.p256, "library/signed", &d);
     let verify = trusting(&k);
-    let acr = Acr::start(&verify_pipeline(&reg, &[&verify], true));
+    let ttl = format!(".ttl {TTL_SECS}s");
+    let acr = Acr::start(&inject_pipeline(&reg.url(), &[&verify], &[&ttl]));
+    let started = std::time::Instant::now();
     skopeo_pull(&acr, "library/signed:1", false).ok();
     let lookups = metric(&acr, "acr_verify_lookups_total");
-    assert!(lookups >= 1, "no lookup counted");
+    assert_eq!(lookups, 1, "one lookup for the first pull");
     let sig_gets = reg.count_requests("GET", ".sig");
-    for _ in 0..3 {
-        skopeo_pull(&acr, "library/signed:1", false).ok();
+    let get = |reference: &str| {
+        acr.fetch(
+            "GET",
+            &format!("/v2/library/signed/manifests/{reference}"),
+            &[("Accept", ACCEPT_MANIFESTS)],
+        )
+    };
+    for reference in ["1", d.as_str(), "1"] {
+        assert_eq!(get(reference).status, 200);
     }
-    assert_eq!(metric(&acr, "acr_verify_lookups_total"), lookups);
-    assert_eq!(reg.count_requests("GET", ".sig"), sig_gets);
+    if started.elapsed() < std::time::Duration::from_secs(TTL_SECS) {
+        assert_eq!(metric(&acr, "acr_verify_lookups_total"), lookups);
+        assert_eq!(reg.count_requests("GET", ".sig"), sig_gets);
+    }
     assert!(metric(&acr, "acr_verify_admitted_total") >= 4);
+    std::thread::sleep(std::time::Duration::from_secs(TTL_SECS + 1));
+    assert_eq!(get("1").status, 200);
+    assert_eq!(metric(&acr, "acr_verify_lookups_total"), lookups + 1);
+}
+
+/// With `.identity`, the signed `docker-reference` must name the repository: a signature made
+/// for another repository is refused.
+#[test]
+fn verify_identity_checks_the_signed_repository() {
+    let k = keys();
+    let reg = Registry::start(RegistryAuth::None);
+    let d = push_test(&reg, "library/right");
+    cosign_sign(&reg, &k.p256, "library/right", &d);
+    let d = push_test(&reg, "library/wrong");
+    let layer = SignatureLayer::by(&k.p256, &reg, "library/elsewhere", &d);
+    push_signatures(&reg, "library/wrong", &d, &[layer]);
+    let verify = trusting(&k);
+    let acr = Acr::start(&verify_pipeline(&reg, &[&verify, "  .identity"], false));
+    skopeo_pull(&acr, "library/right:1", false).ok();
+    assert_refused(
+        &acr,
+        &skopeo_pull(&acr, "library/wrong:1", false),
+        "the signed payload is for another repository",
+    );
 }
 
 /// A signed index pulls with `skopeo copy --all` (its platform manifests admitted by
