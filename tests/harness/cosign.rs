@@ -205,3 +205,93 @@ pub fn upload_blob(registry: &Registry, repo: &str, bytes: &[u8]) {
     );
     assert_eq!(done.status, 201, "PUT {url}: {}", done.text());
 }
+
+/// The artifact type (and layer media type) of a sigstore bundle.
+pub const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+/// The predicate type of cosign's image signature statement.
+pub const SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+
+/// A sigstore bundle whose DSSE envelope `key` signed: an in-toto statement with cosign's
+/// signing predicate about `subject_digest` (named `subject_name`).
+pub fn keyed_bundle(key: &SigningKey, subject_name: &str, subject_digest: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": subject_name, "digest": {"sha256": &subject_digest["sha256:".len()..]}}],
+        "predicateType": SIGN_PREDICATE,
+        "predicate": {}
+    })
+    .to_string();
+    let payload_type = "application/vnd.in-toto+json";
+    let pae = format!(
+        "DSSEv1 {} {payload_type} {} {statement}",
+        payload_type.len(),
+        statement.len()
+    );
+    let signature = key.sign(pae.as_bytes());
+    serde_json::json!({
+        "mediaType": BUNDLE,
+        "verificationMaterial": {"publicKey": {"hint": ""}},
+        "dsseEnvelope": {
+            "payload": b64.encode(&statement),
+            "payloadType": payload_type,
+            "signatures": [{"sig": b64.encode(signature), "keyid": ""}]
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Attaches `bundle` to `digest` in `repo` as an OCI 1.1 referrer (a manifest with `subject`
+/// and `artifactType`, pushed by digest) and lists it in the fallback tag `sha256-HEX`, which
+/// clients keep for registries without the referrers API (distribution 2.x).
+pub fn attach_bundle(registry: &Registry, repo: &str, digest: &str, bundle: &[u8]) {
+    let image = http_request(
+        "HEAD",
+        &format!("{}/v2/{repo}/manifests/{digest}", registry.url()),
+        &[("Accept", ACCEPT_MANIFESTS)],
+        None,
+    );
+    assert_eq!(image.status, 200, "the subject {digest} is not in {repo}");
+    let (subject_type, subject_size) = (
+        image
+            .header("content-type")
+            .unwrap_or(OCI_MANIFEST)
+            .to_string(),
+        image.header("content-length").unwrap_or("0").to_string(),
+    );
+    let empty = b"{}";
+    upload_blob(registry, repo, empty);
+    upload_blob(registry, repo, bundle);
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_MANIFEST}\",\"artifactType\":\"{BUNDLE}\",\"config\":{{\"mediaType\":\"application/vnd.oci.empty.v1+json\",\"size\":2,\"digest\":{}}},\"layers\":[{{\"mediaType\":\"{BUNDLE}\",\"size\":{},\"digest\":{}}}],\"subject\":{{\"mediaType\":{},\"size\":{subject_size},\"digest\":{}}}}}",
+        quoted(&digest_of(empty)),
+        bundle.len(),
+        quoted(&digest_of(bundle)),
+        quoted(&subject_type),
+        quoted(digest)
+    );
+    let manifest_digest = digest_of(manifest.as_bytes());
+    let put = |reference: &str, body: &str, media_type: &str| {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", registry.url());
+        let r = http_request(
+            "PUT",
+            &url,
+            &[("Content-Type", media_type)],
+            Some(body.as_bytes()),
+        );
+        assert_eq!(r.status, 201, "PUT {url}: {}", r.text());
+    };
+    put(&manifest_digest, &manifest, OCI_MANIFEST);
+    let index = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_INDEX}\",\"manifests\":[{{\"mediaType\":\"{OCI_MANIFEST}\",\"size\":{},\"digest\":{},\"artifactType\":\"{BUNDLE}\"}}]}}",
+        manifest.len(),
+        quoted(&manifest_digest)
+    );
+    put(
+        &format!("sha256-{}", &digest["sha256:".len()..]),
+        &index,
+        OCI_INDEX,
+    );
+}

@@ -396,3 +396,33 @@ fn verify_checks_the_upstream_manifest_before_inject_layer() {
         "no signature found",
     );
 }
+
+/// Keyed sigstore bundles attached as OCI 1.1 referrers (cosign's newer format, found through
+/// the `sha256-HEX` fallback tag on distribution 2.x): one signed by a trusted key admits the
+/// image; one signed by another key, or about another digest, is refused.
+#[test]
+fn verify_admits_keyed_sigstore_bundles_among_the_referrers() {
+    let k = keys();
+    let reg = Registry::start(RegistryAuth::None);
+    let d = push_test(&reg, "library/bundled");
+    let bundle = keyed_bundle(&k.ed25519, &format!("{}/library/bundled", reg.host()), &d);
+    attach_bundle(&reg, "library/bundled", &d, &bundle);
+    let d = push_test(&reg, "library/stranger");
+    let bundle = keyed_bundle(&k.untrusted, "library/stranger", &d);
+    attach_bundle(&reg, "library/stranger", &d, &bundle);
+    let d = push_test(&reg, "library/elsewhere");
+    let bundle = keyed_bundle(&k.p256, "library/elsewhere", &digest_of(b"another image"));
+    attach_bundle(&reg, "library/elsewhere", &d, &bundle);
+    let verify = trusting(&k);
+    let acr = Acr::start(&verify_pipeline(&reg, &[&verify], false));
+    skopeo_pull(&acr, "library/bundled:1", false).ok();
+    for (repo_ref, reason) in [
+        ("library/stranger:1", "signed by a key not trusted here"),
+        (
+            "library/elsewhere:1",
+            "the signed payload is for another digest",
+        ),
+    ] {
+        assert_refused(&acr, &skopeo_pull(&acr, repo_ref, false), reason);
+    }
+}

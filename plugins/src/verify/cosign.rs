@@ -21,6 +21,7 @@
 //! tried are bounded, and a payload must hash to its layer's digest.
 
 use base64::Engine;
+use bytes::Bytes;
 use serde_json::Value;
 
 use super::keys::TrustedKey;
@@ -200,45 +201,77 @@ async fn check_layer(
     else {
         return invalid("a signature layer has no sha256 digest".into());
     };
-    let payload = match payload(cx, repository, &payload_digest).await? {
+    let payload = match fetch_checked(
+        cx,
+        repository,
+        Resource::Blobs,
+        &payload_digest,
+        MAX_PAYLOAD_BYTES,
+    )
+    .await?
+    {
         Ok(p) => p,
         Err(why) => return invalid(why),
     };
-    if !keys.iter().any(|k| k.verifies(&payload, &signature)) {
-        if keys.iter().any(|k| k.could_have_made(&signature)) {
-            return Ok(Err(Refusal::UntrustedKey(format!(
-                "none of the {} trusted key(s) verifies the signature over payload {payload_digest} (a signature by another key looks like this, and so does an altered one)",
-                keys.len()
-            ))));
-        }
-        return invalid(format!(
-            "the signature over payload {payload_digest} is not one a trusted key's algorithm makes (damaged, or made with another kind of key)"
-        ));
+    let what = format!("payload {payload_digest}");
+    if let Err(refusal) = signed_by(keys, &payload, &signature, &what) {
+        return Ok(Err(refusal));
     }
     Ok(payload_names(&payload, repository, digest, identity))
 }
 
-/// The payload blob, checked against its digest.
-async fn payload(
-    cx: &mut Context,
-    repository: &str,
-    digest: &Digest,
-) -> Result<Result<Vec<u8>, String>, RegistryError> {
-    let path = format!("/v2/{repository}/blobs/{digest}");
-    let resp = send(cx, reqwest::Method::GET, &path, &[]).await?;
-    if resp.status().as_u16() == 404 {
-        return Ok(Err(format!("the payload {digest} is not in {repository}")));
+/// Whether one of `keys` signed `message`; else why not: a well-formed signature none of them
+/// verifies (another key's, or an altered one), or one no trusted key's algorithm makes.
+pub(super) fn signed_by(
+    keys: &[TrustedKey],
+    message: &[u8],
+    signature: &[u8],
+    what: &str,
+) -> Result<(), Refusal> {
+    if keys.iter().any(|k| k.verifies(message, signature)) {
+        return Ok(());
     }
-    if !resp.status().is_success() {
-        return Err(upstream_error(cx, resp, Resource::Blobs).await);
-    }
-    let bytes = read_limited(cx, resp, MAX_PAYLOAD_BYTES).await?;
-    if Digest::of(&bytes) != *digest {
-        return Ok(Err(format!(
-            "the payload sent for {digest} does not hash to it"
+    if keys.iter().any(|k| k.could_have_made(signature)) {
+        return Err(Refusal::UntrustedKey(format!(
+            "none of the {} trusted key(s) verifies the signature over {what} (a signature by another key looks like this, and so does an altered one)",
+            keys.len()
         )));
     }
-    Ok(Ok(bytes.to_vec()))
+    Err(Refusal::InvalidSignature(format!(
+        "the signature over {what} is not one a trusted key's algorithm makes (damaged, or made with another kind of key)"
+    )))
+}
+
+/// A blob (or a manifest) of `repository` by digest, at most `limit` bytes, checked against
+/// the digest; `Err(why)` when the upstream lacks it or sends other bytes.
+pub(super) async fn fetch_checked(
+    cx: &mut Context,
+    repository: &str,
+    resource: Resource,
+    digest: &Digest,
+    limit: usize,
+) -> Result<Result<Bytes, String>, RegistryError> {
+    let (path, accept) = match resource {
+        Resource::Manifests => (
+            format!("/v2/{repository}/manifests/{digest}"),
+            vec![("Accept", format!("{OCI_MANIFEST}, {DOCKER_MANIFEST}"))],
+        ),
+        _ => (format!("/v2/{repository}/blobs/{digest}"), Vec::new()),
+    };
+    let resp = send(cx, reqwest::Method::GET, &path, &accept).await?;
+    if resp.status().as_u16() == 404 {
+        return Ok(Err(format!("{digest} is not in {repository}")));
+    }
+    if !resp.status().is_success() {
+        return Err(upstream_error(cx, resp, resource).await);
+    }
+    let bytes = read_limited(cx, resp, limit).await?;
+    if Digest::of(&bytes) != *digest {
+        return Ok(Err(format!(
+            "the upstream sent for {digest} bytes that do not hash to it"
+        )));
+    }
+    Ok(Ok(bytes))
 }
 
 /// Whether a verified payload names `digest` (and `repository`, with `.identity`).

@@ -18,6 +18,7 @@
 //! The keys are read when the file is compiled ([`keys`]): a missing file, a file that is not
 //! a public key, or a scheme other than `cosign` is a diagnostic at its line.
 
+pub mod bundle;
 pub mod cosign;
 pub mod keys;
 pub mod verdicts;
@@ -286,7 +287,7 @@ async fn admit_by(
         .as_ref()
         .map(|s| s.config.ttl_for(&ns_of(cx)))
         .unwrap_or(ADMISSION_KEPT_WITHOUT_STORE);
-    let found = cosign::check(cx, &req.name, digest, &policy.keys.keys, policy.identity).await;
+    let found = signatures(cx, req, digest, policy).await;
     let refusal = match found {
         Ok(Ok(())) => {
             tracing::info!(name = %req.name, reference = %req.reference, digest = %digest, "signed by a trusted key: served");
@@ -347,6 +348,36 @@ async fn admit_by(
         m.verify.refused(label);
     }
     Err(RegistryError::denied(message))
+}
+
+/// The signatures of `digest` where cosign puts them: the `.sig` tag, then, when that does not
+/// admit it, sigstore bundles among its referrers. A failed referrers lookup leaves the
+/// answer of the `.sig` tag (logged).
+async fn signatures(
+    cx: &mut Context,
+    req: &ClientRequest,
+    digest: &Digest,
+    policy: &Policy,
+) -> Result<Result<(), cosign::Refusal>, RegistryError> {
+    let keys = &policy.keys.keys;
+    let refusal = match cosign::check(cx, &req.name, digest, keys, policy.identity).await? {
+        Ok(()) => return Ok(Ok(())),
+        Err(r) => r,
+    };
+    match bundle::check(cx, &req.name, digest, keys, policy.identity).await {
+        Ok(Some(Ok(()))) => Ok(Ok(())),
+        Ok(Some(Err(bundle_refusal))) => Ok(Err(refusal.max(bundle_refusal))),
+        Ok(None) => Ok(Err(match refusal {
+            cosign::Refusal::NoSignature(why) => cosign::Refusal::NoSignature(format!(
+                "{why}, and no sigstore bundle among its referrers"
+            )),
+            other => other,
+        })),
+        Err(e) => {
+            tracing::warn!(name = %req.name, digest = %digest, "could not look for sigstore bundles among the referrers: {}", e.message);
+            Ok(Err(refusal))
+        }
+    }
 }
 
 /// An index admitted by `policy` admits its platform manifests by digest, until `until`.
