@@ -204,6 +204,12 @@ fn verify_admits_signed_images_and_refuses_the_rest_with_skopeo() {
         &[("Accept", ACCEPT_MANIFESTS)],
     );
     assert_eq!(by_digest.status, 403, "{}", by_digest.text());
+    let message = oci_message(&by_digest.text());
+    assert!(
+        message.contains(&format!("library/unsigned@{unsigned}"))
+            && message.contains("no signature found"),
+        "a kept refusal names the image as asked for: {message}"
+    );
 
     // Signatures pass through unchanged, so clients can verify again.
     let signed = raw_manifest(&reg, "library/p256:1").0;

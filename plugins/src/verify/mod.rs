@@ -271,11 +271,11 @@ async fn admit_by(
                 }
                 return Ok(());
             }
-            Some((reason, message)) => {
+            Some((reason, why)) => {
                 if let Some(m) = &metrics {
                     m.verify.refused(reason);
                 }
-                return Err(RegistryError::denied(message.clone()));
+                return Err(RegistryError::denied(refusal_message(cx, req, digest, why)));
             }
         }
     }
@@ -327,27 +327,25 @@ async fn admit_by(
         return Ok(());
     }
     let (label, words) = refusal.reason();
+    let why = format!("{words}: {}", refusal.detail());
+    let message = refusal_message(cx, req, digest, &why);
+    tracing::warn!(upstream = %ns_of(cx), name = %req.name, reference = %req.reference, digest = %digest, reason = label, "refused: {message}");
+    verdicts::put(key, Some((label, why)), false, ttl.min(REFUSAL_KEPT_FOR));
+    if let Some(m) = &metrics {
+        m.verify.refused(label);
+    }
+    Err(RegistryError::denied(message))
+}
+
+/// What a refused client reads: the image as it asked for it, the digest, and `why`.
+fn refusal_message(cx: &Context, req: &ClientRequest, digest: &Digest, why: &str) -> String {
     let ns = ns_of(cx);
     let image = if req.reference.starts_with("sha256:") {
         format!("{ns}/{}@{digest}", req.name)
     } else {
         format!("{ns}/{}:{}", req.name, req.reference)
     };
-    let message = format!(
-        "`.verify cosign` refused {image} (digest {digest}): {words}: {}",
-        refusal.detail()
-    );
-    tracing::warn!(upstream = %ns, name = %req.name, reference = %req.reference, digest = %digest, reason = label, "refused: {message}");
-    verdicts::put(
-        key,
-        Some((label, message.clone())),
-        false,
-        ttl.min(REFUSAL_KEPT_FOR),
-    );
-    if let Some(m) = &metrics {
-        m.verify.refused(label);
-    }
-    Err(RegistryError::denied(message))
+    format!("`.verify cosign` refused {image} (digest {digest}): {why}")
 }
 
 /// The signatures of `digest` where cosign puts them: the `.sig` tag, then, when that does not

@@ -27,7 +27,7 @@ pub struct VerdictKey {
 /// A decision and until when it holds.
 #[derive(Debug, Clone)]
 pub struct Verdict {
-    /// `None`: admitted; else the message of the refusal and its metric label.
+    /// `None`: admitted; else the metric label of the refusal and why (without the image).
     pub refused: Option<(&'static str, String)>,
     /// For an admitted index: its platform manifests were admitted too.
     pub children_admitted: bool,
