@@ -279,14 +279,20 @@ async fn admit_by(
             }
         }
     }
-    if let Some(m) = &metrics {
-        crate::metrics::Metrics::inc(&m.verify.lookups);
-    }
     let ttl = cx
         .store
         .as_ref()
         .map(|s| s.config.ttl_for(&ns_of(cx)))
         .unwrap_or(ADMISSION_KEPT_WITHOUT_STORE);
+    // Signatures and attestations have no signature of their own: a client that fetches one
+    // gets it unchecked (it can run nothing), and the decision is kept like any other.
+    if manifest.is_some() && is_signature_artifact(cx, req, digest, manifest).await {
+        verdicts::put(key, None, true, ttl);
+        return Ok(());
+    }
+    if let Some(m) = &metrics {
+        crate::metrics::Metrics::inc(&m.verify.lookups);
+    }
     let found = signatures(cx, req, digest, policy).await;
     let refusal = match found {
         Ok(Ok(())) => {
@@ -321,9 +327,9 @@ async fn admit_by(
             return Err(e);
         }
     };
-    // Signatures and attestations have no signature of their own; a client that fetches one
-    // by digest gets it unchecked (it can run nothing).
-    if is_signature_artifact(cx, req, digest, manifest).await {
+    // Without the manifest's bytes (a HEAD), whether it is a signature is known only now.
+    if manifest.is_none() && is_signature_artifact(cx, req, digest, manifest).await {
+        verdicts::put(key, None, true, ttl);
         return Ok(());
     }
     let (label, words) = refusal.reason();
