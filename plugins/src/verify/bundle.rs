@@ -61,11 +61,7 @@ pub async fn check(
     for manifest in &bundles {
         match check_bundle(cx, repository, digest, manifest, keys, identity).await? {
             Ok(()) => return Ok(Some(Ok(()))),
-            Err(r) => {
-                if worst.as_ref().is_none_or(|w| r > *w) {
-                    worst = Some(r);
-                }
-            }
+            Err(r) => Refusal::keep_worst(&mut worst, r),
         }
     }
     Ok(worst.map(Err))
@@ -169,11 +165,7 @@ pub fn envelope_names(
                 verified = true;
                 break;
             }
-            Err(r) => {
-                if worst.as_ref().is_none_or(|w| r > *w) {
-                    worst = Some(r);
-                }
-            }
+            Err(r) => Refusal::keep_worst(&mut worst, r),
         }
     }
     if !verified {

@@ -78,6 +78,13 @@ impl Refusal {
         }
     }
 
+    /// Keeps in `worst` the more telling of it and `refusal`.
+    pub fn keep_worst(worst: &mut Option<Refusal>, refusal: Refusal) {
+        if worst.as_ref().is_none_or(|w| refusal > *w) {
+            *worst = Some(refusal);
+        }
+    }
+
     pub fn detail(&self) -> &str {
         match self {
             Refusal::NoSignature(d)
@@ -108,8 +115,8 @@ pub fn is_cosign_tag(tag: &str) -> bool {
         && matches!(kind, "sig" | "att" | "sbom")
 }
 
-/// What checking the signatures of one image found: `Ok(())` when a trusted key signed it.
-/// `Err(Ok(refusal))` is an answer; `Err(Err(e))` is an upstream that failed to answer (not
+/// What checking the signatures of one image found: `Ok(Ok(()))` when a trusted key signed
+/// it, `Ok(Err(refusal))` when not; `Err(e)` is an upstream that failed to answer (not
 /// remembered: asked again next time).
 pub async fn check(
     cx: &mut Context,
@@ -138,11 +145,7 @@ pub async fn check(
     for layer in layers {
         match check_layer(cx, repository, digest, keys, identity, layer).await? {
             Ok(()) => return Ok(Ok(())),
-            Err(r) => {
-                if worst.as_ref().is_none_or(|w| r > *w) {
-                    worst = Some(r);
-                }
-            }
+            Err(r) => Refusal::keep_worst(&mut worst, r),
         }
     }
     Ok(Err(worst.unwrap_or_else(|| {
