@@ -30,6 +30,8 @@ METRICS = OrderedDict(
         ("tag_rps", ("Manifest by tag (cache hit in acr)", "req/s", True)),
         ("tag_p50", ("Manifest by tag, p50", "ms", False)),
         ("tag_p99", ("Manifest by tag, p99", "ms", False)),
+        ("tag_verify_rps", ("Manifest by tag with .verify (a kept decision)", "req/s", True)),
+        ("tag_verify_p99", ("Manifest by tag with .verify, p99", "ms", False)),
         ("tag_upstream_per_1k", ("Manifest by tag: upstream requests per 1000", "req", False)),
         ("digest_rps", ("Manifest by digest", "req/s", True)),
         ("digest_p50", ("Manifest by digest, p50", "ms", False)),
@@ -139,6 +141,9 @@ def main():
     a, p = med("tag_rps", "acr"), med("tag_rps", "proxy")
     if a is not None and p:
         goal("manifest by tag >= 5x distribution proxy", a >= 5 * p, "%.2fx (%s vs %s req/s)" % (a / p, fmt(a), fmt(p)))
+    a, b = med("tag_verify_rps", "acr"), med("tag_rps", "acr")
+    if a is not None and b:
+        goal("manifest by tag with .verify >= 0.9x acr without .verify", a >= 0.9 * b, "%.2fx (%s vs %s req/s)" % (a / b, fmt(a), fmt(b)))
     for kind, over, floor in (("tag", "", 0.5), ("digest", "", 0.5), ("tag", "_tls", 1.0), ("digest", "_tls", 1.0)):
         a, g = med(kind + over + "_rps", "acr"), med(kind + over + "_rps", "nginx")
         pa, pg = med(kind + over + "_p99", "acr"), med(kind + over + "_p99", "nginx")

@@ -32,4 +32,5 @@ static CATALOGUE: &[PluginSpec] = &[
     crate::teleport::SPEC,
     crate::pull::SPEC,
     crate::inject_layer::SPEC,
+    crate::verify::SPEC,
 ];

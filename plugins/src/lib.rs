@@ -39,6 +39,7 @@ pub mod pull;
 mod resolve;
 mod teleport;
 mod timer;
+pub mod verify;
 
 pub use call::PluginError;
 pub use catalogue::{catalogue, lookup};

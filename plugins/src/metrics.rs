@@ -23,6 +23,8 @@ pub struct Metrics {
     pub remote_corrupt: AtomicU64,
     /// The same story per upstream, with what was saved (see `upstream_metrics`).
     pub upstreams: crate::upstream_metrics::UpstreamMetrics,
+    /// What `.verify` served and refused.
+    pub verify: crate::verify::verdicts::VerifyMetrics,
 }
 
 impl Metrics {
@@ -119,6 +121,7 @@ impl Metrics {
             );
         }
         out.push_str(&self.upstreams.render());
+        out.push_str(&self.verify.render());
         out
     }
 }

@@ -76,7 +76,13 @@ async fn manifest(
         }
         let digest = header(&resp, "docker-content-digest");
         let length = header(&resp, "content-length");
+        // `.verify` needs a sha256 digest: without one, GET and compute it.
+        let checked = digest.as_deref().and_then(|d| Digest::parse(d).ok());
+        let digest = digest.filter(|_| checked.is_some() || !crate::verify::applies(cx));
         if let (Some(digest), Some(length)) = (digest, length) {
+            if let Some(checked) = &checked {
+                crate::verify::admit(cx, req, checked, None).await?;
+            }
             if let Reference::Digest(want) = &reference {
                 if *want.to_string() != digest {
                     return Err(mismatch(cx, &want.to_string(), &digest));
@@ -98,6 +104,7 @@ async fn manifest(
         // The upstream's HEAD lacks the digest or length: GET and compute them.
     }
     let (bytes, media_type, digest) = get_manifest(cx, req, extra, &reference).await?;
+    crate::verify::admit(cx, req, &digest, Some((&bytes, &media_type))).await?;
     Ok(Reply::manifest(req.method, &digest, bytes, &media_type))
 }
 
@@ -211,6 +218,8 @@ async fn tag_reply(
     bytes: Bytes,
     media_type: String,
 ) -> Result<Reply, RegistryError> {
+    // The upstream's manifest is checked, before any rewrite (the rewrite is acr's own).
+    crate::verify::admit(cx, req, &digest, Some((&bytes, &media_type))).await?;
     if hit {
         count_hit(store, req.method, bytes.len());
     }
@@ -282,10 +291,12 @@ async fn cached_manifest(
         Reference::Digest(d) => {
             if let Some((bytes, media_type)) = store.manifest(d).await {
                 crate::access::may_serve(cx, store, Resource::Manifests, d).await?;
+                crate::verify::admit(cx, req, d, Some((&bytes, &media_type))).await?;
                 return Ok(stored_reply(store, req.method, d, bytes, &media_type));
             }
             let (bytes, media_type, digest) =
                 fetch_and_store(cx, store, req, extra, &reference).await?;
+            crate::verify::admit(cx, req, &digest, Some((&bytes, &media_type))).await?;
             return Ok(Reply::manifest(req.method, &digest, bytes, &media_type));
         }
         Reference::Tag(tag) => tag.clone(),

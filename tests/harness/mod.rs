@@ -27,6 +27,7 @@ pub mod production;
 pub mod store;
 
 mod clients;
+pub mod cosign;
 mod encode;
 mod fake_upstream;
 mod http;

@@ -12,3 +12,4 @@ mod faults;
 mod security_access;
 mod security_bounds;
 mod security_upstream;
+mod verify;

@@ -50,6 +50,57 @@ fn diagnostic_unknown_plugin() {
     );
 }
 
+/// `.verify`'s input is checked when the file is compiled: an unknown scheme, a missing key
+/// file and a file that is not a public key are diagnostics at the value, and `.verify`
+/// after `.resolve` (which has already answered) at the call.
+#[test]
+fn diagnostic_bad_verify() {
+    let dir = tmp();
+    let not_a_key = write(dir.path(), "not-a-key.pub", "hello\n");
+    let route = |line: &str| {
+        format!("{ENGINE}``` a mirror\n+ .runtime\n: .mirror http://127.0.0.1:5000\n+ .proxy 127.0.0.1:8578\n: .manifests head, get\n{line}```\n")
+    };
+    assert_diagnostic(
+        &route(":   .verify gpg /etc/acr/k.pub\n:   .resolve\n"),
+        10,
+        13,
+        "unknown signature scheme `gpg`",
+        "write `.verify cosign /etc/acr/cosign.pub`",
+    );
+    assert_diagnostic(
+        &route(":   .verify cosign /nonexistent/acr-verify.pub\n:   .resolve\n"),
+        10,
+        13,
+        "cannot read the key file /nonexistent/acr-verify.pub",
+        "give the PEM public key files",
+    );
+    assert_diagnostic(
+        &route(&format!(
+            ":   .verify cosign {}\n:   .resolve\n",
+            not_a_key.display()
+        )),
+        10,
+        13,
+        "not a PEM public key",
+        "give the PEM public key files",
+    );
+    let key = write(
+        dir.path(),
+        "cosign.pub",
+        "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEASxFhKVRywQgWp57+zSpWYBY8wBQZIKy1FZ2b+i7yqP0=\n-----END PUBLIC KEY-----\n",
+    );
+    assert_diagnostic(
+        &route(&format!(
+            ":   .resolve\n:   .verify cosign {}\n",
+            key.display()
+        )),
+        11,
+        5,
+        "'.verify' comes after '.resolve' (line 10)",
+        "move '.verify' before '.resolve'",
+    );
+}
+
 /// A shared store that cannot be opened is a diagnostic at its `: .cache` line, not an error
 /// at the first request: a malformed `az://` URL, and one with no storage account in the
 /// environment (the test's `acr` runs without `AZURE_STORAGE_ACCOUNT_NAME`).

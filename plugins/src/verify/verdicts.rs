@@ -1,0 +1,162 @@
+//! What `.verify` decided, kept per (repository, digest, keys): a digest never changes, so a
+//! decision holds until its expiry (the tag TTL for an admitted
+//! image, so a signature withdrawn upstream is noticed; a shorter while for a refusal, so an
+//! image signed after a refused pull is served soon). The map is bounded; and the counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How many decisions are kept at once.
+const MAX_VERDICTS: usize = 8192;
+
+/// Whose decision it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VerdictKey {
+    pub digest: String,
+    /// The trusted keys (see `KeySet::id`).
+    pub keys: u64,
+    /// The repository: signatures are looked up in the repository of the image (as cosign
+    /// does), so the same digest may be signed in one repository and not in another.
+    pub repository: String,
+    /// Whether `.identity` asked for the signed repository to be this one.
+    pub identity: bool,
+}
+
+/// A decision and until when it holds.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// `None`: admitted; else the metric label of the refusal and why (without the image).
+    pub refused: Option<(&'static str, String)>,
+    /// For an admitted index: its platform manifests were admitted too.
+    pub children_admitted: bool,
+    pub until: Instant,
+}
+
+fn verdicts() -> &'static Mutex<HashMap<VerdictKey, Verdict>> {
+    static VERDICTS: OnceLock<Mutex<HashMap<VerdictKey, Verdict>>> = OnceLock::new();
+    VERDICTS.get_or_init(Default::default)
+}
+
+/// The decision kept for `key`, fresh or not.
+pub fn get(key: &VerdictKey) -> Option<Verdict> {
+    verdicts().lock().ok()?.get(key).cloned()
+}
+
+/// Keeps `verdict` for `key` for `ttl`. A full map drops what has expired, then (still full)
+/// everything: decisions are cheap to make again.
+pub fn put(
+    key: VerdictKey,
+    refused: Option<(&'static str, String)>,
+    children_admitted: bool,
+    ttl: Duration,
+) {
+    let Ok(mut map) = verdicts().lock() else {
+        return;
+    };
+    if map.len() >= MAX_VERDICTS && !map.contains_key(&key) {
+        let now = Instant::now();
+        map.retain(|_, v| v.until > now);
+        if map.len() >= MAX_VERDICTS {
+            map.clear();
+        }
+    }
+    map.insert(
+        key,
+        Verdict {
+            refused,
+            children_admitted,
+            until: Instant::now() + ttl,
+        },
+    );
+}
+
+/// The reasons a pull is refused, as metric labels (a bounded set).
+pub const REASONS: [&str; 5] = [
+    "no_signature",
+    "untrusted_key",
+    "other_digest",
+    "other_repository",
+    "invalid_signature",
+];
+
+/// `acr_verify_*`: manifests served and refused by `.verify`.
+#[derive(Debug, Default)]
+pub struct VerifyMetrics {
+    pub admitted: AtomicU64,
+    /// Signatures looked up at the upstream (decisions made, not kept ones reused).
+    pub lookups: AtomicU64,
+    refused: [AtomicU64; REASONS.len()],
+}
+
+impl VerifyMetrics {
+    pub fn refused(&self, reason: &str) {
+        if let Some(i) = REASONS.iter().position(|r| *r == reason) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn refused_count(&self, reason: &str) -> u64 {
+        REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map(|i| self.refused[i].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// The Prometheus text of the counters.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "# HELP acr_verify_admitted_total manifests served because `.verify` found them signed by a trusted key\n\
+             # TYPE acr_verify_admitted_total counter\nacr_verify_admitted_total {}\n\
+             # HELP acr_verify_lookups_total signature lookups `.verify` made at upstreams (kept decisions cost none)\n\
+             # TYPE acr_verify_lookups_total counter\nacr_verify_lookups_total {}\n\
+             # HELP acr_verify_refused_total manifests refused (403 DENIED) by `.verify`, by reason\n\
+             # TYPE acr_verify_refused_total counter\n",
+            self.admitted.load(Ordering::Relaxed),
+            self.lookups.load(Ordering::Relaxed),
+        );
+        for (i, reason) in REASONS.iter().enumerate() {
+            out.push_str(&format!(
+                "acr_verify_refused_total{{reason=\"{reason}\"}} {}\n",
+                self.refused[i].load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_are_kept_and_metrics_rendered() {
+        let key = VerdictKey {
+            digest: "sha256:test-verdicts".into(),
+            keys: 7,
+            repository: "library/test".into(),
+            identity: false,
+        };
+        put(
+            key.clone(),
+            Some(("no_signature", "why".into())),
+            false,
+            Duration::from_secs(60),
+        );
+        let v = get(&key).unwrap();
+        assert_eq!(v.refused.unwrap().0, "no_signature");
+        assert!(v.until > Instant::now());
+        let m = VerifyMetrics::default();
+        m.refused("untrusted_key");
+        m.refused("not a reason");
+        assert_eq!(m.refused_count("untrusted_key"), 1);
+        let text = m.render();
+        assert!(
+            text.contains("acr_verify_refused_total{reason=\"untrusted_key\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("acr_verify_admitted_total 0"), "{text}");
+    }
+}
