@@ -3,6 +3,7 @@
 //! (`world`), the engine that sequences plugin calls (`engine`) and the command line (`cli`).
 //! What each plugin does lives in the `acr-plugins` crate.
 
+pub mod allocator;
 pub mod cli;
 pub mod engine;
 pub mod log_writer;

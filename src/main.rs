@@ -6,10 +6,9 @@ use acr::cli::Cli;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: a request allocates and frees many small objects from several threads, which
-/// glibc's allocator served at a fifth of a manifest hit's time (profile in bench/README.md).
+/// mimalloc for small objects, the system's allocator for large buffers (see `allocator`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: acr::allocator::SplitAllocator = acr::allocator::SplitAllocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
