@@ -45,13 +45,23 @@ fn canonical_ns(ns: &str) -> &str {
 /// challenge it learns as it starts.
 pub fn named(proxy: &ProxyPlan) -> Vec<Upstream> {
     let mirrors = proxy.mirror_hosts.iter().map(|h| mirror_upstream(h));
-    let endpoints = proxy.settings.endpoints.iter().map(|e| Upstream {
-        ns: canonical_ns(&e.ns).to_string(),
-        base: e.url.clone(),
+    let endpoints = proxy
+        .settings
+        .endpoints
+        .iter()
+        .map(|e| endpoint_upstream(canonical_ns(&e.ns), &e.url));
+    mirrors.chain(endpoints).collect()
+}
+
+/// An `.endpoint` standing in for namespace `ns` (a chained mirror, a local stand-in): it is
+/// told which namespace, as containerd tells acr.
+fn endpoint_upstream(ns: &str, url: &str) -> Upstream {
+    Upstream {
+        ns: ns.to_string(),
+        base: url.to_string(),
         named_by_pipeline: true,
         sends_ns: true,
-    });
-    mirrors.chain(endpoints).collect()
+    }
 }
 
 /// `*` matches any run of characters.
@@ -112,14 +122,7 @@ pub fn choose(proxy: &ProxyPlan, ns: Option<&str>, name: &str) -> Result<Choice,
         .find(|e| canonical_ns(&e.ns) == target)
         .map(|e| e.url.clone());
     let upstream = if let Some(base) = endpoint {
-        // An `.endpoint` stands in for the namespace (a chained mirror, a local stand-in):
-        // it is told which one, as containerd tells acr.
-        Upstream {
-            ns: target.clone(),
-            base,
-            named_by_pipeline: true,
-            sends_ns: true,
-        }
+        endpoint_upstream(&target, &base)
     } else if let Some(m) = proxy
         .mirror_hosts
         .iter()

@@ -133,3 +133,52 @@ fn cold_ranges_come_before_the_whole_blob_which_still_lands_verified() {
     let sent: u64 = gets.iter().map(|(_, n)| n).sum();
     assert_eq!(sent, size as u64 + 1000 + 2 * MIB as u64, "{gets:?}");
 }
+
+/// The first client of a cold blob gets its part before the whole fetch starts, but a client
+/// that asks for a large part and stops reading does not hold the whole fetch back: it starts
+/// after a bounded wait (half a second), and the blob lands in the store, verified, while that
+/// client still sits on its unread part.
+#[test]
+fn a_client_that_stops_reading_its_part_does_not_hold_back_the_whole_blob() {
+    use std::io::{Read, Write};
+    let reg = Registry::start(RegistryAuth::None);
+    let data = pseudo_random_bytes("acr-lazy-stalled-part", 32 * MIB);
+    let image = push_image(&reg, "library/stalled", "1", vec![data]);
+    let (digest, _) = image.layers[0].clone();
+    let cache = temp_dir("acr-store-");
+    let acr = Acr::start(&store_pipeline(&reg.url(), &[&cache_setting(cache.path())]));
+    let blob_path = format!("/v2/library/stalled/blobs/{digest}");
+
+    // 24 MiB asked, the status line read, nothing more: the part stalls in the socket buffers.
+    let mut client = std::net::TcpStream::connect(acr.host()).expect("connect to acr");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        client,
+        "GET {blob_path} HTTP/1.1\r\nHost: {}\r\nRange: bytes=0-{}\r\n\r\n",
+        acr.host(),
+        24 * MIB - 1
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    client
+        .read_exact(&mut head)
+        .expect("the part's status line");
+    assert_eq!(&head, b"HTTP/1.1 206", "{}", String::from_utf8_lossy(&head));
+
+    assert!(
+        wait_until(Duration::from_secs(15), || has_blob(cache.path(), &digest)),
+        "the whole blob waited for a client that stopped reading its part: {}",
+        acr.log()
+    );
+    assert_eq!(assert_store_verifies(cache.path()), 1);
+    // The upstream sent the part (as far as the client's stall let it) and the whole blob once.
+    let gets = blob_gets(&reg, &blob_path);
+    assert_eq!(
+        gets.iter().filter(|(s, _)| *s == 200).count(),
+        1,
+        "{gets:?}"
+    );
+    drop(client);
+}

@@ -86,14 +86,9 @@ impl ImageRef {
             ));
         }
         let image = ImageReference::parse(text)?;
-        let ns = image.registry.unwrap_or_else(|| "docker.io".to_string());
-        let name = if ns == "docker.io" && !image.repository.contains('/') {
-            format!("library/{}", image.repository)
-        } else {
-            image.repository
-        };
+        let name = image.registry_repository();
         Ok(Self {
-            ns,
+            ns: image.registry.unwrap_or_else(|| "docker.io".to_string()),
             name,
             tag: image.tag.unwrap_or_else(|| "latest".to_string()),
         })

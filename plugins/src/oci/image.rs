@@ -63,6 +63,20 @@ impl ImageReference {
         })
     }
 
+    /// The repository as its registry names it: a one-word Docker Hub name (no registry, or
+    /// `docker.io` and its aliases) is under `library/`.
+    pub fn registry_repository(&self) -> String {
+        let hub = self
+            .registry
+            .as_deref()
+            .is_none_or(|r| matches!(r, "docker.io" | "index.docker.io" | "registry-1.docker.io"));
+        if hub && !self.repository.contains('/') {
+            format!("library/{}", self.repository)
+        } else {
+            self.repository.clone()
+        }
+    }
+
     /// What a registry is asked for: the digest when there is one, else the tag, else `latest`.
     pub fn reference(&self) -> String {
         match (&self.digest, &self.tag) {

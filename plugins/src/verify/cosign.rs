@@ -316,29 +316,13 @@ pub fn payload_names(
     Ok(())
 }
 
-/// The repository a `docker-reference` names: without its registry host, tag or digest, with
-/// Docker Hub's `library/` for a one-word name.
+/// The repository a `docker-reference` names (as its registry names it); empty when it is not
+/// an image reference. Its digest, if any, plays no part.
 pub fn repository_of(reference: &str) -> String {
-    let without_digest = reference.split('@').next().unwrap_or("");
-    let (host, path) = match without_digest.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (Some(first), rest)
-        }
-        _ => (None, without_digest),
-    };
-    let path = match path.rsplit_once('/') {
-        Some((dir, last)) => format!("{dir}/{}", last.split(':').next().unwrap_or("")),
-        None => path.split(':').next().unwrap_or("").to_string(),
-    };
-    let hub =
-        host.is_none_or(|h| matches!(h, "docker.io" | "index.docker.io" | "registry-1.docker.io"));
-    if hub && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path
-    }
+    let name = reference.split('@').next().unwrap_or("");
+    crate::oci::ImageReference::parse(name)
+        .map(|image| image.registry_repository())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

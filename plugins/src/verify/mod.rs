@@ -8,7 +8,7 @@
 //! signature of that digest by one of its keys (see [`cosign`]). A refusal is a `403 DENIED`
 //! naming the image, the digest and why; the log says the same.
 //!
-//! Decisions are kept per repository, digest and keys ([`verdicts`]): a hit costs a map lookup; an
+//! Decisions are kept per upstream, repository, digest and keys ([`verdicts`]): a hit costs a map lookup; an
 //! admitted digest's signature is looked up again after the tag TTL. An index signed by a
 //! trusted key admits its platform manifests by digest (cosign signs the index by default).
 //! Signature, attestation and SBOM manifests (every layer of such a media type: nothing a
@@ -69,6 +69,9 @@ pub const SPEC: PluginSpec = PluginSpec::new(
 const REFUSAL_KEPT_FOR: Duration = Duration::from_secs(30);
 /// How long an admission is kept without a store (with one, its tag TTL).
 const ADMISSION_KEPT_WITHOUT_STORE: Duration = Duration::from_secs(60);
+
+/// How many `.verify` inputs' key sets are remembered between compiles.
+const MAX_KEY_SETS: usize = 256;
 
 /// Trusted keys, read once per compile.
 #[derive(Debug)]
@@ -137,6 +140,11 @@ fn key_set(input: &str, base: &Path, reread: bool) -> Result<Arc<KeySet>, InputE
     let id = u64::from_str_radix(&hash.hex()[..16], 16).unwrap_or_default();
     let set = Arc::new(KeySet { keys, id });
     if let Ok(mut m) = compiled.lock() {
+        // Bounded: inputs of pipelines long replaced are forgotten (a call reads its keys
+        // again if it finds none).
+        if m.len() >= MAX_KEY_SETS && !m.contains_key(input) {
+            m.clear();
+        }
         m.insert(input.to_string(), set.clone());
     }
     Ok(set)
@@ -242,6 +250,7 @@ async fn admit_by(
     policy: &Policy,
 ) -> Result<(), RegistryError> {
     let key = VerdictKey {
+        upstream: ns_of(cx),
         digest: digest.to_string(),
         keys: policy.keys.id,
         repository: req.name.clone(),
@@ -405,6 +414,7 @@ fn admit_children(
             continue;
         };
         let key = VerdictKey {
+            upstream: parent.upstream.clone(),
             digest: d.to_string(),
             keys: policy.keys.id,
             repository: parent.repository.clone(),

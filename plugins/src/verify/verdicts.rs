@@ -1,4 +1,4 @@
-//! What `.verify` decided, kept per (repository, digest, keys): a digest never changes, so a
+//! What `.verify` decided, kept per (upstream, repository, digest, keys): a digest never changes, so a
 //! decision holds until its expiry (the tag TTL for an admitted
 //! image, so a signature withdrawn upstream is noticed; a shorter while for a refusal, so an
 //! image signed after a refused pull is served soon). The map is bounded; and the counters.
@@ -14,6 +14,8 @@ const MAX_VERDICTS: usize = 8192;
 /// Whose decision it is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VerdictKey {
+    /// The upstream namespace: the same repository name on two registries is two images.
+    pub upstream: String,
     pub digest: String,
     /// The trusted keys (see `KeySet::id`).
     pub keys: u64,
@@ -134,6 +136,7 @@ mod tests {
     #[test]
     fn verdicts_are_kept_and_metrics_rendered() {
         let key = VerdictKey {
+            upstream: "127.0.0.1:5000".into(),
             digest: "sha256:test-verdicts".into(),
             keys: 7,
             repository: "library/test".into(),
