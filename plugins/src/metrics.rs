@@ -24,7 +24,7 @@ pub struct Metrics {
     /// The same story per upstream, with what was saved (see `upstream_metrics`).
     pub upstreams: crate::upstream_metrics::UpstreamMetrics,
     /// What `.verify` served and refused.
-    pub verify: crate::verify::verdicts::VerifyMetrics,
+    pub verify: VerifyMetrics,
 }
 
 impl Metrics {
@@ -122,6 +122,61 @@ impl Metrics {
         }
         out.push_str(&self.upstreams.render());
         out.push_str(&self.verify.render());
+        out
+    }
+}
+
+/// The reasons a pull is refused, as metric labels (a bounded set).
+pub const REASONS: [&str; 5] = [
+    "no_signature",
+    "untrusted_key",
+    "other_digest",
+    "other_repository",
+    "invalid_signature",
+];
+
+/// `acr_verify_*`: manifests served and refused by `.verify`.
+#[derive(Debug, Default)]
+pub struct VerifyMetrics {
+    pub admitted: AtomicU64,
+    /// Signatures looked up at the upstream (decisions made, not kept ones reused).
+    pub lookups: AtomicU64,
+    refused: [AtomicU64; REASONS.len()],
+}
+
+impl VerifyMetrics {
+    pub fn refused(&self, reason: &str) {
+        if let Some(i) = REASONS.iter().position(|r| *r == reason) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn refused_count(&self, reason: &str) -> u64 {
+        REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map(|i| self.refused[i].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// The Prometheus text of the counters.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "# HELP acr_verify_admitted_total manifests served because `.verify` found them signed by a trusted key\n\
+             # TYPE acr_verify_admitted_total counter\nacr_verify_admitted_total {}\n\
+             # HELP acr_verify_lookups_total signature lookups `.verify` made at upstreams (kept decisions cost none)\n\
+             # TYPE acr_verify_lookups_total counter\nacr_verify_lookups_total {}\n\
+             # HELP acr_verify_refused_total manifests refused (403 DENIED) by `.verify`, by reason\n\
+             # TYPE acr_verify_refused_total counter\n",
+            self.admitted.load(Ordering::Relaxed),
+            self.lookups.load(Ordering::Relaxed),
+        );
+        for (i, reason) in REASONS.iter().enumerate() {
+            out.push_str(&format!(
+                "acr_verify_refused_total{{reason=\"{reason}\"}} {}\n",
+                self.refused[i].load(Ordering::Relaxed)
+            ));
+        }
         out
     }
 }

@@ -1,10 +1,10 @@
 //! What `.verify` decided, kept per (upstream, repository, digest, keys): a digest never changes, so a
 //! decision holds until its expiry (the tag TTL for an admitted
 //! image, so a signature withdrawn upstream is noticed; a shorter while for a refusal, so an
-//! image signed after a refused pull is served soon). The map is bounded; and the counters.
+//! image signed after a refused pull is served soon). The map is bounded. (Its counters are
+//! `crate::metrics::VerifyMetrics`.)
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -74,64 +74,10 @@ pub fn put(
     );
 }
 
-/// The reasons a pull is refused, as metric labels (a bounded set).
-pub const REASONS: [&str; 5] = [
-    "no_signature",
-    "untrusted_key",
-    "other_digest",
-    "other_repository",
-    "invalid_signature",
-];
-
-/// `acr_verify_*`: manifests served and refused by `.verify`.
-#[derive(Debug, Default)]
-pub struct VerifyMetrics {
-    pub admitted: AtomicU64,
-    /// Signatures looked up at the upstream (decisions made, not kept ones reused).
-    pub lookups: AtomicU64,
-    refused: [AtomicU64; REASONS.len()],
-}
-
-impl VerifyMetrics {
-    pub fn refused(&self, reason: &str) {
-        if let Some(i) = REASONS.iter().position(|r| *r == reason) {
-            self.refused[i].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub fn refused_count(&self, reason: &str) -> u64 {
-        REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .map(|i| self.refused[i].load(Ordering::Relaxed))
-            .unwrap_or(0)
-    }
-
-    /// The Prometheus text of the counters.
-    pub fn render(&self) -> String {
-        let mut out = format!(
-            "# HELP acr_verify_admitted_total manifests served because `.verify` found them signed by a trusted key\n\
-             # TYPE acr_verify_admitted_total counter\nacr_verify_admitted_total {}\n\
-             # HELP acr_verify_lookups_total signature lookups `.verify` made at upstreams (kept decisions cost none)\n\
-             # TYPE acr_verify_lookups_total counter\nacr_verify_lookups_total {}\n\
-             # HELP acr_verify_refused_total manifests refused (403 DENIED) by `.verify`, by reason\n\
-             # TYPE acr_verify_refused_total counter\n",
-            self.admitted.load(Ordering::Relaxed),
-            self.lookups.load(Ordering::Relaxed),
-        );
-        for (i, reason) in REASONS.iter().enumerate() {
-            out.push_str(&format!(
-                "acr_verify_refused_total{{reason=\"{reason}\"}} {}\n",
-                self.refused[i].load(Ordering::Relaxed)
-            ));
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::VerifyMetrics;
 
     #[test]
     fn verdicts_are_kept_and_metrics_rendered() {
